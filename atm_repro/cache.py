@@ -1,0 +1,402 @@
+"""Residual-stream activation cache: one truncated forward pass, several layers, sharded on disk.
+
+Layout of a cache directory::
+
+    manifest.json                 model, layers, hook, dtype, counts, fingerprints,
+                                  per-shard sha256, code version, ``complete``
+    {split}_tokens_{i:05d}.npy    int32 [n_seq, context] model inputs (BOS first)
+    {split}_L{layer}_{i:05d}.npy  float16/32 [n_seq * (context - 1), d_model]
+
+``split`` is ``train`` or ``eval`` (held-out articles). The BOS position is not
+cached (its residual is a huge-norm constant that SAEs should not spend
+capacity on); every other position is. For the model's last block this is
+the residual before the final norm (HF's last ``hidden_states`` entry is after it). The forward pass runs the base model
+only up to the deepest requested layer (a hook stops it) and never computes
+logits. Shards are written atomically and recorded in the manifest one by
+one, so an interrupted build resumes at the first missing shard and produces
+byte-identical files. Readers verify checksums and memory-map the arrays.
+
+The token-masked variant (for the masked-regularization recipe) replaces each
+non-BOS input token with the tokenizer's mask token with probability
+``cache.token_mask_prob`` (seeded) before the forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from atm_repro import code_version
+from atm_repro.config import Profile, fingerprint, to_dict
+from atm_repro.corpus import check_corpus_name, load_articles, tokenize_splits
+from atm_repro.models import LoadedModel, check_model_name, load_model
+
+HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
+SPLITS = ("train", "eval")
+MANIFEST = "manifest.json"
+CACHE_CODE = ("cache.py", "corpus.py", "models.py")
+
+
+class CacheError(RuntimeError):
+    """A cache is incomplete, corrupt, or does not match what was asked for."""
+
+
+# --------------------------------------------------------------------------- forward
+
+
+class _StopForward(Exception):
+    pass
+
+
+@torch.no_grad()
+def capture_residuals(
+    loaded: LoadedModel,
+    input_ids_BS: torch.Tensor,
+    layers: list[int],
+    attention_mask_BS: torch.Tensor | None = None,
+) -> dict[int, torch.Tensor]:
+    """Residual stream after each block in ``layers`` ([B, S, D] each).
+
+    Runs the decoder stack only up to ``max(layers)``; no logits.
+    """
+    n_layers = loaded.n_layers
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"layer(s) {bad} out of range: the model has {n_layers} layers")
+    out: dict[int, torch.Tensor] = {}
+    deepest = max(layers)
+
+    def hook(layer: int):
+        def fn(_module, _args, output):
+            out[layer] = (output[0] if isinstance(output, tuple) else output).detach()
+            if layer == deepest:
+                raise _StopForward
+
+        return fn
+
+    handles = [loaded.layers[layer].register_forward_hook(hook(layer)) for layer in layers]
+    try:
+        loaded.model.model(input_ids=input_ids_BS, attention_mask=attention_mask_BS,
+                           use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def mask_tokens(tokens_NS: np.ndarray, prob: float, mask_id: int, seed: int) -> np.ndarray:
+    """Replace each non-BOS token by ``mask_id`` with probability ``prob`` (seeded)."""
+    rng = np.random.default_rng(seed)
+    hit = rng.random(tokens_NS.shape) < prob
+    hit[:, 0] = False
+    return np.where(hit, mask_id, tokens_NS).astype(np.int32)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> str:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+    return _sha256(path)
+
+
+def cache_key(profile: Profile, masked: bool) -> dict:
+    """Everything the cache's bytes depend on."""
+    cache_cfg = to_dict(profile.cache)
+    if not masked:
+        cache_cfg.pop("token_mask_prob")
+    return {
+        "model": to_dict(profile.model),
+        "corpus": to_dict(profile.corpus),
+        "cache": cache_cfg,
+        "masked": masked,
+        "seed": profile.seed,
+        "code_version": code_version(*CACHE_CODE),
+    }
+
+
+def cache_dir(profile: Profile, masked: bool = False) -> Path:
+    """Where the (clean or token-masked) cache of ``profile`` lives."""
+    key = fingerprint(cache_key(profile, masked))[:12]
+    return profile.run_dir / "cache" / f"{'masked' if masked else 'clean'}-{key}"
+
+
+# --------------------------------------------------------------------------- build
+
+
+def check_cache_request(profile: Profile) -> None:
+    """Reject a bad model, layer or corpus before anything heavy happens."""
+    check_model_name(profile.model.name, profile.cache.layers)
+    check_corpus_name(profile.corpus.name)
+
+
+def build_cache(
+    profile: Profile,
+    masked: bool = False,
+    loaded: LoadedModel | None = None,
+    progress: bool = True,
+    max_new_shards: int | None = None,
+) -> Path:
+    """Build (or resume, or reuse) the activation cache of ``profile``; return its path.
+
+    ``max_new_shards`` stops after writing that many new shards (the manifest
+    then says ``complete: false``); a later call resumes.
+    """
+    check_cache_request(profile)
+    ccfg = profile.cache
+    out = cache_dir(profile, masked)
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("complete"):
+            return out
+    else:
+        manifest = None
+
+    texts = load_articles(profile.corpus)
+    if loaded is None:
+        loaded = load_model(profile.model, corpus_texts=texts)
+    if max(ccfg.layers) >= loaded.n_layers:
+        raise CacheError(f"layer {max(ccfg.layers)} out of range ({loaded.n_layers} layers)")
+    body = profile.corpus.context - 1
+    n_seq = {s: math.ceil(t / body / ccfg.shard_sequences) * ccfg.shard_sequences
+             for s, t in (("train", ccfg.train_tokens), ("eval", ccfg.eval_tokens))}
+    train, evals = tokenize_splits(profile.corpus, loaded.tokenizer, n_seq["train"],
+                                   n_seq["eval"], texts=texts)
+    tokens = {"train": train.tokens_NS, "eval": evals.tokens_NS}
+    for split in SPLITS:
+        if len(tokens[split]) < n_seq[split]:
+            raise CacheError(
+                f"the corpus gives only {len(tokens[split]) * body} {split} tokens, "
+                f"{n_seq[split] * body} asked for (cache.{split}_tokens)"
+            )
+    if masked:
+        mask_id = loaded.tokenizer.mask_token_id
+        if mask_id is None:
+            raise CacheError(f"model {loaded.name} has no mask token for the masked cache")
+        tokens = {s: mask_tokens(t, ccfg.token_mask_prob, mask_id, profile.seed + i)
+                  for i, (s, t) in enumerate(tokens.items())}
+
+    fresh = {
+        "key": cache_key(profile, masked),
+        "model": loaded.name,
+        "model_fingerprint": loaded.fingerprint,
+        "d_model": loaded.d_model,
+        "n_layers_model": loaded.n_layers,
+        "layers": list(ccfg.layers),
+        "hooks": {str(layer): HOOK_TEMPLATE.format(layer=layer) for layer in ccfg.layers},
+        "dtype": ccfg.dtype,
+        "context": profile.corpus.context,
+        "bos_cached": False,
+        "corpus_fingerprint": {"train": train.fingerprint, "eval": evals.fingerprint},
+        "n_sequences": {s: int(len(t)) for s, t in tokens.items()},
+        "n_tokens": {s: int(len(t)) * body for s, t in tokens.items()},
+        "shard_sequences": ccfg.shard_sequences,
+        "token_mask_prob": ccfg.token_mask_prob if masked else 0.0,
+        "code_version": code_version(*CACHE_CODE),
+        "shards": {s: [] for s in SPLITS},
+        "complete": False,
+    }
+    if manifest is None or manifest["key"] != fresh["key"] or \
+            manifest["corpus_fingerprint"] != fresh["corpus_fingerprint"]:
+        manifest = fresh
+    out.mkdir(parents=True, exist_ok=True)
+    _check_disk(out, manifest, ccfg.layers)
+
+    written = 0
+    total = sum(manifest["n_tokens"].values())
+    done = sum(sh["n_tokens"] for s in SPLITS for sh in manifest["shards"][s])
+    bar = tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
+               desc=f"cache {out.name}")
+    np_dtype = np.dtype(ccfg.dtype)
+    for split in SPLITS:
+        for i, start in enumerate(range(0, len(tokens[split]), ccfg.shard_sequences)):
+            if i < len(manifest["shards"][split]):
+                continue  # resumed: already written and recorded
+            if max_new_shards is not None and written >= max_new_shards:
+                bar.close()
+                return out
+            shard_tok = tokens[split][start : start + ccfg.shard_sequences]
+            acts = {layer: [] for layer in ccfg.layers}
+            for b in range(0, len(shard_tok), ccfg.batch_size):
+                ids = torch.from_numpy(shard_tok[b : b + ccfg.batch_size].astype(np.int64))
+                res = capture_residuals(loaded, ids.to(profile.model.device), ccfg.layers)
+                for layer in ccfg.layers:
+                    acts[layer].append(res[layer][:, 1:].reshape(-1, loaded.d_model)
+                                       .float().cpu().numpy().astype(np_dtype))
+                bar.update(ids.shape[0] * body)
+            record = {"index": i, "n_tokens": int(len(shard_tok)) * body, "files": {}}
+            name = f"{split}_tokens_{i:05d}.npy"
+            record["files"][name] = _atomic_npy(out / name, shard_tok)
+            for layer in ccfg.layers:
+                name = f"{split}_L{layer}_{i:05d}.npy"
+                record["files"][name] = _atomic_npy(out / name, np.concatenate(acts[layer]))
+            manifest["shards"][split].append(record)
+            _atomic_json(manifest_path, manifest)
+            written += 1
+    bar.close()
+    manifest["complete"] = True
+    _atomic_json(manifest_path, manifest)
+    return out
+
+
+def _check_disk(out: Path, manifest: dict, layers: list[int]) -> None:
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    need = sum(manifest["n_tokens"].values()) * manifest["d_model"] * itemsize * len(layers)
+    free = shutil.disk_usage(out).free
+    if need * 1.05 > free:
+        raise CacheError(
+            f"the cache needs about {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB is free "
+            f"at {out}"
+        )
+
+
+# --------------------------------------------------------------------------- read
+
+
+class ArraySource:
+    """Activation rows held in memory (tests, synthetic data)."""
+
+    def __init__(self, acts_ND: np.ndarray):
+        self.acts_ND = np.asarray(acts_ND)
+        self.d_model = self.acts_ND.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.acts_ND)
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(self.acts_ND[idx], dtype=np.float32)
+
+
+class ShardedSource:
+    """Activation rows of one (split, layer) spread over memory-mapped shards."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.d_model = arrays[0].shape[1]
+        self.offsets = np.cumsum([0] + [len(a) for a in arrays])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order) as float32 [len(idx), D]; reads shard by shard."""
+        idx = np.asarray(idx)
+        out = np.empty((len(idx), self.d_model), dtype=np.float32)
+        shard = np.searchsorted(self.offsets, idx, side="right") - 1
+        for s in np.unique(shard):
+            sel = np.nonzero(shard == s)[0]
+            local = idx[sel] - self.offsets[s]
+            order = np.argsort(local, kind="stable")
+            out[sel[order]] = self.arrays[s][local[order]]
+        return out
+
+
+@dataclass
+class ActivationCache:
+    """A complete, verified cache directory (see module docstring)."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> "ActivationCache":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.exists():
+            raise CacheError(f"no activation cache at {path} (missing {MANIFEST}); build it "
+                             "with atm_repro.cache.build_cache or notebook 01")
+        manifest = json.loads(mpath.read_text())
+        if not manifest.get("complete"):
+            done = {s: len(manifest["shards"][s]) for s in SPLITS}
+            raise CacheError(f"the cache at {path} is incomplete (shards written: {done}); "
+                             "rerun build_cache to resume it")
+        cache = cls(path, manifest)
+        if verify:
+            cache.verify()
+        return cache
+
+    def verify(self) -> None:
+        """Check every shard's sha256; a mismatch names the shard."""
+        for split in SPLITS:
+            for record in self.manifest["shards"][split]:
+                for name, sha in record["files"].items():
+                    f = self.path / name
+                    if not f.exists():
+                        raise CacheError(f"cache shard {f} is missing")
+                    if _sha256(f) != sha:
+                        raise CacheError(f"cache shard {f} fails its sha256 check (corrupt); "
+                                         "delete the cache directory and rebuild it")
+
+    @property
+    def d_model(self) -> int:
+        return self.manifest["d_model"]
+
+    @property
+    def layers(self) -> list[int]:
+        return self.manifest["layers"]
+
+    def n_tokens(self, split: str = "train") -> int:
+        return self.manifest["n_tokens"][split]
+
+    def _files(self, split: str, stem: str) -> list[np.ndarray]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return [np.load(self.path / f"{split}_{stem}_{r['index']:05d}.npy", mmap_mode="r")
+                for r in self.manifest["shards"][split]]
+
+    def source(self, layer: int, split: str = "train") -> ShardedSource:
+        """Memory-mapped activations of ``layer`` (rows = non-BOS tokens)."""
+        if layer not in self.layers:
+            raise CacheError(f"layer {layer} is not in the cache at {self.path} "
+                             f"(layers {self.layers})")
+        return ShardedSource(self._files(split, f"L{layer}"))
+
+    def tokens(self, split: str = "eval") -> np.ndarray:
+        """The model inputs of ``split``, int32 [n_seq, context]."""
+        return np.concatenate(self._files(split, "tokens"))
+
+
+def summarize(cache: ActivationCache, sample: int = 4096, seed: int = 0) -> dict:
+    """Tokens and activation-norm statistics per layer (for notebook 01)."""
+    rng = np.random.default_rng(seed)
+    summary = {"n_tokens": dict(cache.manifest["n_tokens"]), "layers": {}}
+    for layer in cache.layers:
+        src = cache.source(layer)
+        idx = rng.choice(len(src), size=min(sample, len(src)), replace=False)
+        norms = np.linalg.norm(src.gather(idx), axis=1)
+        summary["layers"][layer] = {
+            "norm_mean": float(norms.mean()),
+            "norm_std": float(norms.std()),
+            "norm_median": float(np.median(norms)),
+            "norms": norms,
+        }
+    return summary

@@ -1,0 +1,62 @@
+"""Command line: ``atm-repro run|plan|cache`` (``python -m atm_repro.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from atm_repro.config import ConfigError, load_profile, to_dict
+from atm_repro.pipeline import PipelineError, run
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["train.width=1024", "cache.layers=[4, 8]"]`` -> overrides (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="atm-repro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("run", "run the notebooks with papermill"),
+                        ("plan", "validate a profile and print what it would do"),
+                        ("cache", "build the activation cache(s) of a profile")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--profile", default="cpu")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+        if name == "run":
+            p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 01 02")
+            p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_sets(args.sets)
+        profile = load_profile(args.profile, overrides)
+        if args.command == "plan":
+            print(yaml.safe_dump(to_dict(profile), sort_keys=False))
+        elif args.command == "cache":
+            from atm_repro.cache import build_cache
+
+            print(build_cache(profile))
+            if any(s.token_masked for s in profile.train.saes.values()):
+                print(build_cache(profile, masked=True))
+        else:
+            for stage in run(args.profile, overrides, args.only, args.timeout):
+                print(f"{stage.notebook}: {stage.seconds:.0f} s -> {stage.output}")
+    except ConfigError as exc:
+        print(f"atm-repro: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PipelineError as exc:
+        print(f"atm-repro: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

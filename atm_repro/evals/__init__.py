@@ -1,0 +1,1 @@
+"""Evaluations, one module per metric family; results via ``evals.results``."""

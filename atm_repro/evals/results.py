@@ -1,0 +1,79 @@
+"""One JSON per (SAE, eval): config, metrics, per-item details, code version.
+
+Files live at ``<root>/<sae_id>/<eval_name>.json``; ``load_results`` gathers
+the scalar metrics of every file under a root into one pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atm_repro import code_version
+from atm_repro.config import to_dict
+
+
+@dataclass
+class EvalResult:
+    eval_name: str
+    sae_id: str
+    config: Any  # a config dataclass or dict
+    metrics: dict[str, float]  # scalar headline numbers
+    details: dict[str, Any] = field(default_factory=dict)  # per-item (per letter, per dataset)
+
+    def to_json(self) -> dict:
+        return {
+            "eval_name": self.eval_name,
+            "sae_id": self.sae_id,
+            "config": to_dict(self.config),
+            "metrics": {k: _clean(v) for k, v in self.metrics.items()},
+            "details": _clean(self.details),
+            "code_version": code_version(),
+        }
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy/torch scalars -> float/int, NaN -> None, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy / torch
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def result_path(root: Path, sae_id: str, eval_name: str) -> Path:
+    return Path(root) / sae_id / f"{eval_name}.json"
+
+
+def write_result(root: Path, result: EvalResult) -> Path:
+    """Write atomically; returns the path."""
+    path = result_path(root, result.sae_id, result.eval_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def read_result(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_results(root: Path):
+    """DataFrame with one row per (sae_id, eval_name) and one column per metric."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(root).glob("*/*.json")):
+        data = read_result(path)
+        rows.append({"sae_id": data["sae_id"], "eval_name": data["eval_name"],
+                     **data["metrics"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,72 @@
+"""Batch reproduction: run the numbered notebooks in order with papermill.
+
+Executed copies go to ``runs/<profile>/notebooks/``. A failing notebook stops
+the chain with ``PipelineError`` naming the notebook, the failing cell and
+the saved partial copy. The profile and overrides are validated before any
+notebook starts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from atm_repro.config import REPO_ROOT, load_profile
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+@dataclass
+class StageResult:
+    notebook: str
+    output: Path
+    seconds: float
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks, optionally only those whose number or name is in ``only``."""
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return found
+    chosen = [nb for nb in found if any(nb.name.startswith(o) or nb.stem == o for o in only)]
+    unknown = [o for o in only if not any(nb.name.startswith(o) or nb.stem == o for nb in found)]
+    if unknown:
+        raise PipelineError(f"no notebook matches {unknown}; notebooks: {[n.name for n in found]}")
+    return chosen
+
+
+def run(profile: str, overrides: dict | None = None, only: list[str] | None = None,
+        timeout: int = 3600, log=print) -> list[StageResult]:
+    """Execute the notebooks for ``profile``; returns per-stage wall times."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    overrides = overrides or {}
+    cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
+    out_dir = cfg.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for nb in notebooks(only):
+        out = out_dir / nb.name
+        log(f"[{cfg.name}] {nb.name} ...")
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb), str(out), parameters={"profile": profile, "overrides": overrides},
+                cwd=str(NOTEBOOK_DIR), execution_timeout=timeout, progress_bar=False,
+                log_output=False,
+            )
+        except PapermillExecutionError as exc:
+            raise PipelineError(
+                f"{nb.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+                f"partial copy: {out}"
+            ) from None
+        seconds = time.perf_counter() - t0
+        log(f"[{cfg.name}] {nb.name} done in {seconds:.0f} s")
+        results.append(StageResult(nb.name, out, seconds))
+    return results

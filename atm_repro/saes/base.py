@@ -1,0 +1,169 @@
+"""The shared SAE base: parameters, encode/decode, and the contract a variant fills.
+
+Notation: B tokens, D = d_in, F = d_sae. Parameters follow SAELens:
+W_enc [D, F], W_dec [F, D] (row i is decoder direction d_i), b_enc [F], b_dec [D].
+
+A variant subclasses ``SAE`` and sets:
+  * ``architecture`` (our registry name) and ``config_cls`` (a frozen
+    dataclass derived from ``SAEConfig``; validated on construction);
+  * ``saelens_architecture``: how the *inference* SAE is saved
+    ("standard", "topk" or "jumprelu");
+  * ``subtract_b_dec``: encode ``x - b_dec`` (True) or ``x`` (False);
+  * ``unit_norm_decoder``: the trainer then removes the gradient component
+    parallel to each decoder row and renormalises rows after each step;
+  * ``adam_betas``;
+and implements ``activation`` (inference nonlinearity on pre-activations)
+and ``training_forward`` (loss terms and per-step state updates). Per-step
+state lives in registered buffers, so ``state_dict`` carries it into
+checkpoints; ``inference_tensors`` is what the saved SAE holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from atm_repro.config import ConfigError
+
+
+class SAEConfigError(ConfigError):
+    """Bad SAE hyperparameters (raised before any training starts)."""
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Shape plus the fields every variant has. Variants add their own fields."""
+
+    d_in: int
+    d_sae: int
+    coeff_warmup_frac: float = 0.05  # sparsity coefficient ramps 0 -> value over this fraction
+
+    def __post_init__(self) -> None:
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise SAEConfigError(f"d_in and d_sae must be > 0, got {self.d_in}, {self.d_sae}")
+        if not 0.0 <= self.coeff_warmup_frac <= 1.0:
+            raise SAEConfigError("coeff_warmup_frac must be in [0, 1]")
+
+
+@dataclass
+class StepContext:
+    """What the trainer tells a variant about the current step."""
+
+    step: int  # 0-based optimizer step
+    total_steps: int
+    dead_mask_F: torch.Tensor  # bool [F]: latents dead by the trainer's token count
+    generator: torch.Generator  # the trainer's RNG, for stochastic variants (checkpointed)
+
+    def warmup(self, frac: float) -> float:
+        """Linear ramp 0 -> 1 over the first ``frac`` of training (1 if frac == 0)."""
+        ramp_steps = frac * self.total_steps
+        return 1.0 if ramp_steps <= 0 else min(1.0, (self.step + 1) / ramp_steps)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar to backpropagate
+    terms: dict[str, torch.Tensor]  # named scalar parts (detached), logged by the trainer
+    latents_BF: torch.Tensor  # the latents used for reconstruction (for L0 / dead tracking)
+    x_hat_BD: torch.Tensor
+
+
+def reconstruction_loss(x_hat_BD: torch.Tensor, x_BD: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over D, mean over the batch (the spec's MSE)."""
+    return (x_hat_BD - x_BD).pow(2).sum(-1).mean()
+
+
+class SAE(nn.Module):
+    architecture: ClassVar[str] = ""
+    config_cls: ClassVar[type[SAEConfig]] = SAEConfig
+    saelens_architecture: ClassVar[str] = "standard"
+    subtract_b_dec: ClassVar[bool] = False
+    unit_norm_decoder: ClassVar[bool] = False
+    decoder_init_norm: ClassVar[float] = 1.0
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        if not isinstance(cfg, self.config_cls):
+            raise SAEConfigError(f"{type(self).__name__} needs a {self.config_cls.__name__}")
+        self.cfg = cfg
+        D, F = cfg.d_in, cfg.d_sae
+        self.W_enc = nn.Parameter(torch.empty(D, F))
+        self.W_dec = nn.Parameter(torch.empty(F, D))
+        self.b_enc = nn.Parameter(torch.zeros(F))
+        self.b_dec = nn.Parameter(torch.zeros(D))
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator, b_dec_D: torch.Tensor | None = None) -> None:
+        """Random decoder directions of norm ``decoder_init_norm``; W_enc = W_dec^T."""
+        W = torch.randn(self.W_dec.shape, generator=generator, dtype=self.W_dec.dtype)
+        W *= self.decoder_init_norm / W.norm(dim=-1, keepdim=True)
+        self.W_dec.copy_(W)
+        self.W_enc.copy_(W.T)
+        self.b_enc.zero_()
+        if b_dec_D is not None:
+            self.b_dec.copy_(b_dec_D)
+
+    # ------------------------------------------------------------- inference
+    def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
+        if self.subtract_b_dec:
+            x_BD = x_BD - self.b_dec
+        return x_BD @ self.W_enc + self.b_enc
+
+    def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
+        """Inference nonlinearity (no masks, no batch coupling)."""
+        return torch.relu(z_BF)
+
+    def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.pre_acts(x_BD))
+
+    def decode(self, f_BF: torch.Tensor) -> torch.Tensor:
+        return f_BF @ self.W_dec + self.b_dec
+
+    def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x_BD))
+
+    # -------------------------------------------------------------- training
+    def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Project out the gradient component along each (unit) decoder row."""
+        if self.W_dec.grad is None:
+            return
+        W = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.grad -= (self.W_dec.grad * W).sum(-1, keepdim=True) * W
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    # ---------------------------------------------------------------- saving
+    def inference_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors of the saved inference SAE (SAELens names and shapes)."""
+        return {
+            "W_enc": self.W_enc.detach(),
+            "W_dec": self.W_dec.detach(),
+            "b_enc": self.b_enc.detach(),
+            "b_dec": self.b_dec.detach(),
+        }
+
+    def saelens_cfg(self) -> dict:
+        """Architecture-specific cfg.json entries (e.g. ``k`` for topk)."""
+        return {}
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Make an SAE trained on ``scale * x`` take raw ``x``: latents are unchanged,
+        so thresholds stay; W_enc *= s, W_dec /= s, b_dec /= s."""
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"input scale must be positive and finite, got {scale}")
+        self.W_enc *= scale
+        self.W_dec /= scale
+        self.b_dec /= scale

