@@ -7,14 +7,15 @@ Layout of a cache directory::
     {split}_tokens_{i:05d}.npy    int32 [n_seq, context] model inputs (BOS first)
     {split}_L{layer}_{i:05d}.npy  float16/32 [n_seq * (context - 1), d_model]
 
-``split`` is ``train`` or ``eval`` (held-out articles). The BOS position is not
-cached (its residual is a huge-norm constant that SAEs should not spend
-capacity on); every other position is. For the model's last block this is
-the residual before the final norm (HF's last ``hidden_states`` entry is after it). The forward pass runs the base model
-only up to the deepest requested layer (a hook stops it) and never computes
-logits. Shards are written atomically and recorded in the manifest one by
-one, so an interrupted build resumes at the first missing shard and produces
-byte-identical files. Readers verify checksums and memory-map the arrays.
+``split`` is ``train`` or ``eval`` (held-out articles). The BOS position is
+not cached (its residual is a huge-norm constant that SAEs should not spend
+capacity on); every other position is. For the model's last block this is the
+residual before the final norm (HF's last ``hidden_states`` entry is after
+it). The forward pass runs the base model only up to the deepest requested
+layer (a hook stops it) and never computes logits. Shards are written
+atomically and recorded in the manifest one by one, so an interrupted build
+resumes at the first missing shard and produces byte-identical files. Readers
+verify checksums and memory-map the arrays.
 
 The token-masked variant (for the masked-regularization recipe) replaces each
 non-BOS input token with the tokenizer's mask token with probability
@@ -23,10 +24,8 @@ non-BOS input token with the tokenizer's mask token with probability
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 from atm_repro import code_version
 from atm_repro.config import Profile, fingerprint, to_dict
 from atm_repro.corpus import check_corpus_name, load_articles, tokenize_splits
+from atm_repro.files import atomic_save_npy, atomic_write_json, sha256_file
 from atm_repro.models import LoadedModel, check_model_name, load_model
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
@@ -106,31 +106,10 @@ def mask_tokens(tokens_NS: np.ndarray, prob: float, mask_id: int, seed: int) -> 
 # --------------------------------------------------------------------------- manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _atomic_npy(path: Path, array: np.ndarray) -> str:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-    return _sha256(path)
-
-
 def cache_key(profile: Profile, masked: bool) -> dict:
     """Everything the cache's bytes depend on."""
     cache_cfg = to_dict(profile.cache)
+    cache_cfg["layers"] = cache_layers(profile, masked)
     if not masked:
         cache_cfg.pop("token_mask_prob")
     return {
@@ -141,6 +120,12 @@ def cache_key(profile: Profile, masked: bool) -> dict:
         "seed": profile.seed,
         "code_version": code_version(*CACHE_CODE),
     }
+
+
+def cache_layers(profile: Profile, masked: bool) -> list[int]:
+    """The clean cache holds every ``cache.layers``; the token-masked one only
+    ``train.layer`` (masked regularization is a main-layer baseline)."""
+    return [profile.train.layer] if masked else list(profile.cache.layers)
 
 
 def cache_dir(profile: Profile, masked: bool = False) -> Path:
@@ -172,6 +157,7 @@ def build_cache(
     """
     check_cache_request(profile)
     ccfg = profile.cache
+    layers = cache_layers(profile, masked)
     out = cache_dir(profile, masked)
     manifest_path = out / MANIFEST
     if manifest_path.exists():
@@ -184,8 +170,8 @@ def build_cache(
     texts = load_articles(profile.corpus)
     if loaded is None:
         loaded = load_model(profile.model, corpus_texts=texts)
-    if max(ccfg.layers) >= loaded.n_layers:
-        raise CacheError(f"layer {max(ccfg.layers)} out of range ({loaded.n_layers} layers)")
+    if max(layers) >= loaded.n_layers:
+        raise CacheError(f"layer {max(layers)} out of range ({loaded.n_layers} layers)")
     body = profile.corpus.context - 1
     n_seq = {s: math.ceil(t / body / ccfg.shard_sequences) * ccfg.shard_sequences
              for s, t in (("train", ccfg.train_tokens), ("eval", ccfg.eval_tokens))}
@@ -211,8 +197,8 @@ def build_cache(
         "model_fingerprint": loaded.fingerprint,
         "d_model": loaded.d_model,
         "n_layers_model": loaded.n_layers,
-        "layers": list(ccfg.layers),
-        "hooks": {str(layer): HOOK_TEMPLATE.format(layer=layer) for layer in ccfg.layers},
+        "layers": layers,
+        "hooks": {str(layer): HOOK_TEMPLATE.format(layer=layer) for layer in layers},
         "dtype": ccfg.dtype,
         "context": profile.corpus.context,
         "bos_cached": False,
@@ -229,7 +215,7 @@ def build_cache(
             manifest["corpus_fingerprint"] != fresh["corpus_fingerprint"]:
         manifest = fresh
     out.mkdir(parents=True, exist_ok=True)
-    _check_disk(out, manifest, ccfg.layers)
+    _check_disk(out, manifest, layers)
 
     written = 0
     total = sum(manifest["n_tokens"].values())
@@ -245,26 +231,30 @@ def build_cache(
                 bar.close()
                 return out
             shard_tok = tokens[split][start : start + ccfg.shard_sequences]
-            acts = {layer: [] for layer in ccfg.layers}
+            acts = {layer: [] for layer in layers}
             for b in range(0, len(shard_tok), ccfg.batch_size):
                 ids = torch.from_numpy(shard_tok[b : b + ccfg.batch_size].astype(np.int64))
-                res = capture_residuals(loaded, ids.to(profile.model.device), ccfg.layers)
-                for layer in ccfg.layers:
-                    acts[layer].append(res[layer][:, 1:].reshape(-1, loaded.d_model)
-                                       .float().cpu().numpy().astype(np_dtype))
+                res = capture_residuals(loaded, ids.to(profile.model.device), layers)
+                for layer in layers:
+                    a = res[layer][:, 1:].reshape(-1, loaded.d_model).float().cpu().numpy()
+                    if np_dtype != a.dtype and np.abs(a).max() > np.finfo(np_dtype).max:
+                        raise CacheError(
+                            f"layer {layer} has activations of magnitude {np.abs(a).max():.3g}, "
+                            f"beyond {ccfg.dtype}'s range: set cache.dtype to float32")
+                    acts[layer].append(a.astype(np_dtype))
                 bar.update(ids.shape[0] * body)
             record = {"index": i, "n_tokens": int(len(shard_tok)) * body, "files": {}}
             name = f"{split}_tokens_{i:05d}.npy"
-            record["files"][name] = _atomic_npy(out / name, shard_tok)
-            for layer in ccfg.layers:
+            record["files"][name] = atomic_save_npy(out / name, shard_tok)
+            for layer in layers:
                 name = f"{split}_L{layer}_{i:05d}.npy"
-                record["files"][name] = _atomic_npy(out / name, np.concatenate(acts[layer]))
+                record["files"][name] = atomic_save_npy(out / name, np.concatenate(acts[layer]))
             manifest["shards"][split].append(record)
-            _atomic_json(manifest_path, manifest)
+            atomic_write_json(manifest_path, manifest)
             written += 1
     bar.close()
     manifest["complete"] = True
-    _atomic_json(manifest_path, manifest)
+    atomic_write_json(manifest_path, manifest)
     return out
 
 
@@ -352,7 +342,7 @@ class ActivationCache:
                     f = self.path / name
                     if not f.exists():
                         raise CacheError(f"cache shard {f} is missing")
-                    if _sha256(f) != sha:
+                    if sha256_file(f) != sha:
                         raise CacheError(f"cache shard {f} fails its sha256 check (corrupt); "
                                          "delete the cache directory and rebuild it")
 

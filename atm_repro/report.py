@@ -31,3 +31,23 @@ def describe_profile(cfg: Profile, stage: str) -> str:
     else:
         raise ValueError(f"unknown stage {stage!r}")
     return "\n".join(lines)
+
+
+TRAINING_COLUMNS = {
+    "l0": "L0",
+    "explained_variance": "explained var.",
+    "mse": "MSE",
+    "dead_frac": "dead frac.",
+    "wall_s": "wall s",
+    "tokens_per_s": "tokens/s",
+}
+
+
+def training_table(results):
+    """One row per trained SAE (``train.TrainResult``) with its summary metrics."""
+    import pandas as pd
+
+    rows = [{"sae": r.name, "seed": r.seed, "status": r.status,
+             **{label: r.metrics[key] for key, label in TRAINING_COLUMNS.items()}}
+            for r in results]
+    return pd.DataFrame(rows).round(4)

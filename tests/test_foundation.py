@@ -8,11 +8,18 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 
 from atm_repro import cache as cache_mod
 from atm_repro import corpus, models
 from atm_repro.cache import ActivationCache, CacheError, build_cache, capture_residuals, mask_tokens
-from atm_repro.config import ConfigError, CorpusConfig, ModelConfig, available_profiles, load_profile
+from atm_repro.config import (
+    ConfigError,
+    CorpusConfig,
+    ModelConfig,
+    available_profiles,
+    load_profile,
+)
 
 
 def _forbid_model_load(monkeypatch):
@@ -199,6 +206,17 @@ def test_masked_cache_is_separate_and_masks_inputs(tiny_profile):
     hit = t_clean != t_masked
     assert not hit[:, 0].any() and 0.2 < hit[:, 1:].mean() < 0.4
     assert masked.manifest["token_mask_prob"] == tiny_profile.cache.token_mask_prob
+    assert masked.layers == [tiny_profile.train.layer] and clean.layers == [1, 2]
+
+
+def test_float16_overflow_is_an_error(tiny_profile, monkeypatch):
+    def huge(loaded, ids, layers, attention_mask_BS=None):
+        return {layer: torch.full((*ids.shape, loaded.d_model), 1e6) for layer in layers}
+
+    monkeypatch.setattr(cache_mod, "capture_residuals", huge)
+    profile = load_profile("smoke", {**TINY_OVERRIDES, "cache.dtype": "float16"})
+    with pytest.raises(CacheError, match="beyond float16's range"):
+        build_cache(profile, progress=False)
 
 
 def test_cache_is_reused_when_unchanged(tiny_profile, monkeypatch):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atm_repro import code_version
 from atm_repro.config import to_dict
+from atm_repro.files import atomic_write_json
 
 
 @dataclass
@@ -57,9 +57,7 @@ def write_result(root: Path, result: EvalResult) -> Path:
     """Write atomically; returns the path."""
     path = result_path(root, result.sae_id, result.eval_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_json(path, result.to_json())
     return path
 
 

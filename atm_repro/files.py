@@ -1,0 +1,43 @@
+"""Small file helpers shared by every stage: checksums and atomic writes.
+
+Atomic writes (write a temp file, then rename) mean an interrupted stage never
+leaves a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> str:
+    """Save ``array`` as .npy atomically; returns the file's sha256."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+    return sha256_file(path)

@@ -1,0 +1,331 @@
+"""ATM: Adaptive Temporal Masking (Li & Ren, arXiv:2510.08855), the paper's method.
+
+Architecture: the standard ReLU SAE, f = ReLU(x W_enc + b_enc) (no b_dec
+subtraction), x_hat = f W_dec + b_dec; saved as a SAELens "standard" SAE (no
+threshold). At inference (``encode`` / ``forward`` / ``activation``) there is
+no mask: ATM only changes training.
+
+Training, one step (``training_forward``), B tokens, F latents:
+
+1. f = ReLU(pre-activations), unmasked.
+2. Update the per-latent EMA state from this batch (decay ``beta``), using the
+   *unmasked* f and the *unmasked* reconstruction x_hat_full = decode(f):
+     m_i: mean_b |f_bi|                        (magnitude)
+     q_i: mean_b [f_bi > 0]                    (firing frequency)
+     g_i: mean_b |f_bi * dl_b/df_bi|           (first-order reconstruction
+          contribution), with the per-token loss l_b = ||x_b - x_hat_b||^2, so
+          dl_b/df_b = 2 (x_hat_b - x_b) W_dec^T (analytic; no autograd).
+   The per-token normalisation is a choice of scale only: every signal is
+   divided by its mean over latents below, so constant factors (1/B, 2)
+   cancel. The first update copies the batch statistics into the state (no
+   zero start, so no 1/(1 - beta^t) bias correction is needed); later updates
+   are s <- beta * s + (1 - beta) * batch.
+3. Importance I_i from the state: each signal divided by its mean over latents
+   (guarded by ``_EPS``), then summed with equal weights (``importance="sum"``,
+   so mean(I) = 3 when no signal is all-zero) or multiplied (``"product"``).
+4. Threshold theta = mean(I) + c * std(I) (population std, over latents).
+5. p_i = 1 - exp(-r (theta - I_i) / theta) if I_i < theta else 0; p = 0 for
+   all latents when theta <= 0 (e.g. nothing fired yet). Because I >= 0,
+   p <= 1 - exp(-r) < 1; p is also clamped to 1 - 1e-6 so float rounding can
+   never make it exactly 1.
+6. keep ~ Bernoulli(1 - p), one draw per latent shared by the batch
+   (``mask_mode="per_latent"``) or one per token and latent ("per_token"),
+   all from ``ctx.generator`` (the trainer checkpoints it, so a resumed run
+   draws the same masks).
+7. Retention floor: at least ceil(min_keep * F) latents stay unmasked (per
+   token in per-token mode). If the draw masks more, the most important of the
+   drawn-masked latents are unmasked until the floor holds, so the least
+   important are the ones that stay masked.
+8. f_tilde = f * keep, x_hat = decode(f_tilde),
+   loss = ||x - x_hat||^2 (summed over d, mean over batch) + lambda * L1(f_tilde).
+
+No masking during the first ``warmup_steps`` optimizer steps (ctx.step <
+warmup_steps), while the EMAs still update. lambda ramps up linearly over
+``coeff_warmup_frac`` of training like the other L1 variants (0 gives the
+paper's fixed lambda).
+
+Decoder constraint. A plain L1 on f can be gamed: scaling f_i down by a and
+decoder row d_i up by a leaves x_hat unchanged and shrinks the penalty
+arbitrarily. So either (``decoder_constraint="unit_norm"``, default) the
+trainer keeps decoder rows at unit norm and the L1 is sum_i f_i, or
+(``"l1_weighted"``) rows are free, initialised at norm 0.1 as in the
+"April update" standard SAE, and the penalty is sum_i f_i ||d_i||.
+
+The EMA state (``ema_magnitude``, ``ema_frequency``, ``ema_contribution``,
+``ema_updates``) lives in registered buffers, so ``state_dict`` (and hence the
+trainer's checkpoint) carries it; ``inference_tensors`` does not include it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from atm_repro.saes.base import (
+    SAE,
+    LossOutput,
+    SAEConfig,
+    SAEConfigError,
+    StepContext,
+    reconstruction_loss,
+)
+
+_EPS = 1e-12  # guards divisions by a mean over latents
+_P_MAX = 1.0 - 1e-6  # p stays strictly below 1 even after float rounding
+
+IMPORTANCE_MODES = ("sum", "product")
+MASK_MODES = ("per_latent", "per_token")
+DECODER_CONSTRAINTS = ("unit_norm", "l1_weighted")
+
+
+@dataclass(frozen=True)
+class ATMConfig(SAEConfig):
+    """ATM hyperparameters (paper values where the paper gives them)."""
+
+    l1_coefficient: float = 0.001  # lambda_sparse (paper), on unit-scaled inputs
+    beta: float = 0.99  # EMA decay of the per-latent statistics (paper)
+    r: float = 0.5  # mask decay rate in p = 1 - exp(-r (theta - I) / theta) (paper)
+    c: float = 1.0  # threshold multiplier, theta = mean(I) + c std(I) (not in paper)
+    importance: Literal["sum", "product"] = "sum"  # how m, q, g combine
+    mask_mode: Literal["per_latent", "per_token"] = "per_latent"
+    min_keep: float = 0.5  # retention floor: fraction of latents never masked in a step
+    warmup_steps: int = 1000  # optimizer steps without masking (paper)
+    decoder_constraint: Literal["unit_norm", "l1_weighted"] = "unit_norm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.beta < 1.0:
+            raise SAEConfigError(f"beta must be in [0, 1), got {self.beta}")
+        if not self.r > 0.0 or not math.isfinite(self.r):
+            raise SAEConfigError(f"r must be > 0 and finite, got {self.r}")
+        if not self.c >= 0.0 or not math.isfinite(self.c):
+            raise SAEConfigError(f"c must be >= 0 and finite, got {self.c}")
+        if not self.l1_coefficient >= 0.0 or not math.isfinite(self.l1_coefficient):
+            raise SAEConfigError(
+                f"l1_coefficient must be >= 0 and finite, got {self.l1_coefficient}")
+        if not 0.0 < self.min_keep <= 1.0:
+            raise SAEConfigError(f"min_keep must be in (0, 1], got {self.min_keep}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int):
+            raise SAEConfigError(f"warmup_steps must be an integer, got {self.warmup_steps!r}")
+        if self.warmup_steps < 0:
+            raise SAEConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.importance not in IMPORTANCE_MODES:
+            raise SAEConfigError(
+                f"importance must be one of {list(IMPORTANCE_MODES)}, got {self.importance!r}")
+        if self.mask_mode not in MASK_MODES:
+            raise SAEConfigError(
+                f"mask_mode must be one of {list(MASK_MODES)}, got {self.mask_mode!r}")
+        if self.decoder_constraint not in DECODER_CONSTRAINTS:
+            raise SAEConfigError(
+                f"decoder_constraint must be one of {list(DECODER_CONSTRAINTS)}, "
+                f"got {self.decoder_constraint!r}")
+
+
+# ---------------------------------------------------------------------------
+# Pure pieces (no module state; each is unit-tested directly)
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def batch_statistics(
+    f_BF: torch.Tensor, x_BD: torch.Tensor, x_hat_BD: torch.Tensor, W_dec_FD: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This batch's (magnitude m, frequency q, contribution g), each [F].
+
+    ``x_hat_BD`` must be decode(f_BF); g uses the per-token gradient
+    dl_b/df_b = 2 (x_hat_b - x_b) W_dec^T of l_b = ||x_b - x_hat_b||^2.
+    """
+    f = f_BF.detach()
+    m = f.abs().mean(0)
+    q = (f > 0).to(f.dtype).mean(0)
+    grad_BF = 2.0 * (x_hat_BD.detach() - x_BD) @ W_dec_FD.detach().T
+    g = (f * grad_BF).abs().mean(0)
+    return m, q, g
+
+
+@torch.no_grad()
+def ema_update(
+    state: torch.Tensor, batch: torch.Tensor, beta: float, initialized: bool
+) -> torch.Tensor:
+    """First update: state = batch. Later: beta * state + (1 - beta) * batch."""
+    if not initialized:
+        return batch.clone()
+    return beta * state + (1.0 - beta) * batch
+
+
+@torch.no_grad()
+def normalize_signal(s_F: torch.Tensor) -> torch.Tensor:
+    """s / mean(s) over latents (mean guarded by _EPS; an all-zero signal stays zero)."""
+    return s_F / s_F.mean().clamp_min(_EPS)
+
+
+@torch.no_grad()
+def importance_scores(
+    m_F: torch.Tensor, q_F: torch.Tensor, g_F: torch.Tensor, mode: str = "sum"
+) -> torch.Tensor:
+    """I_i from the three signals, each normalised by its mean over latents."""
+    parts = [normalize_signal(s) for s in (m_F, q_F, g_F)]
+    if mode == "sum":
+        return parts[0] + parts[1] + parts[2]
+    if mode == "product":
+        return parts[0] * parts[1] * parts[2]
+    raise SAEConfigError(f"unknown importance mode {mode!r}")
+
+
+@torch.no_grad()
+def importance_threshold(I_F: torch.Tensor, c: float) -> torch.Tensor:
+    """theta = mean(I) + c * std(I), population std over latents (scalar tensor)."""
+    return I_F.mean() + c * I_F.std(correction=0)
+
+
+@torch.no_grad()
+def mask_probability(I_F: torch.Tensor, theta: torch.Tensor | float, r: float) -> torch.Tensor:
+    """p_i = 1 - exp(-r (theta - I_i) / theta) below theta, 0 at/above it; 0 if theta <= 0."""
+    theta = torch.as_tensor(theta, dtype=I_F.dtype, device=I_F.device)
+    if not bool(theta > 0):
+        return torch.zeros_like(I_F)
+    p = -torch.expm1(-r * (theta - I_F) / theta)
+    return torch.where(I_F < theta, p, torch.zeros_like(p)).clamp(0.0, _P_MAX)
+
+
+def max_masked(n_latents: int, min_keep: float) -> int:
+    """Most latents that may be masked in one row: F - ceil(min_keep * F)."""
+    n_keep = math.ceil(min_keep * n_latents - 1e-9)
+    return max(0, n_latents - max(n_keep, 0))
+
+
+@torch.no_grad()
+def draw_masked(p_F: torch.Tensor, n_rows: int, generator: torch.Generator) -> torch.Tensor:
+    """Bool [n_rows, F]: True where masked (probability p_i), one uniform per entry."""
+    u = torch.rand((n_rows, p_F.shape[0]), generator=generator, device=generator.device,
+                   dtype=torch.float32).to(p_F.device)
+    return u < p_F.to(torch.float32)
+
+
+@torch.no_grad()
+def apply_retention_floor(
+    masked_RF: torch.Tensor, I_F: torch.Tensor, min_keep: float
+) -> torch.Tensor:
+    """Unmask the most important drawn-masked latents until, in every row, at most
+    F - ceil(min_keep * F) are masked (the least important ones stay masked).
+    Ties in I are broken by latent index (lower index counts as less important)."""
+    F = masked_RF.shape[-1]
+    limit = max_masked(F, min_keep)
+    if not bool((masked_RF.sum(-1) > limit).any()):
+        return masked_RF
+    # Rank drawn-masked latents by importance, ascending; kept ones sort last.
+    score = torch.where(masked_RF, I_F.to(torch.float64).expand_as(masked_RF),
+                        torch.full_like(masked_RF, math.inf, dtype=torch.float64))
+    order = torch.sort(score, dim=-1, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(F, device=order.device).expand_as(order))
+    return masked_RF & (rank < limit)
+
+
+# ---------------------------------------------------------------------------
+# The variant
+# ---------------------------------------------------------------------------
+
+
+class ATMSAE(SAE):
+    architecture: ClassVar[str] = "atm"
+    config_cls: ClassVar[type[SAEConfig]] = ATMConfig
+    saelens_architecture: ClassVar[str] = "standard"
+    subtract_b_dec: ClassVar[bool] = False
+
+    cfg: ATMConfig
+
+    def __init__(self, cfg: ATMConfig):
+        super().__init__(cfg)
+        # Instance attributes shadow the base ClassVars (the trainer reads them).
+        self.unit_norm_decoder = cfg.decoder_constraint == "unit_norm"
+        self.decoder_init_norm = 1.0 if self.unit_norm_decoder else 0.1
+        F = cfg.d_sae
+        self.register_buffer("ema_magnitude", torch.zeros(F))
+        self.register_buffer("ema_frequency", torch.zeros(F))
+        self.register_buffer("ema_contribution", torch.zeros(F))
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    # --------------------------------------------------------------- state
+    @torch.no_grad()
+    def update_state(self, f_BF: torch.Tensor, x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> None:
+        """EMA-update m, q, g from a batch (``x_hat_BD`` = decode of the unmasked f)."""
+        m, q, g = batch_statistics(f_BF, x_BD, x_hat_BD, self.W_dec)
+        init = bool(self.ema_updates > 0)
+        beta = self.cfg.beta
+        self.ema_magnitude.copy_(ema_update(self.ema_magnitude, m, beta, init))
+        self.ema_frequency.copy_(ema_update(self.ema_frequency, q, beta, init))
+        self.ema_contribution.copy_(ema_update(self.ema_contribution, g, beta, init))
+        self.ema_updates += 1
+
+    @torch.no_grad()
+    def importance(self) -> torch.Tensor:
+        return importance_scores(self.ema_magnitude, self.ema_frequency, self.ema_contribution,
+                                 self.cfg.importance)
+
+    @torch.no_grad()
+    def mask_probabilities(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(I, theta, p) from the current EMA state."""
+        I = self.importance()
+        theta = importance_threshold(I, self.cfg.c)
+        return I, theta, mask_probability(I, theta, self.cfg.r)
+
+    @torch.no_grad()
+    def sample_keep(self, n_tokens: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Keep mask [1, F] (per_latent) or [n_tokens, F] (per_token), as f's dtype
+        0/1 floats, plus detached diagnostics."""
+        I, theta, p = self.mask_probabilities()
+        rows = n_tokens if self.cfg.mask_mode == "per_token" else 1
+        masked = apply_retention_floor(draw_masked(p, rows, generator), I, self.cfg.min_keep)
+        keep = (~masked).to(self.W_dec.dtype)
+        info = {"theta": theta, "mask_prob_mean": p.mean(),
+                "masked_frac": masked.to(torch.float32).mean()}
+        return keep, info
+
+    # ------------------------------------------------------------ training
+    def l1_penalty(self, f_BF: torch.Tensor) -> torch.Tensor:
+        """sum_i f_i (unit_norm) or sum_i f_i ||d_i|| (l1_weighted), mean over the batch."""
+        if self.unit_norm_decoder:
+            return f_BF.abs().sum(-1).mean()
+        return (f_BF.abs() * self.W_dec.norm(dim=-1)).sum(-1).mean()
+
+    def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
+        cfg = self.cfg
+        f_BF = self.activation(self.pre_acts(x_BD))
+        masking = ctx.step >= cfg.warmup_steps
+        if masking:
+            with torch.no_grad():
+                x_hat_full = self.decode(f_BF.detach())
+        else:
+            x_hat_BD = self.decode(f_BF)
+            x_hat_full = x_hat_BD.detach()
+        # Statistics come from the unmasked f, so a masked latent keeps being
+        # measured and can climb back above theta.
+        self.update_state(f_BF, x_BD, x_hat_full)
+
+        zero = torch.zeros((), device=x_BD.device)
+        if masking:
+            keep, info = self.sample_keep(x_BD.shape[0], ctx.generator)
+            f_tilde = f_BF * keep
+            x_hat_BD = self.decode(f_tilde)
+        else:
+            f_tilde = f_BF
+            with torch.no_grad():
+                _, theta, p = self.mask_probabilities()
+            info = {"theta": theta, "mask_prob_mean": p.mean(), "masked_frac": zero}
+
+        mse = reconstruction_loss(x_hat_BD, x_BD)
+        l1 = self.l1_penalty(f_tilde)
+        coeff = cfg.l1_coefficient * ctx.warmup(cfg.coeff_warmup_frac)
+        loss = mse + coeff * l1
+        terms = {
+            "mse": mse.detach(),
+            "l1": l1.detach(),
+            "l1_coefficient": torch.tensor(coeff, device=x_BD.device),
+            "masking_active": torch.tensor(float(masking), device=x_BD.device),
+            **{k: v.detach().float() for k, v in info.items()},
+        }
+        return LossOutput(loss=loss, terms=terms, latents_BF=f_tilde, x_hat_BD=x_hat_BD)

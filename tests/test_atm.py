@@ -1,0 +1,385 @@
+"""ATM SAE: EMA arithmetic, importance, threshold, mask probability, floor,
+warmup, gradient isolation of masked latents, determinism, config checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from atm_repro.saes.atm import (
+    ATMSAE,
+    ATMConfig,
+    apply_retention_floor,
+    batch_statistics,
+    draw_masked,
+    ema_update,
+    importance_scores,
+    importance_threshold,
+    mask_probability,
+    max_masked,
+)
+from atm_repro.saes.base import SAEConfigError, StepContext
+
+D, F = 8, 16
+
+
+def make_sae(d_in: int = D, d_sae: int = F, seed: int = 0, **kw) -> ATMSAE:
+    sae = ATMSAE(ATMConfig(d_in=d_in, d_sae=d_sae, **kw))
+    sae.init_weights(torch.Generator().manual_seed(seed))
+    return sae
+
+
+def ctx(step: int = 0, total: int = 100, seed: int = 0, gen: torch.Generator | None = None):
+    gen = gen if gen is not None else torch.Generator().manual_seed(seed)
+    return StepContext(step=step, total_steps=total,
+                       dead_mask_F=torch.zeros(F, dtype=torch.bool), generator=gen)
+
+
+def data(B: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.randn(B, D, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------- EMA state
+def hand_batch():
+    W_dec = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    f = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    x_hat = f @ W_dec  # [[3, 2], [3, 0]]
+    x = torch.tensor([[2.0, 2.0], [3.0, 1.0]])  # residual x_hat - x = [[1, 0], [0, -1]]
+    return W_dec, f, x, x_hat
+
+
+def test_batch_statistics_by_hand():
+    W_dec, f, x, x_hat = hand_batch()
+    m, q, g = batch_statistics(f, x, x_hat, W_dec)
+    # dl/df = 2 (x_hat - x) W_dec^T = [[2, 0, 2], [0, -2, -2]]; |f * dl/df| = [[2,0,4],[0,0,0]]
+    assert torch.equal(m, torch.tensor([2.0, 0.0, 1.0]))
+    assert torch.equal(q, torch.tensor([1.0, 0.0, 0.5]))
+    assert torch.equal(g, torch.tensor([1.0, 0.0, 2.0]))
+
+
+def test_ema_update_rule():
+    s = torch.tensor([4.0, 8.0])
+    b = torch.tensor([2.0, 0.0])
+    assert torch.equal(ema_update(s, b, 0.75, initialized=False), b)  # first batch copied
+    assert torch.equal(ema_update(s, b, 0.75, initialized=True), torch.tensor([3.5, 6.0]))
+
+
+def test_ema_state_after_one_and_two_updates():
+    W_dec, f, x, x_hat = hand_batch()
+    sae = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.5))
+    with torch.no_grad():
+        sae.W_dec.copy_(W_dec)
+    sae.update_state(f, x, x_hat)
+    assert int(sae.ema_updates) == 1
+    assert torch.equal(sae.ema_magnitude, torch.tensor([2.0, 0.0, 1.0]))
+    assert torch.equal(sae.ema_frequency, torch.tensor([1.0, 0.0, 0.5]))
+    assert torch.equal(sae.ema_contribution, torch.tensor([1.0, 0.0, 2.0]))
+    # second batch: only latent 1 fires, perfect reconstruction (g = 0)
+    f2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    x2 = f2 @ W_dec
+    sae.update_state(f2, x2, x2)
+    assert int(sae.ema_updates) == 2
+    assert torch.equal(sae.ema_magnitude, torch.tensor([1.0, 0.5, 0.5]))
+    assert torch.equal(sae.ema_frequency, torch.tensor([0.5, 0.5, 0.25]))
+    assert torch.equal(sae.ema_contribution, torch.tensor([0.5, 0.0, 1.0]))
+
+
+def test_training_step_updates_ema_from_unmasked_latents():
+    sae = make_sae(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1)
+    x = data()
+    f = sae.encode(x).detach()
+    m, q, g = batch_statistics(f, x, sae.decode(f).detach(), sae.W_dec)
+    out = sae.training_forward(x, ctx(step=0))
+    assert out.terms["masked_frac"] > 0  # masking happened ...
+    assert torch.allclose(sae.ema_magnitude, m)  # ... but the stats saw the unmasked f
+    assert torch.allclose(sae.ema_frequency, q)
+    assert torch.allclose(sae.ema_contribution, g)
+
+
+def test_ema_state_is_in_state_dict_not_inference_tensors():
+    sae = make_sae()
+    keys = set(sae.state_dict())
+    assert {"ema_magnitude", "ema_frequency", "ema_contribution", "ema_updates"} <= keys
+    assert set(sae.inference_tensors()) == {"W_enc", "W_dec", "b_enc", "b_dec"}
+    assert ATMSAE.architecture == "atm" and ATMSAE.saelens_architecture == "standard"
+    assert not ATMSAE.subtract_b_dec
+
+
+# ---------------------------------------------------------- importance etc.
+def test_importance_by_hand():
+    m, q, g = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0]), torch.tensor([0.0, 4.0])
+    # normalised: m [0.5, 1.5], q [1, 1], g [0, 2]
+    assert torch.allclose(importance_scores(m, q, g, "sum"), torch.tensor([1.5, 4.5]))
+    assert torch.allclose(importance_scores(m, q, g, "product"), torch.tensor([0.0, 3.0]))
+
+
+@pytest.mark.parametrize("mode", ["sum", "product"])
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_importance_invariant_to_signal_scale(mode, which):
+    gen = torch.Generator().manual_seed(3)
+    sig = [torch.rand(F, generator=gen) for _ in range(3)]
+    ref = importance_scores(*sig, mode=mode)
+    sig[which] = sig[which] * 37.5
+    assert torch.allclose(importance_scores(*sig, mode=mode), ref, rtol=1e-5)
+
+
+def test_importance_all_zero_signal_is_finite():
+    z = torch.zeros(4)
+    I = importance_scores(z, z, z, "sum")
+    assert torch.equal(I, z)
+    assert torch.equal(mask_probability(I, importance_threshold(I, 1.0), 0.5), z)  # theta = 0
+
+
+def test_threshold_mean_plus_c_std():
+    I = torch.tensor([1.0, 2.0, 3.0, 4.0])  # mean 2.5, population std sqrt(1.25)
+    assert math.isclose(float(importance_threshold(I, 1.0)), 2.5 + math.sqrt(1.25), rel_tol=1e-6)
+    theta2 = float(importance_threshold(I, 2.0))
+    assert math.isclose(theta2, 2.5 + 2 * math.sqrt(1.25), rel_tol=1e-6)
+    assert float(importance_threshold(I, 0.0)) == 2.5
+
+
+def test_mask_probability_values():
+    I = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    p = mask_probability(I, 2.0, 0.5)
+    expect = torch.tensor([1 - math.exp(-0.5), 1 - math.exp(-0.25), 0.0, 0.0])
+    assert torch.allclose(p, expect)
+    assert p[2] == 0 and p[3] == 0  # at and above theta
+
+
+@pytest.mark.parametrize("r", [0.01, 0.5, 5.0, 1e4])
+def test_mask_probability_in_unit_interval(r):
+    I = torch.rand(100, generator=torch.Generator().manual_seed(0)) * 3
+    theta = importance_threshold(I, 1.0)
+    p = mask_probability(I, theta, r)
+    assert bool((p >= 0).all()) and bool((p < 1).all())
+    assert bool((p[I >= theta] == 0).all()) and bool((p[I < theta] > 0).all())
+
+
+def test_mask_probability_zero_when_theta_not_positive():
+    I = torch.tensor([0.0, 1.0])
+    assert torch.equal(mask_probability(I, 0.0, 0.5), torch.zeros(2))
+    assert torch.equal(mask_probability(I, -1.0, 0.5), torch.zeros(2))
+
+
+# ------------------------------------------------------------------- floor
+def test_max_masked():
+    assert max_masked(10, 0.5) == 5
+    assert max_masked(7, 0.5) == 3  # keep ceil(3.5) = 4
+    assert max_masked(10, 1.0) == 0
+    assert max_masked(10, 0.3) == 7
+
+
+def test_floor_unmasks_most_important():
+    I = torch.tensor([5.0, 0.1, 9.0, 3.0, 7.0, 0.5, 2.0, 8.0, 1.0, 6.0])
+    masked = torch.ones(1, 10, dtype=torch.bool)
+    out = apply_retention_floor(masked, I, 0.5)
+    kept = set(torch.nonzero(~out[0]).flatten().tolist())
+    assert kept == set(torch.topk(I, 5).indices.tolist())  # the 5 most important survive
+    # a draw already within the floor is untouched
+    few = torch.zeros(1, 10, dtype=torch.bool)
+    few[0, [2, 4, 7]] = True
+    assert torch.equal(apply_retention_floor(few, I, 0.5), few)
+    # only drawn-masked latents are ever unmasked, never newly masked
+    part = torch.zeros(1, 10, dtype=torch.bool)
+    part[0, :8] = True
+    out = apply_retention_floor(part, I, 0.5)
+    assert not bool((out & ~part).any()) and int(out.sum()) == 5
+    assert set(torch.nonzero(out[0]).flatten().tolist()) == {1, 5, 6, 3, 0}
+
+
+@pytest.mark.parametrize("mode", ["per_latent", "per_token"])
+def test_floor_respected_when_p_near_one(mode):
+    sae = make_sae(r=1e4, c=10.0, min_keep=0.3, mask_mode=mode)  # theta far above all I
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sae.ema_magnitude.copy_(torch.rand(F, generator=gen) + 0.1)
+        sae.ema_frequency.copy_(torch.rand(F, generator=gen) + 0.1)
+        sae.ema_contribution.copy_(torch.rand(F, generator=gen) + 0.1)
+        sae.ema_updates.fill_(1)
+    I, _, p = sae.mask_probabilities()
+    assert bool((p > 0.99).all())
+    keep, info = sae.sample_keep(6, gen)
+    n_keep = math.ceil(0.3 * F)
+    assert keep.shape == ((6, F) if mode == "per_token" else (1, F))
+    assert bool((keep.sum(-1) == n_keep).all())
+    top = set(torch.topk(I, n_keep).indices.tolist())
+    for row in keep:
+        assert set(torch.nonzero(row).flatten().tolist()) == top
+    assert math.isclose(float(info["masked_frac"]), 1 - n_keep / F, rel_tol=1e-6)
+
+
+# ------------------------------------------------------ warmup / inference
+def test_no_masking_during_warmup_but_ema_updates():
+    sae = make_sae(warmup_steps=3, r=1e4, c=10.0, min_keep=0.1)
+    x = data()
+    f = sae.encode(x)
+    out = sae.training_forward(x, ctx(step=2))
+    assert torch.equal(out.latents_BF, f)
+    assert float(out.terms["masked_frac"]) == 0.0
+    assert int(sae.ema_updates) == 1 and float(sae.ema_magnitude.sum()) > 0
+    before = sae.ema_magnitude.clone()
+    out = sae.training_forward(x * 2, ctx(step=3))  # first masked step
+    assert float(out.terms["masked_frac"]) > 0.5
+    assert int(sae.ema_updates) == 2 and not torch.equal(sae.ema_magnitude, before)
+
+
+def test_inference_has_no_mask():
+    sae = make_sae(warmup_steps=0, r=1e4, c=10.0, min_keep=0.1)
+    x = data()
+    out = sae.training_forward(x, ctx())
+    f = torch.relu(x @ sae.W_enc + sae.b_enc)
+    assert not torch.equal(out.latents_BF, f)  # training masked ...
+    assert torch.equal(sae.encode(x), f)  # ... inference does not
+    assert torch.equal(sae.forward(x), f @ sae.W_dec + sae.b_dec)
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("constraint", ["unit_norm", "l1_weighted"])
+def test_masked_latents_get_no_reconstruction_gradient(constraint):
+    sae = make_sae(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, l1_coefficient=0.0,
+                   decoder_constraint=constraint)
+    x = data()
+    f = sae.encode(x).detach()
+    out = sae.training_forward(x, ctx())
+    out.loss.backward()
+    fired = (f > 0).any(0)
+    masked = (out.latents_BF == 0).all(0) & fired
+    live = (out.latents_BF > 0).any(0)
+    assert bool(masked.any()) and bool(live.any())
+    assert bool((sae.W_dec.grad[masked] == 0).all())
+    assert bool((sae.W_enc.grad[:, masked] == 0).all())
+    assert bool((sae.b_enc.grad[masked] == 0).all())
+    assert bool((sae.W_dec.grad[live].abs().sum(-1) > 0).all())
+    assert bool((sae.W_enc.grad[:, live].abs().sum(0) > 0).all())
+
+
+# ------------------------------------------------------------ determinism
+@pytest.mark.parametrize("mode", ["per_latent", "per_token"])
+def test_same_seed_same_masks_and_exact_resume(mode):
+    kw = dict(warmup_steps=0, r=2.0, c=1.0, min_keep=0.2, mask_mode=mode)
+    a, b = make_sae(**kw), make_sae(**kw)
+    ga, gb = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    xs = [data(seed=s) for s in range(4)]
+    for step in range(2):
+        oa = a.training_forward(xs[step], ctx(step, gen=ga))
+        ob = b.training_forward(xs[step], ctx(step, gen=gb))
+        assert torch.equal(oa.latents_BF, ob.latents_BF)
+    # resume: fresh SAE from a's state_dict + generator state -> identical step
+    c = make_sae(seed=99, **kw)
+    c.load_state_dict(a.state_dict())
+    gc = torch.Generator()
+    gc.set_state(ga.get_state())
+    oa = a.training_forward(xs[2], ctx(2, gen=ga))
+    oc = c.training_forward(xs[2], ctx(2, gen=gc))
+    assert torch.equal(oa.latents_BF, oc.latents_BF)
+    assert torch.equal(oa.loss, oc.loss)
+    # a different seed draws different masks from the same state
+    d, e = make_sae(**kw), make_sae(**kw)
+    od = d.training_forward(xs[0], ctx(0, seed=1))
+    oe = e.training_forward(xs[0], ctx(0, seed=2))
+    assert not torch.equal(od.latents_BF == 0, oe.latents_BF == 0)
+
+
+def test_draw_masked_uses_generator():
+    p = torch.full((64,), 0.5)
+    m1 = draw_masked(p, 1, torch.Generator().manual_seed(1))
+    m2 = draw_masked(p, 1, torch.Generator().manual_seed(1))
+    m3 = draw_masked(p, 1, torch.Generator().manual_seed(2))
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3)
+
+
+# --------------------------------------------------- decoder constraint / L1
+def test_unit_norm_vs_l1_weighted():
+    u = make_sae(decoder_constraint="unit_norm", coeff_warmup_frac=0.0, warmup_steps=10)
+    w = make_sae(decoder_constraint="l1_weighted", coeff_warmup_frac=0.0, warmup_steps=10)
+    assert u.unit_norm_decoder and not w.unit_norm_decoder
+    assert torch.allclose(u.W_dec.norm(dim=-1), torch.ones(F))
+    assert torch.allclose(w.W_dec.norm(dim=-1), torch.full((F,), 0.1))
+    x = data()
+    for sae in (u, w):
+        f = sae.encode(x)
+        out = sae.training_forward(x, ctx())
+        norms = 1.0 if sae is u else sae.W_dec.norm(dim=-1)
+        assert torch.allclose(out.terms["l1"], (f * norms).sum(-1).mean())
+        mse = ((sae.decode(f) - x) ** 2).sum(-1).mean()
+        assert torch.allclose(out.loss, mse + 0.001 * out.terms["l1"])
+    # growing decoder rows (and shrinking nothing else) changes only the weighted L1
+    with torch.no_grad():
+        u.W_dec.mul_(3.0)
+        w.W_dec.mul_(3.0)
+    lu = u.training_forward(x, ctx()).terms["l1"]
+    lw = w.training_forward(x, ctx()).terms["l1"]
+    assert torch.allclose(lu, (u.encode(x)).sum(-1).mean())
+    assert torch.allclose(lw, (w.encode(x) * w.W_dec.norm(dim=-1)).sum(-1).mean())
+    assert torch.allclose(lw, 3 * (w.encode(x) * 0.1).sum(-1).mean(), rtol=1e-5)
+
+
+def test_l1_coeff_warmup():
+    sae = make_sae(coeff_warmup_frac=0.5, warmup_steps=0)
+    out = sae.training_forward(data(), ctx(step=9, total=100))  # (9+1)/50 of lambda
+    assert math.isclose(float(out.terms["l1_coefficient"]), 0.001 * 10 / 50, rel_tol=1e-6)
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize("bad", [
+    {"beta": 1.0}, {"beta": -0.1}, {"r": 0.0}, {"r": -1.0}, {"c": -0.1},
+    {"l1_coefficient": -1e-3}, {"min_keep": 0.0}, {"min_keep": 1.5}, {"warmup_steps": -1},
+    {"importance": "max"}, {"mask_mode": "per_batch"}, {"decoder_constraint": "none"},
+])
+def test_config_errors(bad):
+    with pytest.raises(SAEConfigError):
+        ATMConfig(d_in=4, d_sae=8, **bad)
+
+
+def test_config_edges_and_from_dict():
+    ATMConfig(d_in=4, d_sae=8, c=0.0, beta=0.0, min_keep=1.0, warmup_steps=0, l1_coefficient=0.0)
+    from atm_repro.config import ConfigError, from_dict
+
+    cfg = from_dict(ATMConfig, {"d_in": 4, "d_sae": 8, "importance": "product"})
+    assert cfg.importance == "product" and cfg.beta == 0.99 and cfg.r == 0.5
+    with pytest.raises(ConfigError):
+        from_dict(ATMConfig, {"d_in": 4, "d_sae": 8, "lambda": 0.1})
+    with pytest.raises(ConfigError):
+        from_dict(ATMConfig, {"d_in": 4, "d_sae": 8, "mask_mode": "nope"})
+
+
+def test_min_keep_one_never_masks():
+    sae = make_sae(warmup_steps=0, r=1e4, c=10.0, min_keep=1.0)
+    x = data()
+    out = sae.training_forward(x, ctx())
+    assert float(out.terms["masked_frac"]) == 0.0
+    assert torch.equal(out.latents_BF, sae.encode(x))
+
+
+# ------------------------------------------------------------------ sanity
+def test_adam_reduces_mse_on_sparse_data():
+    gen = torch.Generator().manual_seed(0)
+    dirs = torch.randn(F, D, generator=gen)
+    dirs /= dirs.norm(dim=-1, keepdim=True)
+    codes = torch.rand(256, F, generator=gen) * (torch.rand(256, F, generator=gen) < 0.15)
+    x = codes @ dirs
+    sae = make_sae(warmup_steps=5, coeff_warmup_frac=0.0)
+    params = list(sae.parameters())
+    m1 = [torch.zeros_like(p) for p in params]
+    m2 = [torch.zeros_like(p) for p in params]
+    mses, masked = [], []
+    for step in range(40):
+        out = sae.training_forward(x, ctx(step, total=40, gen=gen))
+        for p in params:
+            p.grad = None
+        out.loss.backward()
+        sae.remove_parallel_decoder_grad()
+        with torch.no_grad():  # plain Adam (torch.optim.Adam's first use imports dynamo, ~1 s)
+            for p, a, v in zip(params, m1, m2):
+                a.mul_(0.9).add_(p.grad, alpha=0.1)
+                v.mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
+                a_hat, v_hat = a / (1 - 0.9 ** (step + 1)), v / (1 - 0.999 ** (step + 1))
+                p.sub_(1e-2 * a_hat / (v_hat.sqrt() + 1e-8))
+        sae.normalize_decoder()
+        mses.append(float(out.terms["mse"]))
+        masked.append(float(out.terms["masked_frac"]))
+    assert all(math.isfinite(v) for v in mses)
+    assert sum(masked[:5]) == 0 and sum(masked[5:]) > 0  # training went on under masking
+    assert mses[-1] < 0.5 * mses[0]

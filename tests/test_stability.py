@@ -1,0 +1,118 @@
+"""Stability across seeds: identical, permuted, rescaled, sign-flipped and
+independent decoders; blockwise == full; config checks; the runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atm_repro.evals.results import write_result
+from atm_repro.evals.stability import (
+    StabilityConfig,
+    assignment_cosines,
+    best_match_cosines,
+    decoder_stability,
+    run_stability,
+)
+from atm_repro.saes.base import SAE, SAEConfig
+
+
+def decoder(f: int, d: int, seed: int) -> torch.Tensor:
+    return torch.randn(f, d, generator=torch.Generator().manual_seed(seed))
+
+
+def sae_with(W_dec: torch.Tensor) -> SAE:
+    sae = SAE(SAEConfig(W_dec.shape[1], W_dec.shape[0]))
+    with torch.no_grad():
+        sae.W_dec.copy_(W_dec)
+    return sae
+
+
+CFG = StabilityConfig(assignment_sample=32, chunk_rows=7)
+
+
+def test_identical_is_one():
+    W = decoder(64, 16, 0)
+    m, _ = decoder_stability(W, W.clone(), CFG)
+    for key in ("max_cos_mean", "max_cos_frac_above_0.9", "assignment_mean",
+                "assignment_frac_above_0.9", "assignment_frac_above_0.7"):
+        assert m[key] == pytest.approx(1.0, abs=1e-6), key
+
+
+def test_permuted_and_rescaled_copy_is_one_with_one_to_one():
+    W = decoder(64, 16, 1)
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(2))
+    W_B = W[perm] * torch.rand(64, 1, generator=torch.Generator().manual_seed(3)).add(0.5)
+    m, _ = decoder_stability(W, W_B, StabilityConfig(assignment_sample=64))
+    assert m["max_cos_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert m["assignment_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert m["assignment_sample"] == 64
+
+
+def test_one_to_one_is_stricter_than_best_match():
+    # A holds one row twice: best match gives 1.0 to both copies, one-to-one only to one.
+    W = decoder(8, 32, 4)
+    W_A = torch.cat([W[:7], W[:1]])
+    best_A, _ = best_match_cosines(W_A, W)
+    one_to_one = assignment_cosines(W_A, W, np.arange(8))
+    assert np.all(best_A > 0.99)
+    assert np.sum(one_to_one > 0.99) == 7
+    assert one_to_one.mean() < best_A.mean() - 0.05
+
+
+def test_independent_high_dim_is_low():
+    m, details = decoder_stability(decoder(64, 512, 5), decoder(64, 512, 6), CFG)
+    assert m["max_cos_mean"] < 0.25
+    assert m["max_cos_frac_above_0.7"] == 0.0
+    assert m["assignment_mean"] < m["max_cos_mean"] + 1e-9
+    assert sum(details["best_match_histogram"]["a_to_b"]) == 64
+
+
+def test_sign_flip_is_not_a_match():
+    W = decoder(64, 256, 7)
+    m, _ = decoder_stability(W, -W, CFG)
+    assert m["max_cos_mean"] < 0.3
+    assert m["max_cos_frac_above_0.7"] == 0.0
+
+
+def test_blockwise_matches_full_matrix():
+    W_A, W_B = decoder(23, 8, 8), decoder(17, 8, 9)
+    best_A, best_B = best_match_cosines(W_A, W_B, chunk_rows=5)
+    U_A = W_A / W_A.norm(dim=1, keepdim=True)
+    U_B = W_B / W_B.norm(dim=1, keepdim=True)
+    full = U_A @ U_B.T
+    assert np.allclose(best_A, full.max(1).values.numpy(), atol=1e-6)
+    assert np.allclose(best_B, full.max(0).values.numpy(), atol=1e-6)
+
+
+def test_asymmetric_widths_and_directions():
+    W = decoder(16, 32, 10)
+    W_B = torch.cat([W, decoder(16, 32, 11)])  # B contains all of A plus 16 new rows
+    m, _ = decoder_stability(W, W_B, CFG)
+    assert m["max_cos_mean_a_to_b"] == pytest.approx(1.0, abs=1e-6)
+    assert m["max_cos_mean_b_to_a"] < 0.8
+    assert m["max_cos_mean"] == pytest.approx(
+        (m["max_cos_mean_a_to_b"] + m["max_cos_mean_b_to_a"]) / 2)
+    assert m["assignment_sample"] == 16
+
+
+def test_bad_input_rejected():
+    with pytest.raises(ValueError, match="same D"):
+        decoder_stability(decoder(4, 8, 0), decoder(4, 9, 0), CFG)
+    with pytest.raises(ValueError):
+        StabilityConfig(thresholds=[1.5])
+    with pytest.raises(ValueError, match="one-to-one"):
+        assignment_cosines(decoder(8, 4, 0), decoder(4, 4, 0), np.arange(8))
+
+
+def test_runner_deterministic_and_written(tmp_path):
+    a, b = sae_with(decoder(48, 16, 12)), sae_with(decoder(48, 16, 13))
+    cfg = StabilityConfig(assignment_sample=20, seed=3)
+    r1 = run_stability(a, b, cfg, "topk_s0", "topk_s1")
+    r2 = run_stability(a, b, cfg, "topk_s0", "topk_s1")
+    assert r1.metrics == r2.metrics
+    assert r1.eval_name == "stability" and r1.sae_id == "topk_s0__vs__topk_s1"
+    assert r1.metrics["assignment_sample"] == 20
+    path = write_result(tmp_path, r1)
+    assert path.name == "stability.json" and path.parent.name == "topk_s0__vs__topk_s1"
