@@ -248,6 +248,40 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """One hyperparameter of one SAE spec swept over values (one seed each)."""
+
+    param: str
+    values: list[float]
+
+    def __post_init__(self) -> None:
+        require(len(self.values) > 0, "a sweep needs at least one value")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """Notebook 03: one-factor-at-a-time ablations of ``sae`` around its profile
+    values, plus sparsity sweeps (absorption / explained variance against L0)
+    of any spec. One seed; same training budget as the main set, whose run is
+    the point at the profile's own value."""
+
+    sae: str = "atm"
+    factors: dict[str, list[float]] = field(default_factory=dict)
+    sparsity_sweeps: dict[str, SweepConfig] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CrossLayerConfig:
+    """Notebook 04: ``saes`` (names in ``train.saes``) trained at each layer
+    with the main set's settings; at ``train.layer`` the main-set run is reused."""
+
+    layers: list[int] = field(default_factory=list)
+    saes: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     """A whole reproduction setting. ``name`` decides runs/<name>/."""
 
@@ -259,15 +293,29 @@ class Profile:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    evals: dict[str, Any] = field(default_factory=dict)
-    ablations: dict[str, Any] = field(default_factory=dict)
-    cross_layer: dict[str, Any] = field(default_factory=dict)
+    ablations: AblationConfig = field(default_factory=AblationConfig)
+    cross_layer: CrossLayerConfig = field(default_factory=CrossLayerConfig)
+    # Per-eval settings, validated by each eval's config class (atm_repro.evals).
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(
             self.train.layer in self.cache.layers,
             f"train.layer {self.train.layer} is not among cache.layers {self.cache.layers}",
         )
+        for layer in self.cross_layer.layers:
+            require(layer in self.cache.layers,
+                    f"cross_layer.layers: {layer} is not among cache.layers {self.cache.layers}")
+        masked = [n for n in self.cross_layer.saes
+                  if n in self.train.saes and self.train.saes[n].token_masked]
+        require(not masked, f"cross_layer.saes: {masked} train on the token-masked cache, "
+                            "which holds only train.layer")
+        for where, names in (("cross_layer.saes", self.cross_layer.saes),
+                             ("ablations.sparsity_sweeps", list(self.ablations.sparsity_sweeps)),
+                             ("ablations.sae", [self.ablations.sae] if self.ablations.factors
+                              else [])):
+            unknown = sorted(set(names) - set(self.train.saes))
+            require(not unknown, f"{where}: {unknown} not in train.saes {sorted(self.train.saes)}")
 
     @property
     def run_dir(self) -> Path:
@@ -332,8 +380,54 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -
     cfg = from_dict(Profile, merged)
     # Variant parameters are validated by each variant's config (import here:
     # the SAE registry imports torch, which config loading should not need).
+    from atm_repro.evals import EVAL_CONFIGS
     from atm_repro.saes import validate_spec
 
     for name, spec in cfg.train.saes.items():
         validate_spec(spec, d_in=1, width=cfg.train.width, where=f"train.saes.{name}")
+    for name, spec in derived_specs(cfg).items():
+        validate_spec(spec, d_in=1, width=cfg.train.width, where=f"ablations ({name})")
+    unknown = sorted(set(cfg.evals) - set(EVAL_CONFIGS))
+    require(not unknown, f"evals: unknown eval(s) {unknown}; known: {sorted(EVAL_CONFIGS)}")
+    for name, params in cfg.evals.items():
+        from_dict(EVAL_CONFIGS[name], params, f"evals.{name}")
     return cfg
+
+
+@dataclass(frozen=True)
+class DerivedRun:
+    """One notebook-03 run: ``base`` spec with ``param`` set to ``value``."""
+
+    name: str  # e.g. "atm-beta0.9", "topk-k80"
+    base: str
+    param: str
+    value: float
+    spec: SAESpec
+
+
+def derived_runs(cfg: Profile) -> list[DerivedRun]:
+    """The ablation and sparsity-sweep SAEs of notebook 03. A value equal to the
+    base spec's own (resolved) value is left out: the main-set run is that point."""
+    from atm_repro.saes import build_config
+
+    abl = cfg.ablations
+    plan = [(abl.sae, param, values) for param, values in abl.factors.items()]
+    plan += [(base, sweep.param, sweep.values) for base, sweep in abl.sparsity_sweeps.items()]
+    out = []
+    for base, param, values in plan:
+        spec = cfg.train.saes[base]
+        resolved = build_config(spec.variant, spec.params, 1, cfg.train.width,
+                                f"train.saes.{base}")
+        if not hasattr(resolved, param):
+            raise ConfigError(f"ablations: {spec.variant} has no parameter {param!r}")
+        for value in values:
+            if value != getattr(resolved, param):
+                out.append(DerivedRun(f"{base}-{param}{value:g}", base, param, value,
+                                      dataclasses.replace(spec, params={**spec.params,
+                                                                        param: value})))
+    return out
+
+
+def derived_specs(cfg: Profile) -> dict[str, SAESpec]:
+    """``derived_runs`` as {run name: spec}."""
+    return {run.name: run.spec for run in derived_runs(cfg)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from atm_repro.config import Profile
+from atm_repro.config import Profile, derived_runs
 
 
 def describe_profile(cfg: Profile, stage: str) -> str:
@@ -28,6 +28,17 @@ def describe_profile(cfg: Profile, stage: str) -> str:
             extra = " [token-masked cache]" if spec.token_masked else ""
             lr = f" lr={spec.lr:g}" if spec.lr is not None else ""
             lines.append(f"  {name}: {spec.variant}({params}){lr}{extra}")
+    elif stage == "ablations":
+        runs = derived_runs(cfg)
+        lines.append(f"layer: {cfg.train.layer}  seed: {cfg.ablations.seed}  runs: {len(runs)}")
+        for run in runs:
+            lines.append(f"  {run.name}: {run.base} with {run.param}={run.value:g}")
+    elif stage == "cross_layer":
+        c = cfg.cross_layer
+        lines.append(f"layers: {c.layers}  seed: {c.seed}  SAEs: {c.saes}")
+    elif stage == "evaluate":
+        lines.append(f"evals: core, absorption, probing, stability, toy; settings: "
+                     f"{ {k: v for k, v in sorted(cfg.evals.items())} }")
     else:
         raise ValueError(f"unknown stage {stage!r}")
     return "\n".join(lines)
@@ -47,7 +58,65 @@ def training_table(results):
     """One row per trained SAE (``train.TrainResult``) with its summary metrics."""
     import pandas as pd
 
-    rows = [{"sae": r.name, "seed": r.seed, "status": r.status,
+    rows = [{"sae": r.name, "layer": int(r.path.parent.name[1:]), "seed": r.seed,
+             "status": r.status,
              **{label: r.metrics[key] for key, label in TRAINING_COLUMNS.items()}}
             for r in results]
     return pd.DataFrame(rows).round(4)
+
+
+def cross_layer_table(results):
+    """``training_table`` of the cross-layer runs, sorted by SAE then layer."""
+    return training_table(results).sort_values(["sae", "layer"], ignore_index=True)
+
+
+def ablation_table(cfg: Profile):
+    """One row per notebook-03 point (the main-set run included as the default
+    value of each factor): param, value and the training summary metrics."""
+    import pandas as pd
+
+    from atm_repro.saes import build_config
+    from atm_repro.train import read_metrics, sae_dir
+
+    layer, seed = cfg.train.layer, cfg.ablations.seed
+    rows = []
+    for run in derived_runs(cfg):
+        rows.append({"base": run.base, "param": run.param, "value": run.value,
+                     **read_metrics(sae_dir(cfg, layer, run.name, seed))})
+    bases = {(row["base"], row["param"]) for row in rows}
+    for base, param in sorted(bases):  # the default point of each factor
+        spec = cfg.train.saes[base]
+        default = getattr(build_config(spec.variant, spec.params, 1, cfg.train.width), param)
+        rows.append({"base": base, "param": param, "value": default,
+                     **read_metrics(sae_dir(cfg, layer, base, seed))})
+    cols = ["base", "param", "value", *TRAINING_COLUMNS]
+    frame = pd.DataFrame(rows)[cols].rename(columns=TRAINING_COLUMNS)
+    return frame.sort_values(["base", "param", "value"], ignore_index=True).round(4)
+
+
+MAIN_COLUMNS = {
+    "core/l0": "L0",
+    "core/mse": "MSE",
+    "core/cosine_similarity": "cosine",
+    "core/explained_variance": "explained var.",
+    "core/ce_loss_score": "CE loss score",
+    "absorption/mean_full_absorption": "full absorption",
+    "absorption/mean_absorption_fraction": "absorption frac.",
+    "probing/mean_top1": "probing top-1",
+    "stability/max_cos_mean": "stability (max cos)",
+    "stability/max_cos_frac_above_0.9": "matched > 0.9",
+}
+
+
+def main_table(table):
+    """The main-layer table: one row per main SAE name, metrics averaged over seeds
+    (``n_seeds`` says over how many), per-dataset top-1 probing included."""
+    main = table[table["group"] == "main"]
+    datasets = sorted(c.split("/")[1] for c in main.columns
+                      if c.startswith("probing/") and c.endswith("/top1")
+                      and c.count("/") == 2 and not c.startswith("probing/baseline"))
+    columns = {**MAIN_COLUMNS, **{f"probing/{d}/top1": f"{d} top-1" for d in datasets}}
+    present = {k: v for k, v in columns.items() if k in main.columns}
+    out = main.groupby("name", sort=False)[list(present)].mean().rename(columns=present)
+    out.insert(0, "n_seeds", main.groupby("name", sort=False)["seed"].nunique())
+    return out.round(4)

@@ -56,7 +56,15 @@ import torch
 from tqdm.auto import tqdm
 
 from atm_repro.cache import HOOK_TEMPLATE, ActivationCache
-from atm_repro.config import ConfigError, Profile, SAESpec, TrainConfig, fingerprint, to_dict
+from atm_repro.config import (
+    ConfigError,
+    Profile,
+    SAESpec,
+    TrainConfig,
+    derived_specs,
+    fingerprint,
+    to_dict,
+)
 from atm_repro.evals.core import activation_stats
 from atm_repro.files import atomic_write_text
 from atm_repro.saes import SAE, StepContext, build_config, build_sae
@@ -248,11 +256,18 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
+def read_metrics(out_dir: Path) -> dict:
+    """The ``metrics.json`` of a finished run (an error names a missing run)."""
+    path = Path(out_dir) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"no finished SAE run at {out_dir} (missing {METRICS})")
+    return json.loads(path.read_text())
+
+
 def _finished_metrics(out_dir: Path, key: dict) -> dict | None:
-    path = out_dir / METRICS
-    if not path.is_file() or not (out_dir / SAE_CFG).is_file():
+    if not (out_dir / METRICS).is_file() or not (out_dir / SAE_CFG).is_file():
         return None
-    metrics = json.loads(path.read_text())
+    metrics = read_metrics(out_dir)
     return metrics if metrics.get("key") == key else None
 
 
@@ -429,25 +444,27 @@ def train_profile(
     seeds: list[int] | None = None,
     masked_cache: ActivationCache | None = None,
     progress: bool = True,
+    specs: dict[str, SAESpec] | None = None,
 ) -> list[TrainResult]:
-    """Train every ``profile.train.saes`` entry x seed on ``layer`` (default
-    ``train.layer``) into ``sae_dir(...)``; unchanged runs are skipped,
+    """Train every named spec (default ``profile.train.saes``) x seed on ``layer``
+    (default ``train.layer``) into ``sae_dir(...)``; unchanged runs are skipped,
     interrupted ones resumed. Everything is validated before the first run."""
     tcfg = profile.train
+    specs = tcfg.saes if specs is None else specs
     layer = tcfg.layer if layer is None else layer
-    names = list(tcfg.saes) if names is None else names
+    names = list(specs) if names is None else names
     seeds = list(tcfg.seeds) if seeds is None else seeds
-    unknown = sorted(set(names) - set(tcfg.saes))
+    unknown = sorted(set(names) - set(specs))
     if unknown:
-        raise ConfigError(f"unknown SAE name(s) {unknown}; train.saes has {sorted(tcfg.saes)}")
+        raise ConfigError(f"unknown SAE name(s) {unknown}; known: {sorted(specs)}")
     if not names:
-        raise ConfigError("nothing to train: train.saes is empty")
+        raise ConfigError("nothing to train: no SAE specs")
     check_device(tcfg.device)
     clean_train = cache.source(layer, "train")
     eval_source = cache.source(layer, "eval")
     jobs = []
     for name in names:
-        spec = tcfg.saes[name]
+        spec = specs[name]
         if spec.token_masked:
             if masked_cache is None:
                 raise ConfigError(f"train.saes.{name} is token_masked: pass the masked cache "
@@ -476,3 +493,20 @@ def train_profile(
                            f"FVU {result.metrics['fvu']:.3f}")
             results.append(result)
     return results
+
+
+def train_ablations(profile: Profile, cache: ActivationCache,
+                    progress: bool = True) -> list[TrainResult]:
+    """Notebook 03: the ablation and sparsity-sweep runs (``config.derived_specs``)."""
+    return train_profile(profile, cache, specs=derived_specs(profile),
+                         seeds=[profile.ablations.seed], progress=progress)
+
+
+def train_cross_layer(profile: Profile, cache: ActivationCache,
+                      progress: bool = True) -> list[TrainResult]:
+    """Notebook 04: ``cross_layer.saes`` at every ``cross_layer.layers`` (the main
+    layer's runs are the main set's, reused)."""
+    cross = profile.cross_layer
+    return [r for layer in cross.layers
+            for r in train_profile(profile, cache, layer=layer, names=cross.saes,
+                                   seeds=[cross.seed], progress=progress)]

@@ -79,7 +79,7 @@ def test_unknown_model_fails_before_loading(tiny_profile, monkeypatch):
 
 def test_layer_out_of_range_fails_before_loading(runs_dir, monkeypatch):
     _forbid_model_load(monkeypatch)
-    profile = load_profile("cpu", {"cache.layers": [8, 18]})
+    profile = load_profile("cpu", {"cache.layers": [4, 8, 12, 18]})
     with pytest.raises(ConfigError, match=r"layer\(s\) \[18\] out of range"):
         build_cache(profile)
 

@@ -308,6 +308,7 @@ def smoke(tmp_path_factory):
     """The smoke profile, shrunk (one layer, ~4.5k train tokens), with its clean cache."""
     raw = yaml.safe_load((REPO_ROOT / "profiles" / "smoke.yaml").read_text())
     raw["cache"].update(layers=[1], train_tokens=4000, eval_tokens=1000, shard_sequences=16)
+    del raw["ablations"], raw["cross_layer"]  # notebooks 03/04 settings: not used here
     raw["corpus"]["max_articles"] = 150
     raw["train"].update(batch_size=128, tokens=128 * 40, log_every=5, lr_warmup_steps=3,
                         seeds=[0])
@@ -348,6 +349,7 @@ def test_every_variant_learns_on_smoke_cache(smoke, tmp_path):
 def test_train_profile_on_smoke_cache(smoke):
     base, cache = smoke
     raw = {**yaml.safe_load((REPO_ROOT / "profiles" / "smoke.yaml").read_text())}
+    del raw["ablations"], raw["cross_layer"]
     profile = from_dict(Profile, {
         **raw, "cache": {**raw["cache"], "layers": [1], "train_tokens": 4000,
                          "eval_tokens": 1000, "shard_sequences": 16},

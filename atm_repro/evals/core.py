@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from atm_repro.cache import ActivationCache
-from atm_repro.config import to_dict
+from atm_repro.config import ConfigError, to_dict
 from atm_repro.evals.results import EvalResult
 from atm_repro.models import LoadedModel
 
@@ -51,17 +51,17 @@ class CoreConfig:
 
     def __post_init__(self) -> None:
         if self.n_tokens is not None and self.n_tokens <= 0:
-            raise ValueError("CoreConfig.n_tokens must be > 0 or None")
+            raise ConfigError("CoreConfig.n_tokens must be > 0 or None")
         if self.n_splice_sequences < 0:
-            raise ValueError("CoreConfig.n_splice_sequences must be >= 0 (0 skips the splice)")
+            raise ConfigError("CoreConfig.n_splice_sequences must be >= 0 (0 skips the splice)")
         if self.batch_size <= 0 or self.splice_batch_size <= 0:
-            raise ValueError("CoreConfig batch sizes must be > 0")
+            raise ConfigError("CoreConfig batch sizes must be > 0")
         if not 0.0 < self.dense_threshold < 1.0:
-            raise ValueError("CoreConfig.dense_threshold must be in (0, 1)")
+            raise ConfigError("CoreConfig.dense_threshold must be in (0, 1)")
         if self.fire_eps < 0:
-            raise ValueError("CoreConfig.fire_eps must be >= 0")
+            raise ConfigError("CoreConfig.fire_eps must be >= 0")
         if self.hist_bins <= 0 or self.hist_log10_min >= 0:
-            raise ValueError("CoreConfig needs hist_bins > 0 and hist_log10_min < 0")
+            raise ConfigError("CoreConfig needs hist_bins > 0 and hist_log10_min < 0")
 
 
 # --------------------------------------------------------------- activation metrics

@@ -24,6 +24,7 @@ class EvalResult:
     config: Any  # a config dataclass or dict
     metrics: dict[str, float]  # scalar headline numbers
     details: dict[str, Any] = field(default_factory=dict)  # per-item (per letter, per dataset)
+    key: str = ""  # fingerprint of the inputs (SAE run, config, code): unchanged -> reuse
 
     def to_json(self) -> dict:
         return {
@@ -32,6 +33,7 @@ class EvalResult:
             "config": to_dict(self.config),
             "metrics": {k: _clean(v) for k, v in self.metrics.items()},
             "details": _clean(self.details),
+            "key": self.key,
             "code_version": code_version(),
         }
 

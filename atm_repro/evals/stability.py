@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from atm_repro.config import ConfigError
 from atm_repro.evals.results import EvalResult
 
 
@@ -38,9 +39,9 @@ class StabilityConfig:
 
     def __post_init__(self) -> None:
         if not self.thresholds or not all(-1.0 <= t <= 1.0 for t in self.thresholds):
-            raise ValueError("StabilityConfig.thresholds must be non-empty, each in [-1, 1]")
+            raise ConfigError("StabilityConfig.thresholds must be non-empty, each in [-1, 1]")
         if self.assignment_sample <= 0 or self.chunk_rows <= 0 or self.hist_bins <= 0:
-            raise ValueError("StabilityConfig sizes must be > 0")
+            raise ConfigError("StabilityConfig sizes must be > 0")
 
 
 def unit_rows(W_FD: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Planted-absorption toy benchmark: synthetic activations with a known feature
-hierarchy, and the exact absorption of an SAE trained on them.
+hierarchy, SAEs of every variant trained on them across an L0 sweep, and their
+absorption measured exactly and by the first-letter metric's pipeline.
 
 Data (``make_toy_data``): ``n_features`` true unit directions in R^d (exactly
 orthonormal, or random unit vectors in superposition). The first
@@ -22,30 +23,67 @@ on all of them). The same fraction on parent-alone tokens is the control: an
 SAE that absorbs the parent into its children still fires the parent latent
 there. With d small, random directions reach cosine 0.1 by chance (~1/sqrt(d)
 spread), so raise ``carrier_cos`` for superposed toy data in few dimensions.
+
+Probe-pipeline absorption (``toy_probe_absorption``): ``evals.absorption``'s
+steps 3-6 with each parent as a letter: ground-truth probes (logistic, or the
+planted direction), main latents by its k-sparse probing, ``score_words`` on
+the true-positive held-out tokens where a child fires (control: where the
+parent fires alone), same thresholds. Set beside the exact number, it shows
+whether the metric used on the real model recovers the ground truth.
+
+Benchmark (``run_toy_benchmark``): every (SAE, sweep value) of a
+``ToyBenchmarkConfig`` trained by ``atm_repro.train.train_sae`` (unchanged
+runs reused) and scored on held-out toy tokens; one row per run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from atm_repro.cache import ArraySource
-from atm_repro.config import to_dict
+from atm_repro.config import (
+    ConfigError,
+    DerivedRun,
+    SAESpec,
+    SweepConfig,
+    TrainConfig,
+    fingerprint,
+)
+from atm_repro.evals.absorption import (
+    AbsorptionConfig,
+    encode_latents,
+    fit_letter_probes,
+    score_words,
+    select_main_latents,
+)
 from atm_repro.evals.core import CoreStats
-from atm_repro.evals.results import EvalResult
+from atm_repro.evals.results import EvalResult, write_result
 from atm_repro.evals.stability import best_match_cosines, unit_rows
+from atm_repro.saes import validate_spec
+from atm_repro.saes.io import SAEMeta, load_sae
 
 
 @dataclass(frozen=True)
 class ToyConfig:
-    d: int = 64
-    n_features: int = 48
+    """Toy data. The defaults are the benchmark's: many rare children per parent,
+    like the many words under one first letter (with only a few children, the
+    k-sparse probe of the first-letter pipeline takes the children in as "main"
+    latents and the pipeline cannot see absorption; tests/test_toy.py)."""
+
+    d: int = 96
+    n_features: int = 96
     n_parents: int = 4
-    children_per_parent: int = 4
+    children_per_parent: int = 16
     parent_prob: float = 0.1  # per token, per parent
-    child_given_parent: float = 0.75  # P(one child fires | parent fires)
+    child_given_parent: float = 0.5  # P(one child fires | parent fires)
     firing_prob: float = 0.03  # per token, per free feature
     magnitude_min: float = 0.5
     magnitude_max: float = 1.5
@@ -55,21 +93,21 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         if self.d <= 0 or self.n_features <= 0 or self.n_tokens <= 0:
-            raise ValueError("ToyConfig needs d, n_features and n_tokens > 0")
+            raise ConfigError("ToyConfig needs d, n_features and n_tokens > 0")
         if self.n_parents < 0 or self.children_per_parent < 1:
-            raise ValueError("ToyConfig needs n_parents >= 0 and children_per_parent >= 1")
+            raise ConfigError("ToyConfig needs n_parents >= 0 and children_per_parent >= 1")
         if self.n_parents * (1 + self.children_per_parent) > self.n_features:
-            raise ValueError(
+            raise ConfigError(
                 f"the hierarchy needs {self.n_parents * (1 + self.children_per_parent)} "
                 f"features but n_features is {self.n_features}")
         if self.orthogonal and self.n_features > self.d:
-            raise ValueError(f"orthogonal directions need n_features <= d, got "
+            raise ConfigError(f"orthogonal directions need n_features <= d, got "
                              f"{self.n_features} > {self.d}")
         for name in ("parent_prob", "child_given_parent", "firing_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"ToyConfig.{name} must be in [0, 1]")
+                raise ConfigError(f"ToyConfig.{name} must be in [0, 1]")
         if not 0.0 < self.magnitude_min <= self.magnitude_max:
-            raise ValueError("ToyConfig needs 0 < magnitude_min <= magnitude_max")
+            raise ConfigError("ToyConfig needs 0 < magnitude_min <= magnitude_max")
 
 
 @dataclass
@@ -87,6 +125,15 @@ class ToyData:
     def source(self) -> ArraySource:
         """The activations as a cache-like source (for the trainer)."""
         return ArraySource(self.acts_ND)
+
+    def split(self, n_eval: int) -> tuple["ToyData", "ToyData"]:
+        """(first rows, last ``n_eval`` rows): training and held-out tokens."""
+        if not 0 < n_eval < len(self.acts_ND):
+            raise ConfigError(f"n_eval must be in (0, {len(self.acts_ND)}), got {n_eval}")
+        cut = len(self.acts_ND) - n_eval
+        return tuple(ToyData(self.acts_ND[rows], self.coeffs_NF[rows], self.directions_FD,
+                             self.hierarchy, self.cfg)
+                     for rows in (slice(0, cut), slice(cut, None)))
 
 
 def toy_hierarchy(cfg: ToyConfig) -> dict[int, list[int]]:
@@ -135,7 +182,7 @@ class ToyAbsorptionConfig:
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.carrier_cos <= 1.0 or self.silent_eps < 0 or self.batch_size <= 0:
-            raise ValueError("ToyAbsorptionConfig needs carrier_cos in [-1, 1], "
+            raise ConfigError("ToyAbsorptionConfig needs carrier_cos in [-1, 1], "
                              "silent_eps >= 0 and batch_size > 0")
 
 
@@ -215,8 +262,261 @@ def _nanmean(per_parent: dict, key: str) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def run_toy_absorption(sae, data: ToyData, cfg: ToyAbsorptionConfig, sae_id: str) -> EvalResult:
-    """``toy_absorption`` as an EvalResult (eval_name "toy_absorption")."""
-    metrics, details = toy_absorption(sae, data, cfg)
-    config = {"toy": to_dict(data.cfg), "absorption": to_dict(cfg)}
-    return EvalResult("toy_absorption", sae_id, config, metrics, details)
+# ------------------------------------------------------ probe-pipeline absorption
+
+
+@dataclass(frozen=True)
+class ToyProbeConfig:
+    """The first-letter absorption pipeline (``evals.absorption``) run on the toy
+    data with each parent as a "letter". ``direction``: "logistic" fits the
+    pipeline's class-balanced ground-truth probes on the activations (as on the
+    real model); "known" uses the planted parent direction and counts every
+    parent-firing token as a true positive. ``pipeline`` carries the metric's
+    thresholds and probe settings (the first-letter defaults)."""
+
+    direction: Literal["logistic", "known"] = "logistic"
+    train_tokens: int = 6000  # training rows the probes (ground truth, k-sparse) fit on
+    pipeline: AbsorptionConfig = field(default_factory=AbsorptionConfig)
+
+    def __post_init__(self) -> None:
+        if self.train_tokens <= 0:
+            raise ConfigError("ToyProbeConfig.train_tokens must be > 0")
+
+
+@dataclass
+class ToyProbes:
+    """What every SAE's probe-pipeline run shares (``prepare_toy_probes``)."""
+
+    acts_train_ND: np.ndarray  # probe-training rows with a single-label class
+    labels_train: np.ndarray  # int: parent position, n_parents = none fires
+    test: ToyData  # held-out tokens, all scored
+    labels_test: np.ndarray  # int over all test rows; -1 = several parents fire
+    probe_W_PD: np.ndarray  # float32 ground-truth probe direction per parent
+    probe_f1_P: np.ndarray  # test F1 of the logistic probes (NaN for "known")
+    positive_NP: np.ndarray  # bool: test token counts as the parent's true positive
+
+
+def parent_labels(data: ToyData) -> np.ndarray:
+    """Per token: the position of the one parent that fires, ``n_parents`` when
+    none fires, -1 when several fire. The pipeline's probes are single-label
+    (every word has one first letter), so -1 rows are left out of probe fits."""
+    on_NP = data.firing_NF[:, list(data.hierarchy)]
+    n_on_N = on_NP.sum(axis=1)
+    return np.where(n_on_N == 0, on_NP.shape[1], np.where(n_on_N == 1, on_NP.argmax(axis=1), -1))
+
+
+def prepare_toy_probes(train: ToyData, test: ToyData, cfg: ToyProbeConfig) -> ToyProbes:
+    """Ground-truth probes per parent, fit once and shared by every SAE."""
+    parents = list(train.hierarchy)
+    if not parents:
+        raise ValueError("the toy data has no parent features (n_parents = 0)")
+    y_train = parent_labels(train)[: cfg.train_tokens]
+    keep_N = y_train >= 0
+    acts_train_ND, y_train = train.acts_ND[: cfg.train_tokens][keep_N], y_train[keep_N]
+    y_test = parent_labels(test)
+    on_NP = test.firing_NF[:, parents]
+    if cfg.direction == "known":
+        W_PD = test.directions_FD[parents]
+        f1_P = np.full(len(parents), np.nan)
+        positive_NP = on_NP
+    else:
+        if len(parents) >= 26:
+            raise ValueError("the letter probes of evals.absorption fit 26 classes: the "
+                             f"logistic probes need n_parents < 26, got {len(parents)}")
+        kept = y_test >= 0
+        W_LD, b_L, f1_L = fit_letter_probes(acts_train_ND, y_train, test.acts_ND[kept],
+                                            y_test[kept], cfg.pipeline)
+        W_PD, f1_P = W_LD[: len(parents)], f1_L[: len(parents)]
+        positive_NP = on_NP & (test.acts_ND @ W_PD.T + b_L[: len(parents)] > 0)
+    return ToyProbes(acts_train_ND, y_train, test, y_test, np.asarray(W_PD, np.float32),
+                     f1_P, positive_NP)
+
+
+def _rates(acts_ND, probe_D, z_NF, W_dec_FD, main_ids, cfg: AbsorptionConfig):
+    """(full-absorption rate, mean absorption fraction) over the rows; NaN if none."""
+    if not len(acts_ND):
+        return float("nan"), float("nan")
+    s = score_words(acts_ND, probe_D, z_NF, W_dec_FD, main_ids, cfg)
+    return float(s.full_absorption.mean()), float(s.fraction.mean())
+
+
+def toy_probe_absorption(sae, probes: ToyProbes, cfg: ToyProbeConfig) -> tuple[dict, dict]:
+    """First-letter-style absorption of ``sae`` with parents as letters: main
+    latents by k-sparse probing, then ``score_words`` on the true-positive test
+    tokens where a child fires (and, as a control, where the parent fires alone).
+    Parents whose logistic probe has F1 <= ``probe_f1_threshold`` are excluded,
+    as letters are. Returns (metrics, per-parent details)."""
+    pipe = cfg.pipeline
+    test = probes.test
+    z_train_NF = encode_latents(sae, probes.acts_train_ND, pipe.sae_batch_size)
+    z_test_NF = encode_latents(sae, test.acts_ND, pipe.sae_batch_size)
+    W_dec_FD = sae.W_dec.detach().float().cpu().numpy()
+    scored = [i for i, f1 in enumerate(probes.probe_f1_P)
+              if cfg.direction == "known" or f1 > pipe.probe_f1_threshold]
+    kept = probes.labels_test >= 0
+    main = (select_main_latents(z_train_NF, probes.labels_train, z_test_NF[kept],
+                                probes.labels_test[kept], scored, pipe) if scored else {})
+    firing_NF = test.firing_NF
+    per_parent = {}
+    for i, (parent, children) in enumerate(test.hierarchy.items()):
+        probe_D = probes.probe_W_PD[i]
+        row = {"probe_f1": float(probes.probe_f1_P[i]),
+               "probe_cos": float(probe_D @ test.directions_FD[parent] / np.linalg.norm(probe_D))}
+        if i in main:
+            ids, f1s = main[i]
+            row |= {"probe_main_latents": ids, "probe_n_main_latents": len(ids),
+                    "probe_k_sparse_f1": f1s}
+            child_N = firing_NF[:, children].any(axis=1)
+            for suffix, where_N in (("", child_N), ("_alone", ~child_N)):
+                rows = np.nonzero(where_N & probes.positive_NP[:, i])[0]
+                full, frac = _rates(test.acts_ND[rows], probe_D, z_test_NF[rows], W_dec_FD, ids,
+                                    pipe)
+                row |= {f"probe_full_absorption{suffix}": full,
+                        f"probe_absorption_fraction{suffix}": frac,
+                        f"probe_n_true_positives{suffix}": len(rows)}
+        per_parent[parent] = row
+    done = {p: r for p, r in per_parent.items() if "probe_main_latents" in r}
+    metrics = {f"mean_{key}": _nanmean(done, key) if done else float("nan")
+               for key in ("probe_full_absorption", "probe_absorption_fraction",
+                           "probe_full_absorption_alone", "probe_absorption_fraction_alone",
+                           "probe_n_main_latents")}
+    metrics["n_parents_probed"] = len(done)
+    return metrics, {"per_parent": per_parent}
+
+
+# ------------------------------------------------------------------ benchmark
+
+EVAL_NAME = "toy_absorption"
+
+
+def _default_saes() -> dict[str, SAESpec]:
+    """Base specs of the toy runs; a sweep replaces one parameter."""
+    return {
+        "standard": SAESpec("standard", {"l1_coefficient": 1.0}),
+        "topk": SAESpec("topk", {"k": 2}),
+        "batchtopk": SAESpec("batchtopk", {"k": 2}),
+        # thresholds start near the scaled toy features' pre-activations (~5): from
+        # the default 0.001 a few hundred steps cannot raise them to matter
+        "jumprelu": SAESpec("jumprelu", {"l0_coefficient": 3.0, "init_threshold": 1.0,
+                                         "bandwidth": 0.2}),
+        "atm": SAESpec("atm", {"l1_coefficient": 1.0, "warmup_steps": 100}),
+        "matryoshka": SAESpec("matryoshka", {"k": 2}),
+    }
+
+
+def _default_sweeps() -> dict[str, SweepConfig]:
+    """An L0 sweep per variant: k for the TopK family, the sparsity coefficient else."""
+    ks = [1.0, 2.0, 4.0, 8.0]
+    return {
+        "standard": SweepConfig("l1_coefficient", [0.1, 0.3, 1.0, 3.0]),
+        "topk": SweepConfig("k", ks),
+        "batchtopk": SweepConfig("k", ks),
+        "jumprelu": SweepConfig("l0_coefficient", [0.3, 3.0, 30.0, 300.0]),
+        "atm": SweepConfig("l1_coefficient", [0.3, 1.0, 3.0, 6.0]),
+        "matryoshka": SweepConfig("k", ks),
+    }
+
+
+@dataclass(frozen=True)
+class ToyBenchmarkConfig:
+    """The planted-absorption benchmark: data, trainer settings, and an L0 sweep
+    per SAE. ``saes`` are base specs by name; ``sweeps`` picks which of them run,
+    each over one parameter (run ``<name>-<param><value>``, as in a profile's
+    ``ablations.sparsity_sweeps``). The last ``eval_tokens`` data rows are held
+    out for every metric; the SAEs train on the rest."""
+
+    data: ToyConfig = field(default_factory=ToyConfig)
+    eval_tokens: int = 10_000
+    width: int = 128
+    tokens: int = 200_000  # training tokens per run (epochs over the training rows)
+    batch_size: int = 512
+    lr: float = 3e-3
+    lr_warmup_steps: int = 20
+    dead_tokens: int = 50_000
+    seed: int = 0
+    saes: dict[str, SAESpec] = field(default_factory=_default_saes)
+    sweeps: dict[str, SweepConfig] = field(default_factory=_default_sweeps)
+    absorption: ToyAbsorptionConfig = field(default_factory=ToyAbsorptionConfig)
+    probe: ToyProbeConfig = field(default_factory=ToyProbeConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eval_tokens < self.data.n_tokens:
+            raise ConfigError(f"eval_tokens must be in (0, data.n_tokens="
+                              f"{self.data.n_tokens}), got {self.eval_tokens}")
+        if self.data.n_parents < 1:
+            raise ConfigError("the benchmark needs data.n_parents >= 1")
+        if self.probe.direction == "logistic" and self.data.n_parents >= 26:
+            raise ConfigError("logistic probes (evals.absorption's letter probes) need "
+                              f"data.n_parents < 26, got {self.data.n_parents}")
+        if not self.sweeps:
+            raise ConfigError("sweeps is empty: nothing to train")
+        unknown = sorted(set(self.sweeps) - set(self.saes))
+        if unknown:
+            raise ConfigError(f"sweeps: {unknown} not in saes {sorted(self.saes)}")
+        self.train_config()
+        for name, spec in self.saes.items():
+            if spec.token_masked:
+                raise ConfigError(f"saes.{name}: token_masked has no toy data")
+            validate_spec(spec, self.data.d, self.width, where=f"saes.{name}")
+        for run in toy_runs(self):
+            validate_spec(run.spec, self.data.d, self.width, where=f"sweeps ({run.name})")
+
+    def train_config(self) -> TrainConfig:
+        """The trainer's config for every toy run."""
+        return TrainConfig(layer=0, width=self.width, batch_size=self.batch_size,
+                           tokens=self.tokens, lr=self.lr, lr_warmup_steps=self.lr_warmup_steps,
+                           dead_tokens=self.dead_tokens, seeds=[self.seed])
+
+
+def toy_runs(cfg: ToyBenchmarkConfig) -> list[DerivedRun]:
+    """Every (SAE, sweep value) of the benchmark, in config order."""
+    return [DerivedRun(f"{sae}-{sweep.param}{value:g}", sae, sweep.param, value,
+                       dataclasses.replace(cfg.saes[sae],
+                                           params={**cfg.saes[sae].params, sweep.param: value}))
+            for sae, sweep in cfg.sweeps.items() for value in sweep.values]
+
+
+def run_toy_absorption(sae, probes: ToyProbes, cfg: ToyBenchmarkConfig,
+                       sae_id: str) -> EvalResult:
+    """Exact and probe-pipeline absorption of ``sae`` on the held-out toy tokens
+    (``probes.test``) as one EvalResult; per parent, both side by side."""
+    exact, exact_details = toy_absorption(sae, probes.test, cfg.absorption)
+    probe, probe_details = toy_probe_absorption(sae, probes, cfg.probe)
+    for parent, row in exact_details["per_parent"].items():
+        row |= probe_details["per_parent"][parent]
+        if "probe_main_latents" in row:
+            row["probe_main_has_parent_latent"] = row["parent_latent"] in row["probe_main_latents"]
+    return EvalResult(EVAL_NAME, sae_id, cfg, {**exact, **probe}, exact_details)
+
+
+def run_toy_benchmark(cfg: ToyBenchmarkConfig, out_dir: str | Path,
+                      progress: bool = True) -> pd.DataFrame:
+    """Train every sweep run on the toy data (the project trainer; unchanged runs
+    are reused) into ``out_dir/<run>/``, score it (``run_toy_absorption``), write
+    ``out_dir/evals/<run>/toy_absorption.json`` and return one row per run: the
+    run, its sweep value and the result's metrics."""
+    # atm_repro.train imports evals.core, and so this package: import it here.
+    from atm_repro.train import train_sae
+
+    out_dir = Path(out_dir)
+    runs = toy_runs(cfg)
+    train, test = make_toy_data(cfg.data).split(cfg.eval_tokens)
+    data_key = fingerprint({"data": cfg.data, "eval_tokens": cfg.eval_tokens})
+    meta = SAEMeta(model_name="toy", hook_name="toy", layer=0, context_size=1,
+                   dataset_path=f"toy:{data_key[:16]}")
+    tcfg = cfg.train_config()
+    probes = prepare_toy_probes(train, test, cfg.probe)
+    rows = []
+    for run in runs:
+        result = train_sae(run.name, run.spec, cfg.seed, tcfg, train.source(),
+                           out_dir / run.name, meta, eval_source=test.source(),
+                           data_key=data_key, progress=progress)
+        evaluated = run_toy_absorption(load_sae(result.path), probes, cfg, run.name)
+        write_result(out_dir / "evals", evaluated)
+        m = evaluated.metrics
+        if progress:
+            tqdm.write(f"{run.name}: {result.status}, L0 {m['l0']:.2f}, absorption exact "
+                       f"{m['mean_absorption']:.3f} / probe {m['mean_probe_full_absorption']:.3f}")
+        rows.append({"run": run.name, "sae": run.base, "variant": run.spec.variant,
+                     "param": run.param, "value": run.value, **m})
+    return pd.DataFrame(rows)

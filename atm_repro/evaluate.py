@@ -1,0 +1,215 @@
+"""Run every evaluation over every trained SAE of a profile (notebook 05).
+
+SAEs are found on disk (``runs/<profile>/saes/L<layer>/<name>-s<seed>``, each
+complete when its ``metrics.json`` exists) and grouped:
+
+* ``main``: ``train.saes`` at ``train.layer`` (every seed);
+* ``ablation``: the notebook-03 runs (``config.derived_specs``) at ``train.layer``;
+* ``cross_layer``: ``cross_layer.saes`` at the other ``cross_layer.layers``.
+
+What each group gets (cost decides; the downstream splice runs the 262k-vocab
+head and is the dearest eval): core activation metrics and absorption for
+every SAE; the CE/KL splice and sparse probing for the main group and the
+cross-layer group; stability for every main name with two or more seeds.
+Model-side work (absorption prompts and probe, probing activations, the clean
+and zero-ablated splice passes) is done once per layer and shared by all SAEs.
+A result whose key (SAE run key, eval config, code version) is unchanged is
+not recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from atm_repro import code_version
+from atm_repro.cache import ActivationCache, build_cache
+from atm_repro.config import Profile, derived_runs, derived_specs, fingerprint, from_dict
+from atm_repro.corpus import load_articles
+from atm_repro.evals import EVAL_CONFIGS
+from atm_repro.evals.absorption import prepare_absorption, run_absorption
+from atm_repro.evals.core import run_core, splice_baseline, splice_sequences
+from atm_repro.evals.probing import prepare_probing, run_baseline, run_probing
+from atm_repro.evals.results import (
+    EvalResult,
+    load_results,
+    read_result,
+    result_path,
+    write_result,
+)
+from atm_repro.evals.stability import pair_id, run_stability
+from atm_repro.models import load_model
+from atm_repro.saes.io import load_sae
+from atm_repro.train import read_metrics
+
+
+@dataclass(frozen=True)
+class SAERecord:
+    sae_id: str  # "L8-atm-s0"
+    group: str  # main | ablation | cross_layer
+    name: str  # the spec name ("atm", "atm-beta0.9")
+    seed: int
+    layer: int
+    path: Path
+
+    @property
+    def run_key(self) -> str:
+        """Fingerprint of the training run (spec, data, seed, code) from metrics.json."""
+        return fingerprint(read_metrics(self.path)["key"])
+
+
+def results_dir(profile: Profile) -> Path:
+    return profile.run_dir / "evals"
+
+
+def eval_configs(profile: Profile) -> dict:
+    """Each eval's config: the profile's ``evals.<name>`` over the config's defaults."""
+    return {name: from_dict(cls, profile.evals.get(name, {}), f"evals.{name}")
+            for name, cls in EVAL_CONFIGS.items()}
+
+
+def discover(profile: Profile) -> list[SAERecord]:
+    """The complete SAE runs of ``profile`` on disk, grouped (see module docstring)."""
+    main_layer = profile.train.layer
+    ablation_names = set(derived_specs(profile))
+    cross = profile.cross_layer
+    records = []
+    for layer_dir in sorted((profile.run_dir / "saes").glob("L*")):
+        layer = int(layer_dir.name[1:])
+        for path in sorted(layer_dir.iterdir()):
+            if not (path / "metrics.json").exists():
+                continue
+            name, _, seed = path.name.rpartition("-s")
+            if layer == main_layer and name in profile.train.saes:
+                group = "main"
+            elif layer == main_layer and name in ablation_names:
+                group = "ablation"
+            elif layer != main_layer and name in cross.saes and layer in cross.layers:
+                group = "cross_layer"
+            else:
+                continue  # left over from another configuration of this profile
+            records.append(SAERecord(f"L{layer}-{path.name}", group, name, int(seed), layer,
+                                     path))
+    return records
+
+
+def _key(record_keys: list[str], cfg) -> str:
+    return fingerprint({"saes": record_keys, "cfg": cfg, "code": code_version()})
+
+
+def _fresh(root: Path, sae_id: str, eval_name: str, key: str) -> bool:
+    path = result_path(root, sae_id, eval_name)
+    return path.exists() and read_result(path).get("key") == key
+
+
+def _write(root: Path, result: EvalResult, key: str) -> None:
+    write_result(root, dataclasses.replace(result, key=key))
+
+
+def evaluate_profile(profile: Profile, progress: bool = True):
+    """Evaluate every discovered SAE; returns ``load_results`` of the results dir."""
+    cfgs = eval_configs(profile)
+    root = results_dir(profile)
+    records = discover(profile)
+    if not records:
+        raise RuntimeError(f"no trained SAEs under {profile.run_dir / 'saes'}: run notebook 02")
+    cache = ActivationCache.open(build_cache(profile), verify=False)
+    loaded = None
+    model_dir = profile.run_dir / "eval_cache"
+    for layer in sorted({r.layer for r in records}):
+        at_layer = [r for r in records if r.layer == layer]
+        keys = {r.sae_id: r.run_key for r in at_layer}
+        todo = {
+            "core": [r for r in at_layer
+                     if not _fresh(root, r.sae_id, "core", _key([keys[r.sae_id]], cfgs["core"]))],
+            "absorption": [r for r in at_layer if not _fresh(
+                root, r.sae_id, "absorption", _key([keys[r.sae_id]], cfgs["absorption"]))],
+            "probing": [r for r in at_layer if r.group != "ablation" and not _fresh(
+                root, r.sae_id, "probing", _key([keys[r.sae_id]], cfgs["probing"]))],
+        }
+        if not any(todo.values()):
+            continue
+        if loaded is None:
+            loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
+        bar = tqdm(total=sum(map(len, todo.values())), desc=f"evals L{layer}",
+                   disable=not progress)
+        if todo["core"]:
+            splice_cfg = cfgs["core"]
+            no_splice = dataclasses.replace(splice_cfg, n_splice_sequences=0)
+            baseline = None
+            for r in todo["core"]:
+                cfg = splice_cfg if r.group != "ablation" else no_splice
+                if cfg.n_splice_sequences and baseline is None:
+                    baseline = splice_baseline(loaded, splice_sequences(cache, cfg), layer,
+                                               cfg.splice_batch_size)
+                res = run_core(load_sae(r.path), loaded, cache, layer, cfg, r.sae_id, baseline)
+                _write(root, res, _key([keys[r.sae_id]], cfgs["core"]))
+                bar.update()
+        if todo["absorption"]:
+            data = prepare_absorption(loaded, layer, cfgs["absorption"], model_dir, progress)
+            for r in todo["absorption"]:
+                res = run_absorption(load_sae(r.path), data, cfgs["absorption"], r.sae_id)
+                _write(root, res, _key([keys[r.sae_id]], cfgs["absorption"]))
+                bar.update()
+        if todo["probing"]:
+            data = prepare_probing(loaded, layer, cfgs["probing"], model_dir, progress)
+            base = run_baseline(data, cfgs["probing"])
+            _write(root, dataclasses.replace(base, sae_id=f"L{layer}-model"),
+                   _key([], cfgs["probing"]))
+            for r in todo["probing"]:
+                res = run_probing(load_sae(r.path), data, cfgs["probing"], r.sae_id)
+                _write(root, res, _key([keys[r.sae_id]], cfgs["probing"]))
+                bar.update()
+        bar.close()
+    _stability(records, cfgs["stability"], root)
+    return load_results(root)
+
+
+def _stability(records: list[SAERecord], cfg, root: Path) -> None:
+    """Seed pairs (first two seeds) of every main SAE name."""
+    by_name: dict[str, list[SAERecord]] = {}
+    for r in records:
+        if r.group == "main":
+            by_name.setdefault(r.name, []).append(r)
+    for runs in by_name.values():
+        if len(runs) < 2:
+            continue
+        a, b = sorted(runs, key=lambda r: r.seed)[:2]
+        key = _key([a.run_key, b.run_key], cfg)
+        if _fresh(root, pair_id(a.sae_id, b.sae_id), "stability", key):
+            continue
+        _write(root, run_stability(load_sae(a.path), load_sae(b.path), cfg, a.sae_id, b.sae_id),
+               key)
+
+
+def results_table(profile: Profile):
+    """One row per discovered SAE: its group, variant, layer, seed, the ablated
+    parameter and value (notebook-03 runs), and every scalar metric as
+    ``<eval>/<metric>`` (e.g. ``core/l0``, ``absorption/mean_full_absorption``)."""
+    import pandas as pd
+
+    derived = {run.name: run for run in derived_runs(profile)}
+    long = load_results(results_dir(profile))
+    rows = []
+    for r in discover(profile):
+        spec = profile.train.saes.get(r.name) or derived[r.name].spec
+        row = {"sae_id": r.sae_id, "group": r.group, "name": r.name, "variant": spec.variant,
+               "layer": r.layer, "seed": r.seed,
+               "base": derived[r.name].base if r.name in derived else r.name,
+               "param": derived[r.name].param if r.name in derived else None,
+               "value": derived[r.name].value if r.name in derived else None}
+        for _, res in long[long["sae_id"] == r.sae_id].iterrows() if len(long) else []:
+            row.update({f"{res['eval_name']}/{k}": v for k, v in res.items()
+                        if k not in ("sae_id", "eval_name") and pd.notna(v)})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    stab = long[long["eval_name"] == "stability"] if len(long) else long
+    for _, res in stab.iterrows():  # a seed pair's numbers go on both of its rows
+        pair = frame["sae_id"].isin(res["sae_id"].split("__vs__"))
+        for k, v in res.items():
+            if k not in ("sae_id", "eval_name") and pd.notna(v):
+                frame.loc[pair, f"stability/{k}"] = v
+    return frame
