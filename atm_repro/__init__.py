@@ -11,10 +11,11 @@ _PKG = Path(__file__).resolve().parent
 
 
 def code_version(*modules: str) -> str:
-    """``<version>+<hash>`` of the package's source (or only of ``modules``, paths
-    relative to the package such as ``"cache.py"``). Stages record it so that a
-    rerun skips work whose code has not changed."""
-    files = [_PKG / m for m in modules] if modules else sorted(_PKG.rglob("*.py"))
+    """``<version>+<hash>`` of the package's source (or only of ``modules``: files
+    or folders relative to the package, such as ``"cache.py"`` or ``"evals"``).
+    Stages record it so that a rerun skips work whose code has not changed."""
+    paths = [_PKG / m for m in modules] if modules else [_PKG]
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.py")))
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(_PKG).as_posix().encode())

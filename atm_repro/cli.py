@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from atm_repro.config import ConfigError, load_profile, to_dict
-from atm_repro.pipeline import PipelineError, run
+from atm_repro.pipeline import PipelineError, refresh_references, run
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -25,6 +25,9 @@ def parse_sets(items: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="atm-repro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    refresh = sub.add_parser("refresh-notebooks",
+                             help="re-run the notebooks on smoke; store nbval references")
+    refresh.add_argument("--only", nargs="+")
     for name, help_ in (("run", "run the notebooks with papermill"),
                         ("plan", "validate a profile and print what it would do"),
                         ("cache", "build the activation cache(s) of a profile")):
@@ -36,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     args = parser.parse_args(argv)
     try:
+        if args.command == "refresh-notebooks":
+            for path in refresh_references(args.only):
+                print(f"updated {path}")
+            return 0
         overrides = parse_sets(args.sets)
         profile = load_profile(args.profile, overrides)
         if args.command == "plan":

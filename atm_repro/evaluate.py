@@ -25,7 +25,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from atm_repro import code_version
 from atm_repro.cache import ActivationCache, build_cache
 from atm_repro.config import Profile, derived_runs, derived_specs, fingerprint, from_dict
 from atm_repro.corpus import load_articles
@@ -35,8 +34,10 @@ from atm_repro.evals.core import run_core, splice_baseline, splice_sequences
 from atm_repro.evals.probing import prepare_probing, run_baseline, run_probing
 from atm_repro.evals.results import (
     EvalResult,
+    is_fresh,
     load_results,
     read_result,
+    result_key,
     result_path,
     write_result,
 )
@@ -96,76 +97,78 @@ def discover(profile: Profile) -> list[SAERecord]:
     return records
 
 
-def _key(record_keys: list[str], cfg) -> str:
-    return fingerprint({"saes": record_keys, "cfg": cfg, "code": code_version()})
+# Which SAE groups each per-SAE eval covers (cost decides: module docstring).
+EVAL_GROUPS = {
+    "core": {"main", "ablation", "cross_layer"},
+    "absorption": {"main", "ablation", "cross_layer"},
+    "probing": {"main", "cross_layer"},
+}
+SPLICE_GROUPS = {"main", "cross_layer"}
 
 
-def _fresh(root: Path, sae_id: str, eval_name: str, key: str) -> bool:
-    path = result_path(root, sae_id, eval_name)
-    return path.exists() and read_result(path).get("key") == key
+def _pending(root: Path, records: list[SAERecord], eval_name: str, cfg):
+    """(record, result key) of the SAEs whose ``eval_name`` result is missing or stale."""
+    out = []
+    for r in records:
+        if r.group in EVAL_GROUPS[eval_name]:
+            key = result_key(r.run_key, cfg)
+            if not is_fresh(root, r.sae_id, eval_name, key):
+                out.append((r, key))
+    return out
 
 
 def _write(root: Path, result: EvalResult, key: str) -> None:
     write_result(root, dataclasses.replace(result, key=key))
 
 
-def evaluate_profile(profile: Profile, progress: bool = True):
-    """Evaluate every discovered SAE; returns ``load_results`` of the results dir."""
+def evaluate_profile(profile: Profile, progress: bool = True) -> None:
+    """Run every pending eval of every discovered SAE, then stability; results go
+    to ``results_dir(profile)`` (see ``results_table``). The toy benchmark needs no
+    trained SAE: ``evals.toy.run_toy_benchmark``."""
     cfgs = eval_configs(profile)
     root = results_dir(profile)
     records = discover(profile)
     if not records:
         raise RuntimeError(f"no trained SAEs under {profile.run_dir / 'saes'}: run notebook 02")
     cache = ActivationCache.open(build_cache(profile), verify=False)
-    loaded = None
     model_dir = profile.run_dir / "eval_cache"
+    loaded = None
     for layer in sorted({r.layer for r in records}):
         at_layer = [r for r in records if r.layer == layer]
-        keys = {r.sae_id: r.run_key for r in at_layer}
-        todo = {
-            "core": [r for r in at_layer
-                     if not _fresh(root, r.sae_id, "core", _key([keys[r.sae_id]], cfgs["core"]))],
-            "absorption": [r for r in at_layer if not _fresh(
-                root, r.sae_id, "absorption", _key([keys[r.sae_id]], cfgs["absorption"]))],
-            "probing": [r for r in at_layer if r.group != "ablation" and not _fresh(
-                root, r.sae_id, "probing", _key([keys[r.sae_id]], cfgs["probing"]))],
-        }
+        todo = {name: _pending(root, at_layer, name, cfgs[name]) for name in EVAL_GROUPS}
         if not any(todo.values()):
             continue
         if loaded is None:
             loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
         bar = tqdm(total=sum(map(len, todo.values())), desc=f"evals L{layer}",
                    disable=not progress)
-        if todo["core"]:
-            splice_cfg = cfgs["core"]
-            no_splice = dataclasses.replace(splice_cfg, n_splice_sequences=0)
-            baseline = None
-            for r in todo["core"]:
-                cfg = splice_cfg if r.group != "ablation" else no_splice
-                if cfg.n_splice_sequences and baseline is None:
-                    baseline = splice_baseline(loaded, splice_sequences(cache, cfg), layer,
-                                               cfg.splice_batch_size)
-                res = run_core(load_sae(r.path), loaded, cache, layer, cfg, r.sae_id, baseline)
-                _write(root, res, _key([keys[r.sae_id]], cfgs["core"]))
-                bar.update()
+        core_cfg, baseline = cfgs["core"], None
+        for r, key in todo["core"]:
+            cfg = core_cfg if r.group in SPLICE_GROUPS else \
+                dataclasses.replace(core_cfg, n_splice_sequences=0)
+            if cfg.n_splice_sequences and baseline is None:
+                baseline = splice_baseline(loaded, splice_sequences(cache, cfg), layer,
+                                           cfg.splice_batch_size)
+            _write(root, run_core(load_sae(r.path), loaded, cache, layer, cfg, r.sae_id,
+                                  baseline), key)
+            bar.update()
         if todo["absorption"]:
             data = prepare_absorption(loaded, layer, cfgs["absorption"], model_dir, progress)
-            for r in todo["absorption"]:
-                res = run_absorption(load_sae(r.path), data, cfgs["absorption"], r.sae_id)
-                _write(root, res, _key([keys[r.sae_id]], cfgs["absorption"]))
+            for r, key in todo["absorption"]:
+                _write(root, run_absorption(load_sae(r.path), data, cfgs["absorption"],
+                                            r.sae_id), key)
                 bar.update()
         if todo["probing"]:
             data = prepare_probing(loaded, layer, cfgs["probing"], model_dir, progress)
             base = run_baseline(data, cfgs["probing"])
             _write(root, dataclasses.replace(base, sae_id=f"L{layer}-model"),
-                   _key([], cfgs["probing"]))
-            for r in todo["probing"]:
-                res = run_probing(load_sae(r.path), data, cfgs["probing"], r.sae_id)
-                _write(root, res, _key([keys[r.sae_id]], cfgs["probing"]))
+                   result_key(cfgs["probing"]))
+            for r, key in todo["probing"]:
+                _write(root, run_probing(load_sae(r.path), data, cfgs["probing"], r.sae_id),
+                       key)
                 bar.update()
         bar.close()
     _stability(records, cfgs["stability"], root)
-    return load_results(root)
 
 
 def _stability(records: list[SAERecord], cfg, root: Path) -> None:
@@ -178,8 +181,8 @@ def _stability(records: list[SAERecord], cfg, root: Path) -> None:
         if len(runs) < 2:
             continue
         a, b = sorted(runs, key=lambda r: r.seed)[:2]
-        key = _key([a.run_key, b.run_key], cfg)
-        if _fresh(root, pair_id(a.sae_id, b.sae_id), "stability", key):
+        key = result_key(a.run_key, b.run_key, cfg)
+        if is_fresh(root, pair_id(a.sae_id, b.sae_id), "stability", key):
             continue
         _write(root, run_stability(load_sae(a.path), load_sae(b.path), cfg, a.sae_id, b.sae_id),
                key)
@@ -213,3 +216,39 @@ def results_table(profile: Profile):
             if k not in ("sae_id", "eval_name") and pd.notna(v):
                 frame.loc[pair, f"stability/{k}"] = v
     return frame
+
+
+def _first_seed_main(profile: Profile) -> list[SAERecord]:
+    runs = [r for r in discover(profile) if r.group == "main"]
+    first = min((r.seed for r in runs), default=0)
+    return [r for r in runs if r.seed == first]
+
+
+def absorption_by_letter(profile: Profile):
+    """Per-letter absorption of each main SAE (first seed): name, letter, rates."""
+    import pandas as pd
+
+    rows = []
+    for r in _first_seed_main(profile):
+        path = result_path(results_dir(profile), r.sae_id, "absorption")
+        for letter, d in read_result(path)["details"]["per_letter"].items():
+            if d["n_true_positives"]:
+                rows.append({"name": r.name, "letter": letter,
+                             "full_absorption_rate": d["full_absorption_rate"],
+                             "mean_absorption_fraction": d["mean_absorption_fraction"]})
+    return pd.DataFrame(rows)
+
+
+def density_histograms(profile: Profile) -> dict[str, dict]:
+    """The core eval's latent-density histogram of each main SAE (first seed)."""
+    return {r.name: read_result(result_path(results_dir(profile), r.sae_id, "core"))
+            ["details"]["density_histogram"] for r in _first_seed_main(profile)}
+
+
+def factor_defaults(profile: Profile) -> dict[str, float]:
+    """The profile's own value of each ablated factor of ``ablations.sae``."""
+    from atm_repro.saes import build_config
+
+    spec = profile.train.saes[profile.ablations.sae]
+    resolved = build_config(spec.variant, spec.params, 1, profile.train.width)
+    return {f: getattr(resolved, f) for f in profile.ablations.factors}

@@ -70,3 +70,37 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
         log(f"[{cfg.name}] {nb.name} done in {seconds:.0f} s")
         results.append(StageResult(nb.name, out, seconds))
     return results
+
+
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def refresh_references(only: list[str] | None = None, timeout: int = 1800,
+                       log=print) -> list[Path]:
+    """Re-execute the notebooks on the smoke profile and store, in the committed
+    notebooks, the outputs of ``# NBVAL_CHECK_OUTPUT`` cells only (every other
+    output is cleared): the references that ``pytest --nbval-lax`` compares."""
+    import nbformat
+
+    results = run("smoke", only=only, timeout=timeout, log=log)
+    changed = []
+    for stage in results:
+        source = NOTEBOOK_DIR / stage.notebook
+        nb = nbformat.read(source, as_version=4)
+        executed = [c for c in nbformat.read(stage.output, as_version=4).cells
+                    if "injected-parameters" not in c.metadata.get("tags", [])]
+        if len(executed) != len(nb.cells):
+            raise PipelineError(f"{stage.notebook}: executed copy has {len(executed)} cells, "
+                                f"the notebook {len(nb.cells)}")
+        for cell, done in zip(nb.cells, executed):
+            if cell.cell_type != "code":
+                continue
+            keep = cell.source.lstrip().startswith(CHECK_MARK)
+            cell.outputs = [o for o in done.outputs if o.output_type == "stream"] if keep else []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        before = source.read_text()
+        nbformat.write(nb, source)
+        if source.read_text() != before:
+            changed.append(source)
+    return changed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from atm_repro.config import load_profile
 
@@ -28,3 +29,12 @@ def runs_dir(tmp_path, monkeypatch):
 def tiny_profile(runs_dir):
     """The smoke profile shrunk further: a cache build takes about a second."""
     return load_profile("smoke", TINY_OVERRIDES)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Unit tests use tiny tensors: extra intra-op threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

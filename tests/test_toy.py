@@ -38,13 +38,6 @@ ABS = ToyAbsorptionConfig(batch_size=1000)
 MANY = ToyConfig(d=48, n_features=48, n_parents=2, children_per_parent=20, n_tokens=6000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,6 @@ META = SAEMeta(model_name="synthetic", hook_name="blocks.0.hook_resid_post", lay
                context_size=8, dataset_path="synthetic")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def synthetic_source(n: int = 3000, d: int = D, seed: int = 0, scale: float = 10.0) -> ArraySource:

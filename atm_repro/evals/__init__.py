@@ -8,12 +8,12 @@ from atm_repro.evals.absorption import AbsorptionConfig
 from atm_repro.evals.core import CoreConfig
 from atm_repro.evals.probing import ProbingConfig
 from atm_repro.evals.stability import StabilityConfig
-from atm_repro.evals.toy import ToyConfig
+from atm_repro.evals.toy import ToyBenchmarkConfig
 
 EVAL_CONFIGS = {
     "core": CoreConfig,
     "absorption": AbsorptionConfig,
     "probing": ProbingConfig,
     "stability": StabilityConfig,
-    "toy": ToyConfig,
+    "toy": ToyBenchmarkConfig,
 }

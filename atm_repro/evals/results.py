@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from atm_repro import code_version
-from atm_repro.config import to_dict
+from atm_repro.config import fingerprint, to_dict
 from atm_repro.files import atomic_write_json
+
+
+# The code an eval result depends on (beyond the SAE, whose run key covers training).
+EVAL_CODE = ("evals", "saes", "cache.py", "models.py", "corpus.py", "probing_data.py")
 
 
 @dataclass
@@ -61,6 +65,19 @@ def write_result(root: Path, result: EvalResult) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, result.to_json())
     return path
+
+
+def result_key(*parts) -> str:
+    """Fingerprint of an eval's inputs (e.g. the SAE's run key and the eval config)
+    plus the version of the code that computes evals: an unchanged key means the
+    result is reusable."""
+    return fingerprint({"parts": list(parts), "code": code_version(*EVAL_CODE)})
+
+
+def is_fresh(root: Path, sae_id: str, eval_name: str, key: str) -> bool:
+    """True if a result exists for (sae_id, eval_name) and was written with ``key``."""
+    path = result_path(root, sae_id, eval_name)
+    return path.exists() and read_result(path).get("key") == key
 
 
 def read_result(path: Path) -> dict:

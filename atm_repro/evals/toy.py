@@ -58,6 +58,7 @@ from atm_repro.config import (
     fingerprint,
 )
 from atm_repro.evals.absorption import (
+    LETTERS,
     AbsorptionConfig,
     encode_latents,
     fit_letter_probes,
@@ -102,7 +103,7 @@ class ToyConfig:
                 f"features but n_features is {self.n_features}")
         if self.orthogonal and self.n_features > self.d:
             raise ConfigError(f"orthogonal directions need n_features <= d, got "
-                             f"{self.n_features} > {self.d}")
+                              f"{self.n_features} > {self.d}")
         for name in ("parent_prob", "child_given_parent", "firing_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"ToyConfig.{name} must be in [0, 1]")
@@ -129,7 +130,7 @@ class ToyData:
     def split(self, n_eval: int) -> tuple["ToyData", "ToyData"]:
         """(first rows, last ``n_eval`` rows): training and held-out tokens."""
         if not 0 < n_eval < len(self.acts_ND):
-            raise ConfigError(f"n_eval must be in (0, {len(self.acts_ND)}), got {n_eval}")
+            raise ValueError(f"n_eval must be in (0, {len(self.acts_ND)}), got {n_eval}")
         cut = len(self.acts_ND) - n_eval
         return tuple(ToyData(self.acts_ND[rows], self.coeffs_NF[rows], self.directions_FD,
                              self.hierarchy, self.cfg)
@@ -183,7 +184,7 @@ class ToyAbsorptionConfig:
     def __post_init__(self) -> None:
         if not -1.0 <= self.carrier_cos <= 1.0 or self.silent_eps < 0 or self.batch_size <= 0:
             raise ConfigError("ToyAbsorptionConfig needs carrier_cos in [-1, 1], "
-                             "silent_eps >= 0 and batch_size > 0")
+                              "silent_eps >= 0 and batch_size > 0")
 
 
 def _fraction(flags_N: np.ndarray, where_N: np.ndarray) -> float:
@@ -320,7 +321,7 @@ def prepare_toy_probes(train: ToyData, test: ToyData, cfg: ToyProbeConfig) -> To
         f1_P = np.full(len(parents), np.nan)
         positive_NP = on_NP
     else:
-        if len(parents) >= 26:
+        if len(parents) >= len(LETTERS):
             raise ValueError("the letter probes of evals.absorption fit 26 classes: the "
                              f"logistic probes need n_parents < 26, got {len(parents)}")
         kept = y_test >= 0
@@ -445,7 +446,7 @@ class ToyBenchmarkConfig:
                               f"{self.data.n_tokens}), got {self.eval_tokens}")
         if self.data.n_parents < 1:
             raise ConfigError("the benchmark needs data.n_parents >= 1")
-        if self.probe.direction == "logistic" and self.data.n_parents >= 26:
+        if self.probe.direction == "logistic" and self.data.n_parents >= len(LETTERS):
             raise ConfigError("logistic probes (evals.absorption's letter probes) need "
                               f"data.n_parents < 26, got {self.data.n_parents}")
         if not self.sweeps:
