@@ -1,18 +1,34 @@
-# atm_repro: the two entry points of the README, plus the stages.
+# atm_repro: the README's two entry points (reproduce, test) and their parts.
 PROFILE ?= cpu
 PY ?= python3
+NBVAL = --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout 1800
+ENV = MPLBACKEND=agg TQDM_DISABLE=1
 
-.PHONY: setup reproduce test test-fast
+.PHONY: setup latex data reproduce paper test test-fast refresh-notebooks
 
-setup:            ## install the package, its pinned CPU torch and the test tools
+setup:              ## the package, its pinned CPU torch, the test tools, the probing data
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m atm_repro.probing_data
 
-reproduce: setup  ## the main job: every notebook of PROFILE (default cpu) with papermill
-	$(PY) -m atm_repro.cli run --profile $(PROFILE)
+latex:              ## LaTeX for the paper (Debian packages; skipped when latexmk exists)
+	@command -v latexmk >/dev/null || { apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends latexmk texlive-latex-base \
+	  texlive-latex-recommended >/dev/null; }
 
-test: setup       ## the test suite (what CI runs)
-	$(PY) -m pytest -q
+reproduce: setup latex  ## the main job: notebooks 01-05 of PROFILE (papermill), then the PDF
+	$(ENV) $(PY) -m atm_repro.cli run --profile $(PROFILE)
+	$(MAKE) paper PROFILE=$(PROFILE)
 
-test-fast:        ## without the tests marked slow
-	$(PY) -m pytest -q -m "not slow"
+paper:              ## paper/main.pdf from paper/tables (smoke: runs/smoke/paper/main.pdf)
+	$(MAKE) -C paper $(if $(filter smoke,$(PROFILE)),smoke,pdf)
+
+test: setup latex   ## what CI runs: unit tests, nbval over the notebooks (smoke), smoke paper
+	$(ENV) $(PY) -m pytest -q tests notebooks $(NBVAL)
+	$(MAKE) -C paper smoke
+
+test-fast:          ## unit tests without the slow ones (no setup, no notebooks)
+	$(ENV) $(PY) -m pytest -q tests -m "not slow"
+
+refresh-notebooks:  ## re-run the notebooks on smoke; store their nbval reference outputs
+	$(ENV) $(PY) -m atm_repro.cli refresh-notebooks

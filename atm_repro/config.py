@@ -327,21 +327,23 @@ class Profile:
 # ----------------------------------------------------------------------------
 
 
-def _expand_dotted(overrides: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``overrides`` applied: a dotted key (``"train.saes"``) replaces
+    the value at that path; a plain key whose value is a mapping deep-merges into
+    the mapping there (``{"train": {"width": 64}}`` keeps the other train keys)."""
+    out = copy.deepcopy(raw)
     for key, value in overrides.items():
-        if isinstance(value, dict):
-            value = _expand_dotted(value)
         parts = key.split(".")
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r} conflicts with another override")
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]] = _merge(node[parts[-1]], value)
+                raise ConfigError(f"override {key!r}: {part!r} is not a mapping")
+        leaf = parts[-1]
+        if len(parts) == 1 and isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = _merge(node[leaf], value)
         else:
-            node[parts[-1]] = value
+            node[leaf] = copy.deepcopy(value)
     return out
 
 
@@ -363,7 +365,8 @@ def available_profiles() -> list[str]:
 def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -> Profile:
     """Load ``profiles/<profile>.yaml`` (or a path), apply overrides, validate.
 
-    Raises ``ConfigError`` for an unknown profile, unknown key or bad value.
+    Overrides: see ``apply_overrides``. Raises ``ConfigError`` for an unknown
+    profile, unknown key or bad value.
     """
     path = Path(profile)
     if path.suffix not in (".yaml", ".yml"):
@@ -376,7 +379,7 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a profile must be a mapping")
-    merged = _merge(raw, _expand_dotted(overrides or {}))
+    merged = apply_overrides(raw, overrides or {})
     cfg = from_dict(Profile, merged)
     # Variant parameters are validated by each variant's config (import here:
     # the SAE registry imports torch, which config loading should not need).

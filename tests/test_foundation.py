@@ -46,8 +46,8 @@ def test_every_profile_loads():
         ({"bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
         ({"cache.dtype": "int8"}, "cache.dtype"),
         ({"train.lr": -1.0}, "train.lr must be > 0"),
-        ({"train.saes": {"x": {"variant": "nope"}}}, "unknown SAE variant 'nope'"),
-        ({"train.saes": {"x": {"variant": "topk", "params": {"k": 10_000}}}}, "k"),
+        ({"train.saes.x": {"variant": "nope"}}, "unknown SAE variant 'nope'"),
+        ({"train.saes.x": {"variant": "topk", "params": {"k": 10_000}}}, "k"),
         ({"train.layer": 7}, "not among cache.layers"),
     ],
 )
@@ -59,6 +59,13 @@ def test_bad_profile_values_are_rejected(overrides, match):
 def test_unknown_profile_names_the_available_ones():
     with pytest.raises(ConfigError, match="available profiles"):
         load_profile("no-such-profile")
+
+
+def test_dotted_keys_replace_and_mappings_merge():
+    cfg = load_profile("smoke", {"ablations.factors": {"c": [2.0]}})
+    assert cfg.ablations.factors == {"c": [2.0]}  # replaced
+    cfg = load_profile("smoke", {"ablations": {"factors": {"c": [2.0]}}})
+    assert cfg.ablations.factors["c"] == [2.0] and "beta" in cfg.ablations.factors  # merged
 
 
 def test_dotted_and_nested_overrides_agree():

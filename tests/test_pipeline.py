@@ -1,0 +1,95 @@
+"""The command line, the papermill chain and notebook 05's evaluation driver."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from conftest import TINY_OVERRIDES
+
+from atm_repro import cli, pipeline
+from atm_repro.cache import ActivationCache, build_cache
+from atm_repro.config import ConfigError, load_profile
+from atm_repro.evaluate import discover, evaluate_profile, results_dir, results_table
+from atm_repro.report import main_table
+from atm_repro.train import train_ablations, train_profile
+
+
+def test_set_values_are_parsed_as_yaml():
+    assert cli.parse_sets(["train.width=64", "cache.layers=[1, 2]", "model.name=x"]) == {
+        "train.width": 64, "cache.layers": [1, 2], "model.name": "x"}
+    with pytest.raises(ConfigError, match="key=value"):
+        cli.parse_sets(["train.width"])
+
+
+def test_plan_prints_the_profile_and_bad_keys_exit_2(capsys):
+    assert cli.main(["plan", "--profile", "paper"]) == 0
+    assert "google/gemma-2-2b" in capsys.readouterr().out
+    assert cli.main(["plan", "--profile", "smoke", "--set", "train.nope=1"]) == 2
+    assert "unknown key(s) ['nope']" in capsys.readouterr().err
+
+
+def test_notebook_selection():
+    names = [nb.name for nb in pipeline.notebooks()]
+    assert names == sorted(names) and len(names) == 5 and names[0].startswith("01_")
+    assert [nb.name for nb in pipeline.notebooks(["03"])] == ["03_ablations.ipynb"]
+    with pytest.raises(pipeline.PipelineError, match="no notebook matches"):
+        pipeline.notebooks(["09"])
+
+
+def test_failing_notebook_names_cell_and_partial_copy(tmp_path, monkeypatch, runs_dir):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "01_fails.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "nb")
+    with pytest.raises(pipeline.PipelineError, match=r"01_fails.ipynb failed in cell \d+ "
+                                                     r"\(RuntimeError: boom\); partial copy"):
+        pipeline.run("smoke", log=lambda *a: None, timeout=120)
+    assert (runs_dir / "smoke" / "notebooks" / "01_fails.ipynb").exists()
+
+
+def test_pipeline_rejects_bad_overrides_before_running(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("a notebook ran")
+
+    monkeypatch.setattr("papermill.execute_notebook", boom)
+    with pytest.raises(ConfigError, match="unknown key"):
+        pipeline.run("smoke", {"cache.nope": 1})
+
+
+def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
+    overrides = {**TINY_OVERRIDES, "cross_layer.layers": [1], "cross_layer.saes": ["topk"],
+                 "train.tokens": 1024, "train.batch_size": 128, "ablations.factors": {},
+                 "ablations.sparsity_sweeps": {"topk": {"param": "k", "values": [4]}},
+                 "train.saes.topk.params.k": 8,
+                 "evals.core.n_splice_sequences": 2,
+                 "evals.absorption": {"max_train_words": 60, "max_test_words": 20},
+                 "evals.probing": {"datasets": ["wiki_topic"], "n_train": 10, "n_test": 6,
+                                   "max_tokens": 16}}
+    cfg = load_profile("smoke", overrides)
+    cache = ActivationCache.open(build_cache(cfg, progress=False))
+    train_profile(cfg, cache, names=["topk"], progress=False)
+    train_ablations(cfg, cache, progress=False)
+    assert [r.sae_id for r in discover(cfg)] == ["L1-topk-k4-s0", "L1-topk-s0", "L1-topk-s1"]
+
+    evaluate_profile(cfg, progress=False)
+    table = results_table(cfg).set_index("sae_id")
+    assert table.loc["L1-topk-k4-s0", "group"] == "ablation"
+    assert table.loc["L1-topk-k4-s0", "core/l0"] == pytest.approx(4.0)
+    assert "probing/mean_top1" not in table.columns or \
+        table["probing/mean_top1"].isna()["L1-topk-k4-s0"]
+    for sae in ("L1-topk-s0", "L1-topk-s1"):
+        assert table.loc[sae, "core/l0"] == pytest.approx(8.0)
+        assert 0 <= table.loc[sae, "probing/mean_top1"] <= 1
+        assert "core/ce_loss_score" in table.columns
+        assert 0 < table.loc[sae, "stability/max_cos_mean"] <= 1
+    assert list(main_table(results_table(cfg)).index) == ["topk"]
+
+    files = {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")}
+    evaluate_profile(cfg, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")} == files
