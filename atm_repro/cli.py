@@ -30,13 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     refresh.add_argument("--only", nargs="+")
     for name, help_ in (("run", "run the notebooks with papermill"),
                         ("plan", "validate a profile and print what it would do"),
-                        ("cache", "build the activation cache(s) of a profile")):
+                        ("cache", "build the activation cache(s) of a profile"),
+                        ("bench", "measure throughput, FLOP rate and memory (docs/benchmarks.md)")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--profile", default="cpu")
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
         if name == "run":
             p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 01 02")
             p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
+        if name == "bench":
+            p.add_argument("--steps", type=int, help="training steps per SAE (default 50)")
+            p.add_argument("--only", nargs="+",
+                           help="sections: load caching training saelens evals")
     args = parser.parse_args(argv)
     try:
         if args.command == "refresh-notebooks":
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print(build_cache(profile))
             if any(s.token_masked for s in profile.train.saes.values()):
                 print(build_cache(profile, masked=True))
+        elif args.command == "bench":
+            from atm_repro.bench import format_table, run_bench
+
+            print(format_table(run_bench(profile, args.steps, args.only)))
         else:
             for stage in run(args.profile, overrides, args.only, args.timeout):
                 print(f"{stage.notebook}: {stage.seconds:.0f} s -> {stage.output}")

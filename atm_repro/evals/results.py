@@ -16,7 +16,6 @@ from atm_repro import code_version
 from atm_repro.config import fingerprint, to_dict
 from atm_repro.files import atomic_write_json
 
-
 # The code an eval result depends on (beyond the SAE, whose run key covers training).
 EVAL_CODE = ("evals", "saes", "cache.py", "models.py", "corpus.py", "probing_data.py")
 

@@ -1,0 +1,580 @@
+"""``atm-repro bench``: throughput, FLOP rate and memory of every stage, in one run.
+
+Every ratio is measured in the same run on the same machine. Each section runs
+in its own subprocess (same torch thread count as the caller), so the peak
+resident memory it reports is its own: ``VmHWM`` of the child, because Linux
+hands a child's ``ru_maxrss`` the peak of the parent that spawned it.
+
+Sections (``SECTIONS``; ``--only`` picks some):
+
+* ``load``: ``load_model(profile.model)`` twice in a fresh process. The second
+  call is the warm load (converted weights on disk, imports done) and has the
+  target; the first also pays the imports, and the one-time GGUF conversion
+  when the converted copy is missing.
+* ``caching``: tokens/s of ``cache.capture_residuals`` (hooks, stop after the
+  deepest cached layer) on one batch of the cache's own token ids, against a
+  bare forward pass of the same model truncated after that layer (no hooks),
+  same batch; median of ``REPEATS``, the two interleaved.
+* ``training``: every ``train.saes`` spec trained ``steps`` steps by
+  ``train.train_sae`` on the clean cache of ``train.layer`` (token-masked specs
+  too: the timing only depends on the shapes). FLOP count of a dense SAE step
+  with B tokens, D = d_model, F = width: forward encode x@W_enc (2BDF) and
+  decode f@W_dec (2BFD), backward counted as twice the forward, so 12BDF. The
+  peak reference is the median time of those six products on random tensors
+  of the same shapes (the two forward ones and the four backward-shaped ones:
+  dz@W_enc^T, x^T@dz, dx_hat@W_dec^T, f^T@dx_hat), same device and threads:
+  achieved / peak = reference time / measured step time. A real step adds
+  elementwise work, Adam and data gathering; a sparse decode (TopK family)
+  skips work, so its dense-equivalent ratio may exceed a dense SAE's.
+* ``saelens``: our trainer against SAELens's ``SAETrainer`` (optional extra
+  ``bench``) on the same rows in the same order, same input scale, width,
+  batch, learning-rate schedule and steps, for the first standard and the
+  first TopK spec; tokens/s of the training loops, and FVU of the two
+  trained SAEs on the same eval rows (``train.summarize``).
+* ``evals``: absorption and sparse-probing wall time: prepare once (cold, in
+  a temp dir), then per SAE. The SAEs are the profile's trained main runs
+  (lowest seed) where they exist, else bench runs of ``steps`` steps.
+
+Outputs: ``runs/<profile>/bench/bench.json`` and ``bench.md``; for non-smoke
+profiles the table also replaces the profile's block in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import operator
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from atm_repro.cache import HOOK_TEMPLATE, ActivationCache, CacheError, cache_dir, capture_residuals
+from atm_repro.config import REPO_ROOT, ConfigError, Profile, fingerprint, from_dict, to_dict
+from atm_repro.files import atomic_write_json, atomic_write_text
+from atm_repro.pipeline import PipelineError
+
+DEFAULT_STEPS = 50
+REPEATS = 5  # timed repeats (after one warm-up call) of the caching and matmul measurements
+DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
+SAELENS_MISSING = "SAELens: not installed (pip install -e .[bench])"
+FLOPS_PER_BDF = 12  # a dense SAE step (module docstring)
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt}
+TABLE_HEADER = ("stage", "measurement", "value", "target", "pass")
+
+
+class BenchError(PipelineError):
+    """A bench section cannot run (missing cache) or failed."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measurement; ``op``/``bound`` is its target (``value op bound`` passes)."""
+
+    stage: str
+    measurement: str
+    value: float | None
+    unit: str = ""
+    op: str | None = None
+    bound: float | None = None
+
+    @property
+    def target(self) -> str | None:
+        return None if self.op is None else f"{self.op} {self.bound:g}"
+
+    @property
+    def passed(self) -> bool | None:
+        if self.op is None or self.value is None or not math.isfinite(self.value):
+            return None
+        return OPS[self.op](self.value, self.bound)
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "measurement": self.measurement, "value": self.value,
+                "unit": self.unit, "target": self.target, "passed": self.passed}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = REPEATS,
+                        device: str = "cpu") -> dict[str, float]:
+    """Median seconds of each function, called round-robin (one warm-up call each
+    first) so that a slow drift of the machine hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rep in range(repeats + 1):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if rep:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    """The value of the first ``key:`` line of a /proc file (None off Linux or if absent)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines
+                 if line.split(":", 1)[0].strip() == key), None)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process since its exec (MiB)."""
+    hwm = _proc_field("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return int(hwm.split()[0]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """CPU model, cores, RAM, Python / torch versions and threads (and the GPU, if used)."""
+    mem_kib = _proc_field("/proc/meminfo", "MemTotal")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor()
+            or platform.machine(),
+            "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "ram_gib": round(int(mem_kib.split()[0]) / 2**20, 1) if mem_kib else None,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def bench_dir(profile: Profile) -> Path:
+    return profile.run_dir / "bench"
+
+
+def open_cache(profile: Profile) -> ActivationCache:
+    """The profile's complete clean cache; a clear error says how to build it."""
+    path = cache_dir(profile)
+    try:
+        return ActivationCache.open(path, verify=False)
+    except CacheError as exc:
+        raise BenchError(f"{exc}\nThe bench reads the activation cache of profile "
+                         f"{profile.name!r}: build it first with "
+                         f"`atm-repro cache --profile {profile.name}` (with the same --set "
+                         "overrides, if any).") from None
+
+
+def first_spec(profile: Profile, variant: str) -> str | None:
+    """Name of the first ``train.saes`` spec of ``variant`` on the clean cache, if any."""
+    return next((name for name, spec in profile.train.saes.items()
+                 if spec.variant == variant and not spec.token_masked), None)
+
+
+def _load(profile: Profile):
+    """The profile's model (the tiny test model trains its tokenizer on the corpus)."""
+    from atm_repro.corpus import load_articles
+    from atm_repro.models import TINY_MODEL, load_model
+
+    texts = load_articles(profile.corpus) if profile.model.name == TINY_MODEL else None
+    return load_model(profile.model, corpus_texts=texts)
+
+
+def _train(profile: Profile, cache: ActivationCache, name: str, steps: int, out: Path,
+           fresh: bool):
+    """``train.saes[name]`` trained ``steps`` steps into ``out`` (``fresh``: from scratch)."""
+    from atm_repro.saes.io import SAEMeta
+    from atm_repro.train import train_sae
+
+    tcfg = dataclasses.replace(profile.train, tokens=steps * profile.train.batch_size,
+                               checkpoint_every=0)
+    layer = tcfg.layer
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    meta = SAEMeta(model_name=cache.manifest["model"], hook_name=HOOK_TEMPLATE.format(layer=layer),
+                   layer=layer, context_size=cache.manifest["context"],
+                   dataset_path=profile.corpus.name)
+    return train_sae(name, tcfg.saes[name], tcfg.seeds[0], tcfg, cache.source(layer, "train"),
+                     out, meta, eval_source=cache.source(layer, "eval"), progress=False)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def bench_load(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Seconds of a first and a second (warm) ``load_model`` in this process."""
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        loaded = _load(profile)
+        seconds.append(time.perf_counter() - start)
+        del loaded
+    rows = [Row("load", "load_model, first call in a fresh process", seconds[0], "s"),
+            Row("load", "load_model, warm", seconds[1], "s", "<=", 10.0)]
+    return rows, {"model": profile.model.name}
+
+
+@torch.no_grad()
+def _bare_forward(loaded, ids_BS: torch.Tensor, n_blocks: int) -> None:
+    """The decoder stack's own forward, cut after ``n_blocks`` blocks, no hooks."""
+    config = loaded.model.model.config
+    full = config.num_hidden_layers
+    config.num_hidden_layers = n_blocks
+    try:
+        loaded.model.model(input_ids=ids_BS, use_cache=False)
+    finally:
+        config.num_hidden_layers = full
+
+
+def bench_caching(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """capture_residuals vs a bare truncated forward, one cache batch (module docstring)."""
+    cache = open_cache(profile)
+    loaded = _load(profile)
+    layers = cache.layers
+    ids_BS = torch.from_numpy(cache.tokens("train")[: profile.cache.batch_size]
+                              .astype(np.int64)).to(profile.model.device)
+    seconds = interleaved_medians(
+        {"capture": lambda: capture_residuals(loaded, ids_BS, layers),
+         "bare": lambda: _bare_forward(loaded, ids_BS, max(layers) + 1)},
+        device=profile.model.device)
+    n_tokens = ids_BS.numel()
+    rows = [Row("caching", "capture_residuals", n_tokens / seconds["capture"], "tok/s"),
+            Row("caching", "bare truncated forward", n_tokens / seconds["bare"], "tok/s"),
+            Row("caching", "capture / bare", seconds["bare"] / seconds["capture"], "x",
+                ">=", 0.90)]
+    return rows, {"batch_shape": list(ids_BS.shape), "layers": layers, "repeats": REPEATS,
+                  "median_s": seconds}
+
+
+def matmul_reference_seconds(B: int, D: int, F: int, device: str = "cpu") -> float:
+    """Median time of the six matmuls of a dense SAE step (module docstring)."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device)
+
+    x_BD, dxh_BD, W_enc_DF, W_dec_FD, f_BF, dz_BF = (
+        rand(B, D), rand(B, D), rand(D, F), rand(F, D), rand(B, F), rand(B, F))
+
+    def step():
+        x_BD @ W_enc_DF  # encode
+        f_BF @ W_dec_FD  # decode
+        dz_BF @ W_enc_DF.T  # d/dx
+        x_BD.T @ dz_BF  # d/dW_enc
+        dxh_BD @ W_dec_FD.T  # d/df
+        f_BF.T @ dxh_BD  # d/dW_dec
+
+    return interleaved_medians({"ref": step}, device=device)["ref"]
+
+
+def bench_training(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """tokens/s and achieved / peak FLOP rate of every spec; TopK and ATM vs standard."""
+    cache = open_cache(profile)
+    tcfg = profile.train
+    B, D, F = tcfg.batch_size, cache.d_model, tcfg.width
+    ref_s = matmul_reference_seconds(B, D, F, tcfg.device)
+    flops = FLOPS_PER_BDF * B * D * F
+    rows = [Row("training", "matmul reference (peak)", flops / ref_s / 1e9, "GFLOP/s")]
+    step_s = {}
+    for name in tcfg.saes:
+        metrics = _train(profile, cache, name, steps, bench_dir(profile) / "saes" / name,
+                         fresh=True).metrics
+        step_s[name] = metrics["wall_s"] / steps
+        op, bound = (">=", 0.60) if tcfg.saes[name].variant in ("standard", "atm") else \
+            (None, None)
+        rows += [Row("training", f"{name}: tokens/s", metrics["tokens_per_s"], "tok/s"),
+                 Row("training", f"{name}: achieved / peak FLOP rate", ref_s / step_s[name], "x",
+                     op, bound)]
+    standard = first_spec(profile, "standard")
+    if standard is not None:
+        for name, spec in tcfg.saes.items():
+            if spec.variant in ("topk", "batchtopk"):
+                rows.append(Row("training", f"{name}: tokens/s / {standard} tokens/s",
+                                step_s[standard] / step_s[name], "x", ">", 1.0))
+            elif spec.variant == "atm":
+                rows.append(Row("training", f"{name}: step time overhead over {standard}",
+                                100 * (step_s[name] / step_s[standard] - 1), "%", "<=", 15.0))
+    return rows, {"B": B, "D": D, "F": F, "steps": steps, "flops_per_step": flops,
+                  "reference_s": ref_s, "step_s": step_s}
+
+
+def _saelens_sae(sae_lens, variant: str, cfg, steps: int, device: str):
+    """SAELens's training SAE matching our resolved ``cfg`` (shape, sparsity)."""
+    common = dict(d_in=cfg.d_in, d_sae=cfg.d_sae, device=device,
+                  normalize_activations="expected_average_only_in")
+    if variant == "standard":
+        return sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
+            **common, l1_coefficient=cfg.l1_coefficient, apply_b_dec_to_input=False,
+            l1_warm_up_steps=int(cfg.coeff_warmup_frac * steps)))
+    return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
+        **common, k=cfg.k, aux_loss_coefficient=cfg.aux_alpha))
+
+
+def train_saelens(sae_lens, profile: Profile, name: str, steps: int, source, eval_source) -> dict:
+    """Train ``train.saes[name]`` with SAELens's ``SAETrainer`` on ``source`` rows in our
+    trainer's order and input scale; tokens/s of its loop and our summary metrics."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    from atm_repro.saes import build_config
+    from atm_repro.train import BatchOrder, init_sample, input_scale, summarize
+
+    tcfg, spec = profile.train, profile.train.saes[name]
+    seed, B = tcfg.seeds[0], tcfg.batch_size
+    cfg = build_config(spec.variant, spec.params, source.d_model, tcfg.width)
+    lr = spec.lr if spec.lr is not None else tcfg.lr
+    decay = int(tcfg.lr_decay_frac * steps)
+    torch.manual_seed(seed)  # SAELens initialises from the global generator
+    sae = _saelens_sae(sae_lens, spec.variant, cfg, steps, tcfg.device)
+    order = BatchOrder(len(source), B, seed)
+    batches = (torch.from_numpy(source.gather(order.indices(step))) for step in range(steps))
+    trainer = sae_lens.SAETrainer(SAETrainerConfig(
+        total_training_samples=steps * B, train_batch_size_samples=B, lr=lr, lr_end=lr,
+        lr_warm_up_steps=min(tcfg.lr_warmup_steps, steps - decay), lr_decay_steps=decay,
+        device=tcfg.device, dead_feature_window=max(1, tcfg.dead_tokens // B),
+        logger=LoggingConfig(log_to_wandb=False)), sae, batches)
+    # Our scale, set up front: fit() then skips its own estimate and folds this one.
+    trainer.activation_scaler.scaling_factor = input_scale(
+        init_sample(source, tcfg.init_sample_tokens, seed))
+    start = time.perf_counter()
+    trained = trainer.fit()
+    wall_s = time.perf_counter() - start
+    return {**summarize(trained.eval(), eval_source, B), "tokens_per_s": steps * B / wall_s}
+
+
+def bench_saelens(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Our trainer vs SAELens's, first standard and first TopK spec (module docstring)."""
+    try:
+        import sae_lens
+    except ImportError:
+        return [Row("saelens", SAELENS_MISSING, None)], {"installed": False}
+    cache = open_cache(profile)
+    layer = profile.train.layer
+    source, eval_source = cache.source(layer, "train"), cache.source(layer, "eval")
+    names = [n for n in (first_spec(profile, "standard"), first_spec(profile, "topk")) if n]
+    rows = []
+    for name in names:
+        ours = _train(profile, cache, name, steps, bench_dir(profile) / "saelens" / name,
+                      fresh=True).metrics
+        theirs = train_saelens(sae_lens, profile, name, steps, source, eval_source)
+        rows += [Row("saelens", f"{name}: ours", ours["tokens_per_s"], "tok/s"),
+                 Row("saelens", f"{name}: SAELens", theirs["tokens_per_s"], "tok/s"),
+                 Row("saelens", f"{name}: ours / SAELens tokens/s",
+                     ours["tokens_per_s"] / theirs["tokens_per_s"], "x", ">=", 1.5),
+                 Row("saelens", f"{name}: FVU ours", ours["fvu"]),
+                 Row("saelens", f"{name}: FVU SAELens", theirs["fvu"]),
+                 Row("saelens", f"{name}: FVU SAELens - FVU ours", theirs["fvu"] - ours["fvu"],
+                     "", ">=", 0.0)]
+    return rows, {"installed": True, "version": sae_lens.__version__, "saes": names,
+                  "steps": steps}
+
+
+def _eval_saes(profile: Profile, steps: int) -> dict[str, tuple[Path, str]]:
+    """{name: (SAE dir, where from)}: trained main runs (lowest seed), else bench runs."""
+    from atm_repro.evaluate import discover
+
+    main = sorted((r for r in discover(profile) if r.group == "main"), key=lambda r: -r.seed)
+    found = {r.name: (r.path, f"trained run, seed {r.seed}") for r in main}  # lowest seed last
+    missing = [n for n in profile.train.saes if n not in found]
+    if missing:
+        cache = open_cache(profile)
+        for name in missing:
+            out = bench_dir(profile) / "saes" / name
+            _train(profile, cache, name, steps, out, fresh=False)
+            found[name] = (out, f"bench run, {steps} steps")
+    return {name: found[name] for name in profile.train.saes}
+
+
+def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Absorption and probing: prepare (cold) once, then seconds per SAE."""
+    from atm_repro.evals.absorption import prepare_absorption, run_absorption
+    from atm_repro.evals.probing import prepare_probing, run_probing
+    from atm_repro.evaluate import eval_configs
+    from atm_repro.saes.io import load_sae
+
+    saes = _eval_saes(profile, steps)
+    cfgs = eval_configs(profile)
+    loaded = _load(profile)
+    layer = profile.train.layer
+    rows = []
+    for eval_name, prepare, run in (("absorption", prepare_absorption, run_absorption),
+                                    ("probing", prepare_probing, run_probing)):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            data = prepare(loaded, layer, cfgs[eval_name], tmp, False)
+            rows.append(Row("evals", f"{eval_name}: prepare", time.perf_counter() - start, "s"))
+            for name, (path, _) in saes.items():
+                sae = load_sae(path)
+                start = time.perf_counter()
+                run(sae, data, cfgs[eval_name], f"bench-{name}")
+                rows.append(Row("evals", f"{eval_name}: {name}", time.perf_counter() - start,
+                                "s"))
+    return rows, {"layer": layer, "saes": {n: {"path": str(p), "source": s}
+                                           for n, (p, s) in saes.items()}}
+
+
+STAGES: dict[str, Callable[[Profile, int], tuple[list[Row], dict]]] = {
+    "load": bench_load, "caching": bench_caching, "training": bench_training,
+    "saelens": bench_saelens, "evals": bench_evals}
+SECTIONS = tuple(STAGES)
+NEEDS_CACHE = ("caching", "training", "saelens", "evals")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _run_stage(section: str, profile: Profile, steps: int, tmp: Path) -> dict:
+    """Run one section in a fresh interpreter; its rows, wall time and peak memory."""
+    profile_json, out = tmp / "profile.json", tmp / f"{section}.json"
+    profile_json.write_text(json.dumps(to_dict(profile)))
+    threads = torch.get_num_threads()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "atm_repro.bench", section, str(profile_json),
+                           str(steps), str(threads), str(out)], env=env)
+    if proc.returncode != 0:
+        raise BenchError(f"bench section {section!r} failed (exit {proc.returncode}); "
+                         "its traceback is above")
+    return json.loads(out.read_text())
+
+
+def run_bench(profile: Profile, steps: int | None = None, only: list[str] | None = None,
+              doc_path: Path | None = DOC_PATH, progress: bool = True) -> dict:
+    """Run the ``only`` sections (default: all) with ``steps`` training steps per SAE
+    (default ``DEFAULT_STEPS``); write ``bench.json``, ``bench.md`` and, unless the
+    profile is a smoke profile or ``doc_path`` is None, the profile's block of
+    ``doc_path``. Returns the bench.json content."""
+    steps = DEFAULT_STEPS if steps is None else steps
+    sections = list(SECTIONS) if only is None else list(only)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown or not sections:
+        raise ConfigError(f"bench: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    if steps < 1:
+        raise ConfigError(f"bench: --steps must be >= 1, got {steps}")
+    sections = [s for s in SECTIONS if s in sections]
+    if any(s in NEEDS_CACHE for s in sections):
+        open_cache(profile)
+    rows, stages = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for section in sections:
+            if progress:
+                print(f"bench: {section} ...", flush=True)
+            out = _run_stage(section, profile, steps, Path(tmp))
+            rows += [Row(**r) for r in out["rows"]]
+            rows.append(Row(section, "peak resident memory", out["peak_rss_mib"], "MiB"))
+            stages[section] = {"wall_s": out["wall_s"], "peak_rss_mib": out["peak_rss_mib"],
+                               "details": out["details"]}
+    command = f"atm-repro bench --profile {profile.name} --steps {steps}"
+    if only is not None:
+        command += " --only " + " ".join(sections)
+    result = {"profile": profile.name, "profile_fingerprint": fingerprint(profile)[:12],
+              "command": command, "steps": steps, "sections": sections,
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+              "machine": machine_info(profile.train.device),
+              "rows": [r.to_json() for r in rows], "stages": stages}
+    out_dir = bench_dir(profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "bench.json", result)
+    atomic_write_text(out_dir / "bench.md", render_markdown(result))
+    if doc_path is not None and not profile.smoke:
+        update_doc(Path(doc_path), profile.name, render_markdown(result))
+    return result
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value) or abs(value) >= 100:
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    return f"{text} {unit}".strip()
+
+
+def table_cells(result: dict) -> list[tuple[str, str, str, str, str]]:
+    """(stage, measurement, value, target, pass) strings of every row."""
+    verdict = {True: "pass", False: "miss", None: ""}
+    return [(r["stage"], r["measurement"], _format_value(r["value"], r["unit"]),
+             r["target"] or "", verdict[r["passed"]]) for r in result["rows"]]
+
+
+def format_table(result: dict) -> str:
+    """The rows as a fixed-width text table (what the command prints)."""
+    lines = [TABLE_HEADER, *table_cells(result)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEADER))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def render_markdown(result: dict) -> str:
+    """The profile's block of docs/benchmarks.md: command, machine, table."""
+    m = result["machine"]
+    gpu = f"; GPU {m['gpu']}" if "gpu" in m else ""
+    lines = [f"### Profile `{result['profile']}`", "",
+             f"`{result['command']}` on {result['date']} "
+             f"(profile fingerprint `{result['profile_fingerprint']}`).", "",
+             f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} "
+             f"usable), {m['ram_gib']} GiB RAM; Python {m['python']}, torch {m['torch']}, "
+             f"torch threads: {m['torch_threads']}; device `{m['device']}`{gpu}.", "",
+             "| " + " | ".join(TABLE_HEADER) + " |",
+             "|" + "---|" * len(TABLE_HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(result)]
+    return "\n".join(lines) + "\n"
+
+
+def _markers(profile_name: str) -> tuple[str, str]:
+    return f"<!-- bench:{profile_name}:start -->", f"<!-- bench:{profile_name}:end -->"
+
+
+def update_doc(path: Path, profile_name: str, block: str) -> None:
+    """Replace the profile's marked block of ``path`` by ``block`` (appended, with its
+    markers, when absent); the rest of the file is kept."""
+    start, end = _markers(profile_name)
+    text = path.read_text() if path.exists() else ""
+    marked = f"{start}\n{block}{end}"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        text = head + marked + rest.partition(end)[2]
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + marked + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def _stage_main(argv: list[str] | None = None) -> int:
+    """Child entry point: ``python -m atm_repro.bench SECTION PROFILE_JSON STEPS THREADS OUT``."""
+    parser = argparse.ArgumentParser(prog="python -m atm_repro.bench")
+    for arg in ("section", "profile_json", "steps", "threads", "out"):
+        parser.add_argument(arg)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(args.threads))
+    profile = from_dict(Profile, json.loads(Path(args.profile_json).read_text()))
+    start = time.perf_counter()
+    rows, details = STAGES[args.section](profile, int(args.steps))
+    atomic_write_json(Path(args.out), {
+        "rows": [dataclasses.asdict(r) for r in rows], "details": details,
+        "wall_s": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_stage_main())

@@ -1,0 +1,138 @@
+"""The bench (atm_repro.bench): one tiny run of the caching and training sections
+in their subprocesses, the rendering, the doc update, and the SAELens row without
+SAELens. Nothing here asserts on speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+
+from atm_repro import bench
+from atm_repro.bench import Row, format_table, render_markdown, run_bench, update_doc
+from atm_repro.cache import build_cache
+from atm_repro.config import ConfigError
+
+
+def _rows(result: dict) -> dict[tuple[str, str], dict]:
+    return {(r["stage"], r["measurement"]): r for r in result["rows"]}
+
+
+def test_caching_and_training_sections(tiny_profile, tmp_path):
+    build_cache(tiny_profile, progress=False)
+    doc = tmp_path / "benchmarks.md"
+    result = run_bench(tiny_profile, steps=2, only=["training", "caching"], doc_path=doc,
+                       progress=False)
+
+    out = tiny_profile.run_dir / "bench"
+    assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(result))
+    assert result["sections"] == ["caching", "training"]  # SECTIONS order, not --only's
+    assert result["command"].endswith("--steps 2 --only caching training")
+    assert set(result["machine"]) >= {"cpu", "logical_cores", "ram_gib", "torch",
+                                      "torch_threads"}
+    assert result["machine"]["torch_threads"] == 1
+    assert set(result["stages"]) == {"caching", "training"}
+    assert set(result["stages"]["training"]["details"]) >= {"B", "D", "F", "reference_s"}
+    for row in result["rows"]:
+        assert set(row) == {"stage", "measurement", "value", "unit", "target", "passed"}
+
+    rows = _rows(result)
+    saes = tiny_profile.train.saes
+    expected = [("caching", m) for m in ("capture_residuals", "bare truncated forward",
+                                         "capture / bare", "peak resident memory")]
+    expected += [("training", m) for m in ("matmul reference (peak)", "peak resident memory")]
+    expected += [("training", f"{n}: {m}") for n in saes
+                 for m in ("tokens/s", "achieved / peak FLOP rate")]
+    expected += [("training", f"{n}: tokens/s / standard tokens/s")  # masked-reg: batchtopk
+                 for n in ("topk", "batchtopk", "masked-reg")]
+    expected += [("training", "atm: step time overhead over standard")]
+    assert sorted(rows) == sorted(expected)
+
+    for (stage, name), row in rows.items():
+        if row["unit"] in ("x", "tok/s", "GFLOP/s", "MiB"):
+            assert math.isfinite(row["value"]) and row["value"] > 0, (stage, name)
+        assert (row["target"] is None) == (row["passed"] is None), (stage, name)
+    assert rows[("caching", "capture / bare")]["target"] == ">= 0.9"
+    assert rows[("training", "atm: achieved / peak FLOP rate")]["target"] == ">= 0.6"
+    assert rows[("training", "jumprelu: achieved / peak FLOP rate")]["target"] is None
+    assert 100 < rows[("caching", "peak resident memory")]["value"] < 4096
+
+    md = (out / "bench.md").read_text()
+    assert "| stage | measurement | value | target | pass |" in md
+    assert "| caching | capture / bare |" in md
+    assert not doc.exists()  # smoke numbers never reach docs/
+    # each SAE ran exactly the asked steps in the bench's own directory
+    metrics = json.loads((out / "saes" / "atm" / "metrics.json").read_text())
+    assert metrics["steps"] == 2
+
+
+def test_bad_requests_fail_before_any_stage(tiny_profile):
+    with pytest.raises(ConfigError, match="unknown section"):
+        run_bench(tiny_profile, only=["caching", "speed"], progress=False)
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        run_bench(tiny_profile, steps=0, progress=False)
+    with pytest.raises(bench.BenchError, match="atm-repro cache --profile smoke"):
+        run_bench(tiny_profile, only=["training"], progress=False)  # no cache built
+
+
+RESULT = {
+    "profile": "cpu", "profile_fingerprint": "abc", "command": "atm-repro bench --profile cpu",
+    "date": "2026-01-01", "steps": 5, "sections": ["caching"],
+    "machine": {"cpu": "Test CPU", "logical_cores": 2, "usable_cores": 2, "ram_gib": 8.0,
+                "python": "3.11", "torch": "2.13", "torch_threads": 2, "device": "cpu"},
+    "rows": [Row("caching", "capture / bare", 0.95, "x", ">=", 0.9).to_json(),
+             Row("caching", "capture_residuals", 1234.5, "tok/s").to_json(),
+             Row("training", "atm: step time overhead over standard", 22.0, "%", "<=",
+                 15.0).to_json(),
+             Row("saelens", bench.SAELENS_MISSING, None).to_json()],
+}
+
+
+def test_rendering_and_targets():
+    rows = RESULT["rows"]
+    assert [r["passed"] for r in rows] == [True, None, False, None]
+    md = render_markdown(RESULT)
+    assert "| stage | measurement | value | target | pass |" in md
+    assert "| caching | capture / bare | 0.950 x | >= 0.9 | pass |" in md
+    assert "| caching | capture_residuals | 1,234 tok/s |  |  |" in md
+    assert "| training | atm: step time overhead over standard | 22.00 % | <= 15 | miss |" in md
+    assert "Test CPU, 2 logical cores" in md and "torch 2.13, torch threads: 2" in md
+    text = format_table(RESULT)
+    assert text.splitlines()[0].split() == ["stage", "measurement", "value", "target", "pass"]
+    assert bench.SAELENS_MISSING in text
+
+
+def test_update_doc_replaces_only_its_profile_block(tmp_path):
+    doc = tmp_path / "docs" / "benchmarks.md"
+    update_doc(doc, "cpu", "first\n")
+    update_doc(doc, "paper", "paper table\n")
+    doc.write_text("# Benchmarks\n\nprose\n\n" + doc.read_text())
+    update_doc(doc, "cpu", "second\n")
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nprose\n")
+    assert "first" not in text and text.count("second") == 1
+    assert "<!-- bench:cpu:start -->\nsecond\n<!-- bench:cpu:end -->" in text
+    assert "paper table" in text
+
+
+def test_saelens_row_without_saelens(tiny_profile, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sae_lens", None)  # import sae_lens -> ImportError
+    rows, details = bench.bench_saelens(tiny_profile, steps=2)
+    assert details == {"installed": False}
+    assert [(r.stage, r.measurement, r.value, r.passed) for r in rows] == \
+        [("saelens", "SAELens: not installed (pip install -e .[bench])", None, None)]
+
+
+def test_saelens_side_by_side(tiny_profile):
+    """Runs where the optional extra is installed (pip install -e .[bench])."""
+    pytest.importorskip("sae_lens")
+    build_cache(tiny_profile, progress=False)
+    rows, details = bench.bench_saelens(tiny_profile, steps=3)
+    assert details["saes"] == ["standard", "topk"]
+    values = {r.measurement: r.value for r in rows}
+    for name in details["saes"]:
+        for m in ("ours", "SAELens", "ours / SAELens tokens/s"):
+            assert math.isfinite(values[f"{name}: {m}"]) and values[f"{name}: {m}"] > 0
+        assert 0 < values[f"{name}: FVU SAELens"] < 10
