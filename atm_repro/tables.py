@@ -438,9 +438,18 @@ def setting_numbers(cfg: Profile, manifest: dict) -> dict[str, Any]:
         [f"{escape_latex(name)} {escape_latex(s.param)}: {_setting(s.values)}"
          for name, s in sorted(abl.sparsity_sweeps.items())])
     for name, eval_cfg in sorted(eval_configs(cfg).items()):
-        for field, value in sorted(dataclasses.asdict(eval_cfg).items()):
-            out[f"eval/{name}/{field}"] = _setting(value)
+        for key, value in _flat(dataclasses.asdict(eval_cfg), f"eval/{name}"):
+            out[key] = _setting(value)
     return out
+
+
+def _flat(values: dict[str, Any], prefix: str):
+    """(``prefix/a/b``, value) for every scalar or list leaf of nested dicts."""
+    for key, value in sorted(values.items()):
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}/{key}")
+        else:
+            yield f"{prefix}/{key}", value
 
 
 # --------------------------------------------------------------------------- paper vs ours
