@@ -2,7 +2,7 @@
 PROFILE ?= cpu
 PY ?= python3
 NBVAL = --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout 1800
-ENV = MPLBACKEND=agg TQDM_DISABLE=1
+ENV = MPLBACKEND=agg TQDM_DISABLE=1  # for tests and nbval: no plots shown, no bars
 
 .PHONY: setup latex data reproduce paper test test-fast refresh-notebooks
 
@@ -17,7 +17,7 @@ latex:              ## LaTeX for the paper (Debian packages; skipped when latexm
 	  texlive-latex-recommended >/dev/null; }
 
 reproduce: setup latex  ## the main job: notebooks 01-05 of PROFILE (papermill), then the PDF
-	$(ENV) $(PY) -m atm_repro.cli run --profile $(PROFILE)
+	$(PY) -m atm_repro.cli run --profile $(PROFILE)
 	$(MAKE) paper PROFILE=$(PROFILE)
 
 paper:              ## paper/main.pdf from paper/tables (smoke: runs/smoke/paper/main.pdf)

@@ -92,12 +92,14 @@ def refresh_references(only: list[str] | None = None, timeout: int = 1800,
         if len(executed) != len(nb.cells):
             raise PipelineError(f"{stage.notebook}: executed copy has {len(executed)} cells, "
                                 f"the notebook {len(nb.cells)}")
+        count = 0
         for cell, done in zip(nb.cells, executed):
             if cell.cell_type != "code":
                 continue
             keep = cell.source.lstrip().startswith(CHECK_MARK)
             cell.outputs = [o for o in done.outputs if o.output_type == "stream"] if keep else []
-            cell.execution_count = None
+            count += keep  # nbval reads a reference cell without a count as never run
+            cell.execution_count = count if keep else None
             cell.metadata.pop("execution", None)
         before = source.read_text()
         nbformat.write(nb, source)
