@@ -107,11 +107,36 @@ def write_tables(cfg: Profile, table: pd.DataFrame, results: pd.DataFrame,
         for label, value in row.items():
             key = next((k for k, v in MAIN_COLUMNS.items() if v == label), label)
             numbers[f"main/{name}/{key.split('/')[-1]}"] = value
+    numbers.update(_spread_and_sweep_numbers(table))
     tables = {"main_results": _main_results(table, stamp),
               "paper_vs_ours": paper_vs_ours_table(ours, stamp),
               "stability": _stability(table, stamp),
               "toy": _toy(toy, stamp)}
     return write_paper_inputs(cfg, output_dirs(cfg)[1], stamp, tables, numbers)
+
+
+SPREAD_METRICS = ("absorption/mean_full_absorption", "absorption/mean_absorption_fraction",
+                  "core/explained_variance")
+
+
+def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
+    """For the text: each main SAE's range over seeds (max - min) of the headline
+    metrics, and L0 / absorption / explained variance of every sparsity-sweep run
+    (``sweep/<run name>/...``)."""
+    out = {}
+    main = table[table["group"] == "main"]
+    if "absorption/n_letters_kept" in main and main["absorption/n_letters_kept"].notna().any():
+        out["absorption/letters_kept"] = int(main["absorption/n_letters_kept"].max())
+    for name, runs in main.groupby("name", sort=False):
+        for col in SPREAD_METRICS:
+            if col in runs and runs[col].notna().sum() > 1:
+                out[f"spread/{name}/{col.split('/')[-1]}"] = runs[col].max() - runs[col].min()
+    sweeps = table[table["param"].isin(["k", "l1_coefficient", "l0_coefficient"])]
+    for _, row in sweeps.iterrows():
+        for col in ("core/l0", *SPREAD_METRICS):
+            if col in row and pd.notna(row[col]):
+                out[f"sweep/{row['name']}/{col.split('/')[-1]}"] = row[col]
+    return out
 
 
 def write_figures(cfg: Profile, figures: dict) -> list[Path]:
