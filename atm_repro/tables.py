@@ -62,21 +62,23 @@ class Tex(str):
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """Short HEAD hash, ``+dirty`` when tracked files outside ``GENERATED_PATHS``
-    differ from HEAD; ``unknown`` outside a git checkout."""
+    """Short hash of the last commit that changed anything but the generated
+    outputs (``GENERATED_PATHS``), ``+dirty`` when such tracked files differ from
+    HEAD; ``unknown`` outside a git checkout. Committing the outputs themselves
+    therefore leaves the stamp, and the bytes of an unchanged rerun, as they are."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
 
+    excludes = [f":(exclude){p}" for p in GENERATED_PATHS]
     try:
-        head = git("rev-parse", "--short", "HEAD")
+        last = git("log", "-1", "--format=%h", "--", ".", *excludes)
     except OSError:  # git not installed
         return "unknown"
-    if head.returncode != 0:
+    if last.returncode != 0 or not last.stdout.strip():
         return "unknown"
-    excludes = [f":(exclude){p}" for p in GENERATED_PATHS]
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excludes)
     dirty = status.returncode != 0 or bool(status.stdout.strip())
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    return last.stdout.strip() + ("+dirty" if dirty else "")
 
 
 @dataclass(frozen=True)
