@@ -264,11 +264,23 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
 
 def save_figure(fig, out_dir: Path, name: str, stamp: str) -> list[Path]:
     """Write ``name``.pdf and .png with fixed metadata (no dates), so an unchanged
-    rerun gives identical bytes; ``stamp`` (profile, commit) goes into the metadata."""
+    rerun gives identical bytes; ``stamp`` (profile, commit) goes into the metadata.
+    Returns the files whose bytes changed (unchanged files are not rewritten)."""
+    import io
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pdf, png = out_dir / f"{name}.pdf", out_dir / f"{name}.png"
-    fig.savefig(pdf, metadata={"Creator": "atm_repro", "Producer": "matplotlib",
-                               "Subject": stamp, "CreationDate": None, "ModDate": None})
-    fig.savefig(png, dpi=150, metadata={"Software": None, "Comment": stamp})
-    return [pdf, png]
+    formats = {
+        "pdf": dict(metadata={"Creator": "atm_repro", "Producer": "matplotlib",
+                              "Subject": stamp, "CreationDate": None, "ModDate": None}),
+        "png": dict(dpi=150, metadata={"Software": None, "Comment": stamp}),
+    }
+    changed = []
+    for ext, kwargs in formats.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, **kwargs)
+        path = out_dir / f"{name}.{ext}"
+        if not path.exists() or path.read_bytes() != buf.getvalue():
+            path.write_bytes(buf.getvalue())
+            changed.append(path)
+    return changed
