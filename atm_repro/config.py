@@ -362,10 +362,11 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
-def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -> Profile:
+def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = None) -> Profile:
     """Load ``profiles/<profile>.yaml`` (or a path), apply overrides, validate.
 
-    Overrides: see ``apply_overrides``. Raises ``ConfigError`` for an unknown
+    Overrides: see ``apply_overrides``; a string is parsed as YAML/JSON (papermill
+    passes ``-p overrides '{...}'`` as text). Raises ``ConfigError`` for an unknown
     profile, unknown key or bad value.
     """
     path = Path(profile)
@@ -376,6 +377,10 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | None = None) -
             f"unknown profile {str(profile)!r}: no file {path}; "
             f"available profiles: {available_profiles()}"
         )
+    if isinstance(overrides, str):  # papermill's `-p overrides '{...}'` passes text
+        overrides = yaml.safe_load(overrides) or {}
+    if not isinstance(overrides or {}, dict):
+        raise ConfigError(f"overrides must be a mapping, got {overrides!r}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a profile must be a mapping")

@@ -68,6 +68,13 @@ def test_dotted_keys_replace_and_mappings_merge():
     assert cfg.ablations.factors["c"] == [2.0] and "beta" in cfg.ablations.factors  # merged
 
 
+def test_overrides_given_as_text_are_parsed():
+    cfg = load_profile("smoke", '{"cross_layer.layers": [2], "train.width": 64}')
+    assert cfg.cross_layer.layers == [2] and cfg.train.width == 64
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_profile("smoke", "[1, 2]")
+
+
 def test_dotted_and_nested_overrides_agree():
     a = load_profile("smoke", {"train.width": 128, "cache": {"batch_size": 4}})
     b = load_profile("smoke", {"train": {"width": 128}, "cache.batch_size": 4})
