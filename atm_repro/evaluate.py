@@ -12,7 +12,8 @@ head and is the dearest eval): core activation metrics and absorption for
 every SAE; the CE/KL splice and sparse probing for the main group and the
 cross-layer group; stability for every main name with two or more seeds.
 Model-side work (absorption prompts and probe, probing activations, the clean
-and zero-ablated splice passes) is done once per layer and shared by all SAEs.
+and zero-ablated splice passes) is done once per layer and shared by all SAEs;
+the absorption prompts and probing texts run once for all layers together.
 A result whose key (SAE run key, eval config, code version) is unchanged is
 not recomputed.
 """
@@ -132,18 +133,24 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
         raise RuntimeError(f"no trained SAEs under {profile.run_dir / 'saes'}: run notebook 02")
     cache = ActivationCache.open(build_cache(profile), verify=False)
     model_dir = profile.run_dir / "eval_cache"
-    loaded = None
+    todo = {}  # layer -> eval -> pending (record, key)
     for layer in sorted({r.layer for r in records}):
         at_layer = [r for r in records if r.layer == layer]
-        todo = {name: _pending(root, at_layer, name, cfgs[name]) for name in EVAL_GROUPS}
-        if not any(todo.values()):
-            continue
-        if loaded is None:
-            loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
-        bar = tqdm(total=sum(map(len, todo.values())), desc=f"evals L{layer}",
+        pending = {name: _pending(root, at_layer, name, cfgs[name]) for name in EVAL_GROUPS}
+        if any(pending.values()):
+            todo[layer] = pending
+    if todo:
+        loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
+        # Model-side prep of every layer that needs it, in one forward pass per input set.
+        absorption = prepare_absorption(loaded, [lay for lay in todo if todo[lay]["absorption"]],
+                                        cfgs["absorption"], model_dir, progress)
+        probing = prepare_probing(loaded, [lay for lay in todo if todo[lay]["probing"]],
+                                  cfgs["probing"], model_dir, progress)
+    for layer, pending in todo.items():
+        bar = tqdm(total=sum(map(len, pending.values())), desc=f"evals L{layer}",
                    disable=not progress)
         core_cfg, baseline = cfgs["core"], None
-        for r, key in todo["core"]:
+        for r, key in pending["core"]:
             cfg = core_cfg if r.group in SPLICE_GROUPS else \
                 dataclasses.replace(core_cfg, n_splice_sequences=0)
             if cfg.n_splice_sequences and baseline is None:
@@ -152,20 +159,17 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
             _write(root, run_core(load_sae(r.path), loaded, cache, layer, cfg, r.sae_id,
                                   baseline), key)
             bar.update()
-        if todo["absorption"]:
-            data = prepare_absorption(loaded, layer, cfgs["absorption"], model_dir, progress)
-            for r, key in todo["absorption"]:
-                _write(root, run_absorption(load_sae(r.path), data, cfgs["absorption"],
-                                            r.sae_id), key)
-                bar.update()
-        if todo["probing"]:
-            data = prepare_probing(loaded, layer, cfgs["probing"], model_dir, progress)
-            base = run_baseline(data, cfgs["probing"])
+        for r, key in pending["absorption"]:
+            _write(root, run_absorption(load_sae(r.path), absorption[layer], cfgs["absorption"],
+                                        r.sae_id), key)
+            bar.update()
+        if pending["probing"]:
+            base = run_baseline(probing[layer], cfgs["probing"])
             _write(root, dataclasses.replace(base, sae_id=f"L{layer}-model"),
                    result_key(cfgs["probing"]))
-            for r, key in todo["probing"]:
-                _write(root, run_probing(load_sae(r.path), data, cfgs["probing"], r.sae_id),
-                       key)
+            for r, key in pending["probing"]:
+                _write(root, run_probing(load_sae(r.path), probing[layer], cfgs["probing"],
+                                         r.sae_id), key)
                 bar.update()
         bar.close()
     _stability(records, cfgs["stability"], root)

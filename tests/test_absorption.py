@@ -297,13 +297,15 @@ def test_located_token_is_last_piece_of_word(tiny):
 
 def test_end_to_end_tiny_is_deterministic(tiny, tmp_path):
     cfg = AbsorptionConfig(max_train_words=80, max_test_words=30, min_train_words=2,
-                           min_test_words=1, probe_f1_threshold=0.0, probe_max_iter=200,
-                           sparse_probe_max_iter=200)
-    data = prepare_absorption(tiny, 1, cfg, tmp_path)
+                           min_test_words=1, probe_f1_threshold=0.0, probe_max_iter=200)
+    data = prepare_absorption(tiny, [1], cfg, tmp_path)[1]
     cached = list((tmp_path / "absorption").glob("tiny-gemma3-L1-*.npz"))
     assert len(cached) == 1
-    again = prepare_absorption(tiny, 1, cfg, tmp_path)  # from the cache
-    fresh = prepare_absorption(tiny, 1, cfg, None)  # recomputed
+    again = prepare_absorption(tiny, [1], cfg, tmp_path)[1]  # from the cache
+    both = prepare_absorption(tiny, [0, 1], cfg, tmp_path)  # L0 computed, L1 read back
+    fresh = prepare_absorption(tiny, [0, 1], cfg, None)  # both in one pass
+    np.testing.assert_array_equal(both[0].acts_train_ND, fresh[0].acts_train_ND)
+    fresh = fresh[1]
     assert data.acts_train_ND.shape == (80, tiny.d_model)
     assert data.acts_test_ND.shape == (30, tiny.d_model)
     for other in (again, fresh):

@@ -41,19 +41,26 @@ def data(B: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(B, D, generator=torch.Generator().manual_seed(seed))
 
 
+def primed(**kw) -> ATMSAE:
+    """An SAE after one training step's backward pass, so its EMA state (which
+    the masks of later steps read) exists; gradients cleared."""
+    sae = make_sae(**kw)
+    sae.training_forward(data(seed=5), ctx(step=0)).loss.backward()
+    sae.zero_grad(set_to_none=True)
+    return sae
+
+
 # ----------------------------------------------------------------- EMA state
 def hand_batch():
-    W_dec = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     f = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
-    x_hat = f @ W_dec  # [[3, 2], [3, 0]]
-    x = torch.tensor([[2.0, 2.0], [3.0, 1.0]])  # residual x_hat - x = [[1, 0], [0, -1]]
-    return W_dec, f, x, x_hat
+    grad = torch.tensor([[2.0, 0.0, 2.0], [0.0, -2.0, -2.0]])  # per-token dl/df
+    return f, grad
 
 
 def test_batch_statistics_by_hand():
-    W_dec, f, x, x_hat = hand_batch()
-    m, q, g = batch_statistics(f, x, x_hat, W_dec)
-    # dl/df = 2 (x_hat - x) W_dec^T = [[2, 0, 2], [0, -2, -2]]; |f * dl/df| = [[2,0,4],[0,0,0]]
+    f, grad = hand_batch()
+    m, q, g = batch_statistics(f, grad)
+    # |f * dl/df| = [[2, 0, 4], [0, 0, 0]]
     assert torch.equal(m, torch.tensor([2.0, 0.0, 1.0]))
     assert torch.equal(q, torch.tensor([1.0, 0.0, 0.5]))
     assert torch.equal(g, torch.tensor([1.0, 0.0, 2.0]))
@@ -67,35 +74,47 @@ def test_ema_update_rule():
 
 
 def test_ema_state_after_one_and_two_updates():
-    W_dec, f, x, x_hat = hand_batch()
+    f, grad = hand_batch()
     sae = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.5))
-    with torch.no_grad():
-        sae.W_dec.copy_(W_dec)
-    sae.update_state(f, x, x_hat)
+    sae.update_state(f, grad)
     assert int(sae.ema_updates) == 1
     assert torch.equal(sae.ema_magnitude, torch.tensor([2.0, 0.0, 1.0]))
     assert torch.equal(sae.ema_frequency, torch.tensor([1.0, 0.0, 0.5]))
     assert torch.equal(sae.ema_contribution, torch.tensor([1.0, 0.0, 2.0]))
     # second batch: only latent 1 fires, perfect reconstruction (g = 0)
     f2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
-    x2 = f2 @ W_dec
-    sae.update_state(f2, x2, x2)
+    sae.update_state(f2, torch.zeros(2, 3))
     assert int(sae.ema_updates) == 2
     assert torch.equal(sae.ema_magnitude, torch.tensor([1.0, 0.5, 0.5]))
     assert torch.equal(sae.ema_frequency, torch.tensor([0.5, 0.5, 0.25]))
     assert torch.equal(sae.ema_contribution, torch.tensor([0.5, 0.0, 1.0]))
 
 
-def test_training_step_updates_ema_from_unmasked_latents():
-    sae = make_sae(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1)
+def test_backward_updates_ema_from_unmasked_latents_and_trained_gradient():
+    sae = primed(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, beta=0.5)
+    before = [sae.ema_magnitude.clone(), sae.ema_frequency.clone(), sae.ema_contribution.clone()]
     x = data()
     f = sae.encode(x).detach()
-    m, q, g = batch_statistics(f, x, sae.decode(f).detach(), sae.W_dec)
-    out = sae.training_forward(x, ctx(step=0))
+    out = sae.training_forward(x, ctx(step=1))
     assert out.terms["masked_frac"] > 0  # masking happened ...
-    assert torch.allclose(sae.ema_magnitude, m)  # ... but the stats saw the unmasked f
-    assert torch.allclose(sae.ema_frequency, q)
-    assert torch.allclose(sae.ema_contribution, g)
+    assert int(sae.ema_updates) == 1  # ... and the forward alone changed no state
+    # per-token gradient of ||x - x_hat||^2 w.r.t. the decoder input, x_hat the masked one
+    grad = 2.0 * (out.x_hat_BD.detach() - x) @ sae.W_dec.detach().T
+    m, q, g = batch_statistics(f, grad)
+    out.loss.backward()
+    assert int(sae.ema_updates) == 2
+    for state, old, new in zip((sae.ema_magnitude, sae.ema_frequency, sae.ema_contribution),
+                               before, (m, q, g)):
+        assert torch.allclose(state, 0.5 * old + 0.5 * new, rtol=1e-5, atol=1e-7)
+    masked = (out.latents_BF == 0).all(0) & (f > 0).any(0)
+    assert bool(masked.any()) and bool((g[masked] > 0).all())  # masked ones still measured
+
+
+def test_no_state_no_mask_on_the_first_step():
+    sae = make_sae(warmup_steps=0, r=1e4, c=10.0, min_keep=0.1)
+    x = data()
+    out = sae.training_forward(x, ctx(step=0))
+    assert float(out.terms["masked_frac"]) == 0.0 and torch.equal(out.latents_BF, sae.encode(x))
 
 
 def test_ema_state_is_in_state_dict_not_inference_tensors():
@@ -218,17 +237,19 @@ def test_no_masking_during_warmup_but_ema_updates():
     out = sae.training_forward(x, ctx(step=2))
     assert torch.equal(out.latents_BF, f)
     assert float(out.terms["masked_frac"]) == 0.0
+    out.loss.backward()
     assert int(sae.ema_updates) == 1 and float(sae.ema_magnitude.sum()) > 0
     before = sae.ema_magnitude.clone()
     out = sae.training_forward(x * 2, ctx(step=3))  # first masked step
     assert float(out.terms["masked_frac"]) > 0.5
+    out.loss.backward()
     assert int(sae.ema_updates) == 2 and not torch.equal(sae.ema_magnitude, before)
 
 
 def test_inference_has_no_mask():
-    sae = make_sae(warmup_steps=0, r=1e4, c=10.0, min_keep=0.1)
+    sae = primed(warmup_steps=0, r=1e4, c=10.0, min_keep=0.1)
     x = data()
-    out = sae.training_forward(x, ctx())
+    out = sae.training_forward(x, ctx(step=1))
     f = torch.relu(x @ sae.W_enc + sae.b_enc)
     assert not torch.equal(out.latents_BF, f)  # training masked ...
     assert torch.equal(sae.encode(x), f)  # ... inference does not
@@ -238,11 +259,11 @@ def test_inference_has_no_mask():
 # ---------------------------------------------------------------- gradients
 @pytest.mark.parametrize("constraint", ["unit_norm", "l1_weighted"])
 def test_masked_latents_get_no_reconstruction_gradient(constraint):
-    sae = make_sae(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, l1_coefficient=0.0,
-                   decoder_constraint=constraint)
+    sae = primed(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, l1_coefficient=0.0,
+                 decoder_constraint=constraint)
     x = data()
     f = sae.encode(x).detach()
-    out = sae.training_forward(x, ctx())
+    out = sae.training_forward(x, ctx(step=1))
     out.loss.backward()
     fired = (f > 0).any(0)
     masked = (out.latents_BF == 0).all(0) & fired
@@ -259,26 +280,28 @@ def test_masked_latents_get_no_reconstruction_gradient(constraint):
 @pytest.mark.parametrize("mode", ["per_latent", "per_token"])
 def test_same_seed_same_masks_and_exact_resume(mode):
     kw = dict(warmup_steps=0, r=2.0, c=1.0, min_keep=0.2, mask_mode=mode)
-    a, b = make_sae(**kw), make_sae(**kw)
+    a, b = primed(**kw), primed(**kw)
     ga, gb = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     xs = [data(seed=s) for s in range(4)]
-    for step in range(2):
+    for step in range(1, 3):
         oa = a.training_forward(xs[step], ctx(step, gen=ga))
         ob = b.training_forward(xs[step], ctx(step, gen=gb))
         assert torch.equal(oa.latents_BF, ob.latents_BF)
+        oa.loss.backward()
+        ob.loss.backward()
     # resume: fresh SAE from a's state_dict + generator state -> identical step
     c = make_sae(seed=99, **kw)
     c.load_state_dict(a.state_dict())
     gc = torch.Generator()
     gc.set_state(ga.get_state())
-    oa = a.training_forward(xs[2], ctx(2, gen=ga))
-    oc = c.training_forward(xs[2], ctx(2, gen=gc))
+    oa = a.training_forward(xs[3], ctx(3, gen=ga))
+    oc = c.training_forward(xs[3], ctx(3, gen=gc))
     assert torch.equal(oa.latents_BF, oc.latents_BF)
     assert torch.equal(oa.loss, oc.loss)
     # a different seed draws different masks from the same state
-    d, e = make_sae(**kw), make_sae(**kw)
-    od = d.training_forward(xs[0], ctx(0, seed=1))
-    oe = e.training_forward(xs[0], ctx(0, seed=2))
+    d, e = primed(**kw), primed(**kw)
+    od = d.training_forward(xs[0], ctx(1, seed=1))
+    oe = e.training_forward(xs[0], ctx(1, seed=2))
     assert not torch.equal(od.latents_BF == 0, oe.latents_BF == 0)
 
 
@@ -346,9 +369,9 @@ def test_config_edges_and_from_dict():
 
 
 def test_min_keep_one_never_masks():
-    sae = make_sae(warmup_steps=0, r=1e4, c=10.0, min_keep=1.0)
+    sae = primed(warmup_steps=0, r=1e4, c=10.0, min_keep=1.0)
     x = data()
-    out = sae.training_forward(x, ctx())
+    out = sae.training_forward(x, ctx(step=1))
     assert float(out.terms["masked_frac"]) == 0.0
     assert torch.equal(out.latents_BF, sae.encode(x))
 

@@ -221,16 +221,19 @@ def test_padded_batches_match_single_texts(tiny):
     ids = tokenize_texts(tiny.tokenizer, ["A short one.", "A much longer text about the "
                                           "history of Rome and its emperors."], 16)
     assert ids[0][0] == tiny.tokenizer.bos_token_id and len(ids[1]) == 16
-    acts_b, off_b = token_activations(tiny, ids, 1, batch_size=2)
-    acts_1, off_1 = token_activations(tiny, ids, 1, batch_size=1)
+    acts_b, off_b = token_activations(tiny, ids, [1], batch_size=2)[1]
+    acts_1, off_1 = token_activations(tiny, ids, [1], batch_size=1)[1]
     assert np.array_equal(off_b, off_1)
     assert off_b.tolist() == [0, len(ids[0]) - 1, len(ids[0]) + len(ids[1]) - 2]  # BOS dropped
     np.testing.assert_allclose(acts_b, acts_1, atol=1e-4)
+    both = token_activations(tiny, ids, [0, 1], batch_size=2)  # one pass, two layers
+    np.testing.assert_array_equal(both[1][0], acts_b)
+    np.testing.assert_array_equal(both[0][0], token_activations(tiny, ids, [0], 2)[0][0])
 
 
 def test_end_to_end_tiny_is_deterministic_and_cached(tiny, small_cfg, tmp_path, monkeypatch):
-    data = prepare_probing(tiny, 1, small_cfg, tmp_path / "a")
-    again = prepare_probing(tiny, 1, small_cfg, tmp_path / "b")
+    data = prepare_probing(tiny, [1], small_cfg, tmp_path / "a")[1]
+    again = prepare_probing(tiny, [1], small_cfg, tmp_path / "b")[1]
     ds = data.datasets["language_id"]
     assert ds.acts_TD.dtype == np.float16 and ds.acts_TD.shape[1] == 64
     assert np.array_equal(ds.acts_TD, again.datasets["language_id"].acts_TD)
@@ -249,7 +252,7 @@ def test_end_to_end_tiny_is_deterministic_and_cached(tiny, small_cfg, tmp_path, 
 
     # the cache is reused: no forward pass the second time in the same directory
     monkeypatch.setattr(probing, "token_activations", lambda *a, **k: pytest.fail("recomputed"))
-    cached = prepare_probing(tiny, 1, small_cfg, tmp_path / "a")
+    cached = prepare_probing(tiny, [1], small_cfg, tmp_path / "a")[1]
     assert run_probing(_sae(), cached, small_cfg, "sae-a").metrics == first.metrics
 
     path = write_result(tmp_path / "results", first)
@@ -259,7 +262,7 @@ def test_end_to_end_tiny_is_deterministic_and_cached(tiny, small_cfg, tmp_path, 
 
 
 def test_sae_features_are_mean_pooled_latents(tiny, small_cfg, tmp_path):
-    ds = prepare_probing(tiny, 1, small_cfg, tmp_path).datasets["language_id"]
+    ds = prepare_probing(tiny, [1], small_cfg, tmp_path)[1].datasets["language_id"]
     sae = _sae(1)
     feats = pooled_features(ds, sae, batch_tokens=50)  # chunks split between texts
     rows = torch.from_numpy(np.asarray(ds.acts_TD[ds.offsets_N1[4] : ds.offsets_N1[5]],
@@ -271,8 +274,8 @@ def test_sae_features_are_mean_pooled_latents(tiny, small_cfg, tmp_path):
 
 def test_mismatches_are_rejected_before_work(tiny, small_cfg, tmp_path):
     with pytest.raises(ValueError, match="layer 9 out of range"):
-        prepare_probing(tiny, 9, small_cfg, tmp_path)
-    data = prepare_probing(tiny, 1, small_cfg, tmp_path)
+        prepare_probing(tiny, [1, 9], small_cfg, tmp_path)
+    data = prepare_probing(tiny, [1], small_cfg, tmp_path)[1]
     with pytest.raises(ValueError, match="d_in=32"):
         run_probing(SAE(SAEConfig(32, 64)), data, small_cfg, "x")
     other = ProbingConfig(datasets=["language_id"], n_train=20, n_test=8, max_tokens=16)

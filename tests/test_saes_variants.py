@@ -11,7 +11,13 @@ from atm_repro.saes.batchtopk import BatchTopKConfig, BatchTopKSAE, batch_topk
 from atm_repro.saes.jumprelu import JumpReLUConfig, JumpReLUFunction, JumpReLUSAE, StepFunction
 from atm_repro.saes.matryoshka import MatryoshkaConfig, MatryoshkaSAE
 from atm_repro.saes.standard import StandardConfig, StandardSAE
-from atm_repro.saes.topk import TopKConfig, TopKSAE, auxk_loss, sparse_decode, topk_activation
+from atm_repro.saes.topk import (
+    ActiveLatents,
+    TopKConfig,
+    TopKSAE,
+    auxk_loss,
+    topk_activation,
+)
 
 D, F = 8, 32
 
@@ -141,21 +147,46 @@ def test_topk_keeps_exactly_k_per_token():
     assert sae.saelens_cfg() == {"k": 5}
 
 
-@pytest.mark.parametrize("density", [0.01, 0.3])  # the gathered and the dense path
+def as_latents(f_BF: torch.Tensor) -> ActiveLatents:
+    """The nonzeros of a dense batch of latents."""
+    idx = f_BF.flatten().nonzero().squeeze(1)
+    return ActiveLatents.from_flat(f_BF.flatten()[idx], idx, *f_BF.shape)
+
+
+@pytest.mark.parametrize("density", [0.01, 0.3])  # the CSR and the dense path
 def test_sparse_decode_matches_dense_values_and_grads(density):
     torch.manual_seed(0)
     f = torch.relu(torch.randn(6, 512)) + 0.1
     f *= torch.rand(6, 512) < density
     f[2] = 0.0  # an empty row
     f[5] = 0.0  # an empty last row
+    lat = as_latents(f)
+    lat.vals_N.requires_grad_(True)
+    assert torch.equal(lat.to_dense(), f)
     W = torch.randn(512, 4, requires_grad=True)
     W2 = W.detach().clone().requires_grad_(True)
-    out, ref = sparse_decode(f, W), f @ W2
+    f2 = f.clone().requires_grad_(True)
+    out, ref = lat.decode(W), f2 @ W2
     assert torch.allclose(out, ref, atol=1e-6)
     g = torch.randn(6, 4)
     (out * g).sum().backward()
     (ref * g).sum().backward()
     assert torch.allclose(W.grad, W2.grad, atol=1e-6)
+    assert torch.allclose(lat.vals_N.grad, f2.grad[f != 0], atol=1e-5)
+
+
+def test_topk_latents_unsorted_columns_and_blocks():
+    torch.manual_seed(0)
+    z = torch.randn(5, 64)
+    vals, idx = z.topk(3, dim=-1, sorted=False)
+    lat = ActiveLatents.from_topk(torch.relu(vals), idx, 64)
+    dense = topk_activation(z, 3)
+    assert torch.equal(lat.to_dense(), dense)
+    W = torch.randn(64, 4)
+    assert torch.allclose(lat.decode(W), dense @ W, atol=1e-6)
+    block = lat.columns(16, 48)
+    assert torch.equal(block.to_dense(), dense[:, 16:48])
+    assert torch.allclose(block.decode(W[16:48]), dense[:, 16:48] @ W[16:48], atol=1e-6)
 
 
 def test_auxk_hand_value_and_gradient_only_to_dead_latents():
@@ -199,13 +230,13 @@ def test_aux_k_default_is_half_d_in():
 def test_batch_topk_hand_values_and_threshold_ema():
     sae = BatchTopKSAE(BatchTopKConfig(d_in=2, d_sae=4, k=2, threshold_beta=0.9))
     z = torch.tensor([[5.0, 4.0, 3.0, 2.0], [1.0, 0.5, 6.0, 0.1]])
-    f = sae.train_activation(z)
+    f = sae.train_latents(z).to_dense()
     assert torch.equal(f, torch.tensor([[5.0, 4.0, 3.0, 0.0], [0.0, 0.0, 6.0, 0.0]]))
     assert sae.threshold.item() == pytest.approx(3.0)  # first update initialises
-    sae.train_activation(torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]]))  # min kept 1
+    sae.train_latents(torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]]))  # min kept 1
     assert sae.threshold.item() == pytest.approx(0.9 * 3.0 + 0.1 * 1.0)
     sae.eval()
-    sae.train_activation(torch.tensor([[9.0, 9.0, 9.0, 9.0], [9.0, 9.0, 9.0, 9.0]]))
+    sae.train_latents(torch.tensor([[9.0, 9.0, 9.0, 9.0], [9.0, 9.0, 9.0, 9.0]]))
     assert sae.threshold.item() == pytest.approx(2.8)  # no update outside training mode
     assert torch.equal(sae.activation(torch.tensor([[3.0, 2.7, 2.0, -1.0]])),
                        torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
@@ -218,11 +249,23 @@ def test_batch_topk_hand_values_and_threshold_ema():
 def test_batch_topk_keeps_k_times_batch():
     torch.manual_seed(0)
     z = torch.randn(16, F) + 10.0
-    f = batch_topk(z, 3)
+    f = batch_topk(z, 3).to_dense()
     assert (f > 0).sum().item() == 3 * 16
     assert (f > 0).sum(-1).float().std() > 0  # allocation varies across tokens
     kept_min = f[f > 0].min()
     assert (z[f == 0] <= kept_min).all()
+
+
+@pytest.mark.parametrize("spiky", [False, True])  # prefiltered / full-topk fallback
+def test_batch_topk_equals_one_topk_over_the_batch(spiky):
+    torch.manual_seed(0)
+    z = torch.randn(64, 256)
+    if spiky:  # every 16th value huge: the strided sample sees only those
+        z.view(-1)[::16] += 100.0
+    f = batch_topk(z, 8).to_dense()
+    vals, idx = torch.relu(z).flatten().topk(8 * 64)
+    ref = torch.zeros(64 * 256).scatter(0, idx, vals).view(64, 256)
+    assert torch.equal(f, ref)
 
 
 def test_batchtopk_threshold_reproduces_training_sparsity():
@@ -304,7 +347,7 @@ def test_matryoshka_loss_averages_each_prefix():
     sae = _matryoshka([0.25, 0.5, 1.0])  # widths 1, 2, 4
     f = torch.tensor([[1.0, 2.0, 0.0, 1.0]])
     x = torch.tensor([[3.0, 2.0]])
-    x_hat, loss, terms = sae.reconstruct(f, x)
+    x_hat, loss, terms = sae.reconstruct(as_latents(f), x)
     # prefixes: [1.5, 0] -> 6.25; [1.5, 2] -> 2.25; [3.5, 2] -> 0.25
     assert torch.allclose(x_hat, torch.tensor([[3.5, 2.0]]))
     assert loss.item() == pytest.approx((6.25 + 2.25 + 0.25) / 3)
@@ -312,7 +355,7 @@ def test_matryoshka_loss_averages_each_prefix():
     assert [terms[f"mse_prefix_{w}"].item() for w in (1, 2, 4)] == pytest.approx([6.25, 2.25, 0.25])
     with torch.no_grad():
         sae.W_dec[1:] = 0.0  # only the larger prefixes change
-    _, _, zeroed = sae.reconstruct(f, x)
+    _, _, zeroed = sae.reconstruct(as_latents(f), x)
     assert zeroed["mse_prefix_1"].item() == pytest.approx(6.25)
     assert zeroed["mse_prefix_2"].item() != pytest.approx(2.25)
     assert zeroed["mse_prefix_4"].item() != pytest.approx(0.25)

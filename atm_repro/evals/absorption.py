@@ -2,10 +2,11 @@
 
 Two stages, so that the expensive part is shared by every SAE:
 
-* ``prepare_absorption(loaded, layer, cfg, cache_dir)``: builds the
+* ``prepare_absorption(loaded, layers, cfg, cache_dir)``: builds the
   single-word vocabulary, the in-context prompts, the residual stream at each
   word's last token, and the 26 one-vs-rest ground-truth letter probes. Done
-  once per (model, layer, config) and cached as one ``.npz``.
+  once per (model, layer, config) and cached as one ``.npz`` per layer; the
+  layers missing from the cache share one forward pass.
 * ``run_absorption(sae, data, cfg, sae_id)``: per SAE, finds each letter's
   main latents with k-sparse probing and scores every true-positive test word
   with ``score_words`` (full absorption and absorption fraction).
@@ -24,7 +25,6 @@ Where we depart from SAEBench's code, on purpose:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
@@ -78,8 +77,9 @@ class AbsorptionConfig:
     min_test_words: int = 2
     k_max: int = 10
     f1_jump: float = 0.03
-    sparse_probe_C: float = 1.0  # inverse L1 strength of the 26-way latent probe
-    sparse_probe_max_iter: int = 1000
+    sparse_probe_l1: float = 0.01  # L1 weight of the 26-way latent probe (SAEBench)
+    sparse_probe_steps: int = 50  # its full-batch Adam steps (SAEBench: 50 epochs)
+    sparse_probe_lr: float = 0.01  # its Adam lr, decayed linearly to 1e-3 of itself
     sae_batch_size: int = 1024  # activations per SAE encode call
     main_silent_eps: float = MAIN_SILENT_EPS
     full_cos_threshold: float = FULL_COS_THRESHOLD
@@ -95,9 +95,11 @@ class AbsorptionConfig:
              and self.max_test_words > self.n_icl_examples,
              "max_train_words and max_test_words must exceed n_icl_examples"),
             (self.batch_size > 0 and self.sae_batch_size > 0, "batch sizes must be > 0"),
-            (self.probe_C > 0 and self.sparse_probe_C > 0, "probe C values must be > 0"),
-            (self.probe_max_iter > 0 and self.sparse_probe_max_iter > 0,
-             "max_iter values must be > 0"),
+            (self.probe_C > 0, "probe_C must be > 0"),
+            (self.probe_max_iter > 0, "probe_max_iter must be > 0"),
+            (self.sparse_probe_l1 >= 0, "sparse_probe_l1 must be >= 0"),
+            (self.sparse_probe_steps >= 1, "sparse_probe_steps must be >= 1"),
+            (self.sparse_probe_lr > 0, "sparse_probe_lr must be > 0"),
             (0.0 <= self.probe_f1_threshold < 1.0, "probe_f1_threshold must be in [0, 1)"),
             (self.min_train_words >= 1 and self.min_test_words >= 1,
              "min_train_words and min_test_words must be >= 1"),
@@ -213,9 +215,10 @@ def tokenize_prompts(tokenizer,
 
 
 @torch.no_grad()
-def word_activations(loaded: LoadedModel, layer: int, encoded: list[tuple[list[int], int]],
-                     batch_size: int, progress: bool = False) -> np.ndarray:
-    """Residual stream after block ``layer`` at each prompt's word position, [N, D].
+def word_activations(loaded: LoadedModel, layers: list[int], encoded: list[tuple[list[int], int]],
+                     batch_size: int, progress: bool = False) -> dict[int, np.ndarray]:
+    """Residual stream after each block of ``layers`` at each prompt's word
+    position, {layer: [N, D]}, from one forward pass per batch.
 
     Prompts are grouped by length and right-padded: with causal attention the
     padding cannot reach the word position, and positions stay 0-based.
@@ -223,9 +226,9 @@ def word_activations(loaded: LoadedModel, layer: int, encoded: list[tuple[list[i
     device = next(loaded.model.parameters()).device
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")
-    acts_ND = np.empty((len(encoded), loaded.d_model), dtype=np.float32)
+    acts = {layer: np.empty((len(encoded), loaded.d_model), dtype=np.float32) for layer in layers}
     for start in tqdm(range(0, len(order), batch_size), disable=not progress,
-                      desc=f"absorption prompts L{layer}"):
+                      desc=f"absorption prompts L{','.join(map(str, layers))}"):
         batch = order[start : start + batch_size]
         S = max(len(encoded[i][0]) for i in batch)
         ids_BS = torch.full((len(batch), S), pad, dtype=torch.long)
@@ -234,10 +237,11 @@ def word_activations(loaded: LoadedModel, layer: int, encoded: list[tuple[list[i
             ids = encoded[i][0]
             ids_BS[b, : len(ids)] = torch.tensor(ids)
             mask_BS[b, : len(ids)] = 1
-        resid_BSD = capture_residuals(loaded, ids_BS.to(device), [layer], mask_BS.to(device))[layer]
-        pos_B = torch.tensor([encoded[i][1] for i in batch], device=resid_BSD.device)
-        acts_ND[batch] = resid_BSD[torch.arange(len(batch)), pos_B].float().cpu().numpy()
-    return acts_ND
+        resid = capture_residuals(loaded, ids_BS.to(device), layers, mask_BS.to(device))
+        pos_B = torch.tensor([encoded[i][1] for i in batch], device=device)
+        for layer, resid_BSD in resid.items():
+            acts[layer][batch] = resid_BSD[torch.arange(len(batch)), pos_B].float().cpu().numpy()
+    return acts
 
 
 # --------------------------------------------------------------------------- probes
@@ -344,28 +348,35 @@ def build_absorption_data(words_train: list[str], acts_train_ND: np.ndarray, wor
                           acts_test_ND, W, b, f1, prep_fingerprint(cfg), dict(meta or {}))
 
 
-def prepare_absorption(loaded: LoadedModel, layer: int, cfg: AbsorptionConfig,
-                       cache_dir: str | Path | None, progress: bool = False) -> AbsorptionData:
-    """Prompt activations and ground-truth probes for (model, layer, cfg).
+def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionConfig,
+                       cache_dir: str | Path | None, progress: bool = False
+                       ) -> dict[int, AbsorptionData]:
+    """Prompt activations and ground-truth probes for (model, layer, cfg), per layer.
 
     Cached at ``<cache_dir>/absorption/<model>-L<layer>-<fingerprint>.npz``; the
     fingerprint covers the prep config, the model weights, the word list and
-    this module's code. ``cache_dir=None`` computes without caching.
+    this module's code. The layers not in the cache share one forward pass.
+    ``cache_dir=None`` computes without caching.
     """
-    if not 0 <= layer < loaded.n_layers:
-        raise ValueError(f"absorption: layer {layer} out of range: the model has "
-                         f"{loaded.n_layers} layers")
+    for layer in layers:
+        if not 0 <= layer < loaded.n_layers:
+            raise ValueError(f"absorption: layer {layer} out of range: the model has "
+                             f"{loaded.n_layers} layers")
     train, test = split_vocabulary(build_vocabulary(loaded.tokenizer), cfg)
     words_sha = hashlib.sha256("\n".join(train + ["|"] + test).encode()).hexdigest()
-    key = fingerprint({"prep": prep_fingerprint(cfg), "model": loaded.name,
-                       "weights": loaded.fingerprint, "layer": layer, "words": words_sha,
-                       "code": code_version(*CODE_FILES)})
-    path = None
-    if cache_dir is not None:
-        stem = f"{loaded.name.replace('/', '_')}-L{layer}-{key[:16]}"
-        path = Path(cache_dir) / "absorption" / f"{stem}.npz"
-        if path.exists():
-            return AbsorptionData.load(path)
+    out, keys, paths = {}, {}, {}
+    for layer in layers:
+        keys[layer] = fingerprint({"prep": prep_fingerprint(cfg), "model": loaded.name,
+                                   "weights": loaded.fingerprint, "layer": layer,
+                                   "words": words_sha, "code": code_version(*CODE_FILES)})
+        if cache_dir is not None:
+            stem = f"{loaded.name.replace('/', '_')}-L{layer}-{keys[layer][:16]}"
+            paths[layer] = Path(cache_dir) / "absorption" / f"{stem}.npz"
+            if paths[layer].exists():
+                out[layer] = AbsorptionData.load(paths[layer])
+    todo = [layer for layer in layers if layer not in out]
+    if not todo:
+        return out
 
     t0 = time.perf_counter()
     kept, acts, dropped = {}, {}, {}
@@ -374,17 +385,21 @@ def prepare_absorption(loaded: LoadedModel, layer: int, cfg: AbsorptionConfig,
         ok = [i for i, e in enumerate(encoded) if e is not None]
         kept[split] = [words[i] for i in ok]
         dropped[split] = len(words) - len(ok)
-        acts[split] = word_activations(loaded, layer, [encoded[i] for i in ok], cfg.batch_size,
+        acts[split] = word_activations(loaded, todo, [encoded[i] for i in ok], cfg.batch_size,
                                        progress)
-    meta = {"model": loaded.name, "model_fingerprint": loaded.fingerprint, "layer": layer,
-            "n_train_words": len(kept["train"]), "n_test_words": len(kept["test"]),
-            "n_dropped_no_word_boundary": dropped, "cache_key": key}
-    data = build_absorption_data(kept["train"], acts["train"], kept["test"], acts["test"], cfg,
-                                 meta)
-    data.meta["prepare_seconds"] = round(time.perf_counter() - t0, 3)
-    if path is not None:
-        data.save(path)
-    return data
+    forward_s = time.perf_counter() - t0
+    for layer in todo:
+        t1 = time.perf_counter()
+        meta = {"model": loaded.name, "model_fingerprint": loaded.fingerprint, "layer": layer,
+                "n_train_words": len(kept["train"]), "n_test_words": len(kept["test"]),
+                "n_dropped_no_word_boundary": dropped, "cache_key": keys[layer]}
+        data = build_absorption_data(kept["train"], acts["train"][layer], kept["test"],
+                                     acts["test"][layer], cfg, meta)
+        data.meta["prepare_seconds"] = round(forward_s / len(todo) + time.perf_counter() - t1, 3)
+        if layer in paths:
+            data.save(paths[layer])
+        out[layer] = data
+    return {layer: out[layer] for layer in layers}
 
 
 def letter_exclusions(data: AbsorptionData, cfg: AbsorptionConfig) -> dict[str, str]:
@@ -415,32 +430,54 @@ def encode_latents(sae: torch.nn.Module, acts_ND: np.ndarray, batch_size: int) -
     return np.concatenate(chunks)
 
 
-def _l1_logistic(C: float, max_iter: int, seed: int) -> LogisticRegression:
-    """Multinomial L1 logistic regression; scikit-learn >= 1.8 spells L1 as l1_ratio=1."""
-    if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated":
-        return LogisticRegression(C=C, l1_ratio=1.0, solver="saga", max_iter=max_iter,
-                                  random_state=seed)
-    return LogisticRegression(C=C, penalty="l1", solver="saga", max_iter=max_iter,
-                              random_state=seed)
+def l1_probe_weights(z_train_NF: np.ndarray, y_train: np.ndarray, cfg: AbsorptionConfig
+                     ) -> np.ndarray:
+    """Weights [26, F] of an L1-penalised 26-way probe on the latents, as SAEBench
+    trains it: one logistic output per letter (binary cross-entropy against the
+    one-hot letter), penalty ``sparse_probe_l1`` x the mean over letters of
+    ||w_c||_1, full-batch Adam from zero for ``sparse_probe_steps`` steps.
+
+    Why not an exact L1 solver: at any useful strength it sets most weights to
+    exactly 0 and the ranking by weight becomes a tie broken by latent index
+    (for dense SAEs, nearly every letter's "main latent" was latent 0). A short
+    Adam run leaves every weight nonzero, ordered by how consistently its
+    latent predicts the letter. Latents are divided by one scalar (their mean
+    row norm) so that the penalty means the same for every SAE.
+    """
+    scale = float(np.linalg.norm(z_train_NF, axis=1).mean()) or 1.0
+    x_NF = torch.from_numpy(np.ascontiguousarray(z_train_NF, dtype=np.float32) / scale)
+    y_NL = torch.nn.functional.one_hot(torch.from_numpy(np.asarray(y_train, np.int64)),
+                                       len(LETTERS)).float()
+    W_LF = torch.zeros(len(LETTERS), x_NF.shape[1], requires_grad=True)
+    b_L = torch.zeros(len(LETTERS), requires_grad=True)
+    opt = torch.optim.Adam([W_LF, b_L], lr=cfg.sparse_probe_lr)
+    steps = cfg.sparse_probe_steps
+    for step in range(steps):
+        for group in opt.param_groups:  # linear decay to 1e-3 of the initial lr
+            group["lr"] = cfg.sparse_probe_lr * (1.0 - (1.0 - 1e-3) * step / max(steps - 1, 1))
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(x_NF @ W_LF.T + b_L, y_NL)
+                + cfg.sparse_probe_l1 * W_LF.abs().sum(-1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return W_LF.detach().numpy()
 
 
 def select_main_latents(z_train_NF: np.ndarray, y_train: np.ndarray, z_test_NF: np.ndarray,
                         y_test: np.ndarray, letters: list[int], cfg: AbsorptionConfig):
     """Main latents per letter: {letter index: (latent ids, [test F1 for k = 1, 2, ...])}.
 
-    An L1 multinomial probe on the latents ranks them by signed weight; for
+    The L1 probe (``l1_probe_weights``) ranks the latents by signed weight; for
     k = 1..k_max a class-balanced probe on the top k is scored on test, and k
     grows while F1 improves by more than ``f1_jump``. Latents are divided by
     one scalar (their mean row norm), which leaves every ranking unchanged.
     """
+    W_LF = l1_probe_weights(z_train_NF, y_train, cfg)
     scale = float(np.linalg.norm(z_train_NF, axis=1).mean()) or 1.0
     x_train, x_test = z_train_NF / scale, z_test_NF / scale
-    l1 = _fit(_l1_logistic(cfg.sparse_probe_C, cfg.sparse_probe_max_iter, cfg.seed),
-              sparse.csr_matrix(x_train), y_train)
     out = {}
     for c in letters:
-        row = int(np.searchsorted(l1.classes_, c))
-        ranked = np.argsort(-l1.coef_[row], kind="stable")[: cfg.k_max]
+        ranked = np.argsort(-W_LF[c], kind="stable")[: cfg.k_max]
         best, f1s, ids = -np.inf, [], ranked[:0]
         for k in range(1, len(ranked) + 1):
             probe = _fit(LogisticRegression(class_weight="balanced", max_iter=500),

@@ -16,11 +16,12 @@ the training texts before each fit, so C = 1 regularises residuals and SAEs of
 any latent scale alike (SAEBench fits raw values).
 
 Cost: ``prepare_probing`` runs the model (truncated forward) once per (model,
-layer, dataset) over the selected texts only, and caches their per-token
-activations on disk (float16 unless a value overflows it, plus per-text row
-offsets); every SAE then only encodes those rows (``run_probing``). The cache
-key covers the model, its weights' fingerprint and dtype, the layer and the
-exact token ids, so any change to texts, tokenizer or truncation recomputes.
+dataset) over the selected texts only, for all requested layers at once, and
+caches their per-token activations per layer on disk (float16 unless a value
+overflows it, plus per-text row offsets); every SAE then only encodes those
+rows (``run_probing``). The cache key covers the model, its weights'
+fingerprint and dtype, the layer and the exact token ids, so any change to
+texts, tokenizer or truncation recomputes.
 """
 
 from __future__ import annotations
@@ -179,12 +180,14 @@ def tokenize_texts(tokenizer, texts: list[str], max_tokens: int) -> list[list[in
 
 @torch.no_grad()
 def token_activations(
-    loaded: LoadedModel, ids: list[list[int]], layer: int, batch_size: int, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Residual stream after block ``layer`` at the non-special tokens of each sequence.
+    loaded: LoadedModel, ids: list[list[int]], layers: list[int], batch_size: int,
+    progress: bool = False,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Residual stream after each block of ``layers`` at the non-special tokens of
+    each sequence, from one forward pass per batch.
 
-    Returns ``acts_TD`` float32 (the kept tokens of all texts, in order) and
-    ``offsets_N1`` int64 (text i owns rows ``offsets[i]:offsets[i + 1]``).
+    Returns, per layer, ``acts_TD`` float32 (the kept tokens of all texts, in
+    order) and ``offsets_N1`` int64 (text i owns rows ``offsets[i]:offsets[i + 1]``).
     Texts are batched longest first, right-padded, with an attention mask.
     """
     tok = loaded.tokenizer
@@ -196,7 +199,7 @@ def token_activations(
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id
     device = next(loaded.model.parameters()).device
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
-    per_text: list[np.ndarray] = [np.empty(0)] * len(ids)
+    per_text = {layer: [np.empty(0)] * len(ids) for layer in layers}
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="probing acts"):
         batch = order[start : start + batch_size]
         width = len(ids[batch[0]])
@@ -205,12 +208,13 @@ def token_activations(
         for j, i in enumerate(batch):
             input_ids_BS[j, : len(ids[i])] = torch.tensor(ids[i])
             mask_BS[j, : len(ids[i])] = 1
-        acts_BSD = capture_residuals(loaded, input_ids_BS.to(device), [layer],
-                                     mask_BS.to(device))[layer].float().cpu().numpy()
-        for j, i in enumerate(batch):
-            per_text[i] = acts_BSD[j, : len(ids[i])][keep[i]]
-    offsets_N1 = np.concatenate([[0], np.cumsum([len(a) for a in per_text])]).astype(np.int64)
-    return np.concatenate(per_text), offsets_N1
+        resid = capture_residuals(loaded, input_ids_BS.to(device), layers, mask_BS.to(device))
+        for layer, acts_BSD in resid.items():
+            acts_BSD = acts_BSD.float().cpu().numpy()
+            for j, i in enumerate(batch):
+                per_text[layer][i] = acts_BSD[j, : len(ids[i])][keep[i]]
+    offsets_N1 = np.concatenate([[0], np.cumsum([int(k.sum()) for k in keep])]).astype(np.int64)
+    return {layer: (np.concatenate(texts), offsets_N1) for layer, texts in per_text.items()}
 
 
 @dataclass
@@ -271,31 +275,44 @@ def _write_cache(path: Path, key: str, acts_TD: np.ndarray, offsets_N1: np.ndarr
 
 
 def prepare_probing(
-    loaded: LoadedModel, layer: int, cfg: ProbingConfig, cache_dir: str | Path,
+    loaded: LoadedModel, layers: list[int], cfg: ProbingConfig, cache_dir: str | Path,
     progress: bool = False,
-) -> ProbingData:
+) -> dict[int, ProbingData]:
     """Select the texts and tasks of every dataset and get their per-token
-    activations at ``layer`` (computed once, then read from ``cache_dir``)."""
-    if not 0 <= layer < loaded.n_layers:
-        raise ValueError(f"layer {layer} out of range: {loaded.name} has {loaded.n_layers} layers")
+    activations at each of ``layers`` (computed once, the missing layers in one
+    forward pass per dataset, then read from ``cache_dir``)."""
+    for layer in layers:
+        if not 0 <= layer < loaded.n_layers:
+            raise ValueError(f"layer {layer} out of range: {loaded.name} has "
+                             f"{loaded.n_layers} layers")
     model_dtype = str(next(loaded.model.parameters()).dtype)
-    datasets = {}
+    datasets: dict[int, dict[str, DatasetActs]] = {layer: {} for layer in layers}
     for name in cfg.datasets:
         ds = load_dataset(name, max_chars=cfg.max_chars)
         rows, tasks = make_tasks(ds.labels, ds.classes, cfg.n_train, cfg.n_test,
                                  _dataset_seed(cfg.seed, name))
         ids = tokenize_texts(loaded.tokenizer, [ds.texts[i] for i in rows], cfg.max_tokens)
-        key = fingerprint({"model": loaded.name, "model_fingerprint": loaded.fingerprint,
-                           "dtype": model_dtype, "layer": layer, "dataset": name, "ids": ids})
-        path = Path(cache_dir) / f"{loaded.name.replace('/', '--')}-L{layer}-{name}-{key[:12]}"
-        cached = _load_cached(path, key)
-        if cached is None:
-            _write_cache(path, key, *token_activations(loaded, ids, layer, cfg.batch_size,
-                                                       progress))
-            cached = _load_cached(path, key)
-        datasets[name] = DatasetActs(name, ds.classes, ds.source, rows, ds.labels[rows], tasks,
-                                     *cached, path)
-    return ProbingData(loaded.name, loaded.fingerprint, layer, loaded.d_model, cfg, datasets)
+        keys, paths, cached = {}, {}, {}
+        for layer in layers:
+            keys[layer] = fingerprint({"model": loaded.name,
+                                       "model_fingerprint": loaded.fingerprint,
+                                       "dtype": model_dtype, "layer": layer, "dataset": name,
+                                       "ids": ids})
+            paths[layer] = (Path(cache_dir) / f"{loaded.name.replace('/', '--')}-L{layer}-"
+                            f"{name}-{keys[layer][:12]}")
+            cached[layer] = _load_cached(paths[layer], keys[layer])
+        todo = [layer for layer in layers if cached[layer] is None]
+        if todo:
+            for layer, acts in token_activations(loaded, ids, todo, cfg.batch_size,
+                                                 progress).items():
+                _write_cache(paths[layer], keys[layer], *acts)
+                cached[layer] = _load_cached(paths[layer], keys[layer])
+        for layer in layers:
+            datasets[layer][name] = DatasetActs(name, ds.classes, ds.source, rows,
+                                                ds.labels[rows], tasks, *cached[layer],
+                                                paths[layer])
+    return {layer: ProbingData(loaded.name, loaded.fingerprint, layer, loaded.d_model, cfg,
+                               datasets[layer]) for layer in layers}
 
 
 # --------------------------------------------------------------------------- features

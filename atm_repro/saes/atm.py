@@ -5,39 +5,50 @@ subtraction), x_hat = f W_dec + b_dec; saved as a SAELens "standard" SAE (no
 threshold). At inference (``encode`` / ``forward`` / ``activation``) there is
 no mask: ATM only changes training.
 
-Training, one step (``training_forward``), B tokens, F latents:
+Training, one step (``training_forward`` and the backward pass of its loss),
+B tokens, F latents:
 
 1. f = ReLU(pre-activations), unmasked.
-2. Update the per-latent EMA state from this batch (decay ``beta``), using the
-   *unmasked* f and the *unmasked* reconstruction x_hat_full = decode(f):
-     m_i: mean_b |f_bi|                        (magnitude)
-     q_i: mean_b [f_bi > 0]                    (firing frequency)
-     g_i: mean_b |f_bi * dl_b/df_bi|           (first-order reconstruction
-          contribution), with the per-token loss l_b = ||x_b - x_hat_b||^2, so
-          dl_b/df_b = 2 (x_hat_b - x_b) W_dec^T (analytic; no autograd).
-   The per-token normalisation is a choice of scale only: every signal is
-   divided by its mean over latents below, so constant factors (1/B, 2)
-   cancel. The first update copies the batch statistics into the state (no
-   zero start, so no 1/(1 - beta^t) bias correction is needed); later updates
-   are s <- beta * s + (1 - beta) * batch.
-3. Importance I_i from the state: each signal divided by its mean over latents
-   (guarded by ``_EPS``), then summed with equal weights (``importance="sum"``,
-   so mean(I) = 3 when no signal is all-zero) or multiplied (``"product"``).
-4. Threshold theta = mean(I) + c * std(I) (population std, over latents).
-5. p_i = 1 - exp(-r (theta - I_i) / theta) if I_i < theta else 0; p = 0 for
-   all latents when theta <= 0 (e.g. nothing fired yet). Because I >= 0,
+2. Importance I_i from the EMA state left by the previous steps (step 7): each
+   signal divided by its mean over latents (guarded by ``_EPS``), then summed
+   with equal weights (``importance="sum"``, so mean(I) = 3 when no signal is
+   all-zero) or multiplied (``"product"``).
+3. Threshold theta = mean(I) + c * std(I) (population std, over latents).
+4. p_i = 1 - exp(-r (theta - I_i) / theta) if I_i < theta else 0; p = 0 for
+   all latents when theta <= 0 (e.g. before the first update). Because I >= 0,
    p <= 1 - exp(-r) < 1; p is also clamped to 1 - 1e-6 so float rounding can
    never make it exactly 1.
-6. keep ~ Bernoulli(1 - p), one draw per latent shared by the batch
+5. keep ~ Bernoulli(1 - p), one draw per latent shared by the batch
    (``mask_mode="per_latent"``) or one per token and latent ("per_token"),
    all from ``ctx.generator`` (the trainer checkpoints it, so a resumed run
-   draws the same masks).
-7. Retention floor: at least ceil(min_keep * F) latents stay unmasked (per
-   token in per-token mode). If the draw masks more, the most important of the
-   drawn-masked latents are unmasked until the floor holds, so the least
-   important are the ones that stay masked.
-8. f_tilde = f * keep, x_hat = decode(f_tilde),
+   draws the same masks). Retention floor: at least ceil(min_keep * F) latents
+   stay unmasked (per token in per-token mode). If the draw masks more, the
+   most important of the drawn-masked latents are unmasked until the floor
+   holds, so the least important are the ones that stay masked.
+6. f_tilde = f * keep, x_hat = decode(f_tilde),
    loss = ||x - x_hat||^2 (summed over d, mean over batch) + lambda * L1(f_tilde).
+7. In the backward pass of that loss, a tensor hook on the decoder's input
+   updates the per-latent EMA state (decay ``beta``) from this batch, using the
+   *unmasked* f and the gradient of the reconstruction term w.r.t. f_tilde,
+   which autograd computes anyway (so the statistics cost no extra matmul):
+     m_i: mean_b f_bi                          (magnitude; f >= 0)
+     q_i: mean_b [f_bi > 0]                    (firing frequency)
+     g_i: mean_b |f_bi * dl_b/df~_bi|          (first-order reconstruction
+          contribution), with the per-token loss l_b = ||x_b - x_hat_b||^2, so
+          dl_b/df~_b = 2 (x_hat_b - x_b) W_dec^T, x_hat being the
+          reconstruction actually trained. For a kept latent this is the
+          first-order loss change if it were removed; for a masked one, the
+          change if it were restored, so masked latents keep being measured and
+          can climb back above theta. (The paper does not say which
+          reconstruction the gradient refers to; reading it off the backward
+          pass is the natural implementation, and a second, unmasked decode
+          plus its gradient would cost two more [B, D] x [D, F] products.)
+   The per-token normalisation is a choice of scale only: every signal is
+   divided by its mean over latents in step 2, so constant factors (1/B, 2)
+   cancel. The first update copies the batch statistics into the state (no
+   zero start, so no 1/(1 - beta^t) bias correction is needed); later updates
+   are s <- beta * s + (1 - beta) * batch. A forward without backward leaves
+   the state unchanged.
 
 No masking during the first ``warmup_steps`` optimizer steps (ctx.step <
 warmup_steps), while the EMAs still update. lambda ramps up linearly over
@@ -72,6 +83,7 @@ from atm_repro.saes.base import (
     StepContext,
     reconstruction_loss,
 )
+from atm_repro.saes.standard import decoder_weighted_l1
 
 _EPS = 1e-12  # guards divisions by a mean over latents
 _P_MAX = 1.0 - 1e-6  # p stays strictly below 1 even after float rounding
@@ -131,18 +143,15 @@ class ATMConfig(SAEConfig):
 
 @torch.no_grad()
 def batch_statistics(
-    f_BF: torch.Tensor, x_BD: torch.Tensor, x_hat_BD: torch.Tensor, W_dec_FD: torch.Tensor
+    f_BF: torch.Tensor, grad_BF: torch.Tensor, grad_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This batch's (magnitude m, frequency q, contribution g), each [F].
-
-    ``x_hat_BD`` must be decode(f_BF); g uses the per-token gradient
-    dl_b/df_b = 2 (x_hat_b - x_b) W_dec^T of l_b = ||x_b - x_hat_b||^2.
-    """
-    f = f_BF.detach()
-    m = f.abs().mean(0)
-    q = (f > 0).to(f.dtype).mean(0)
-    grad_BF = 2.0 * (x_hat_BD.detach() - x_BD) @ W_dec_FD.detach().T
-    g = (f * grad_BF).abs().mean(0)
+    """This batch's (magnitude m, frequency q, contribution g), each [F], from the
+    latents f (>= 0) and the per-token loss gradients dl_b/df_b = grad_scale * grad_BF
+    (the scale is applied to the [F] result, not to the [B, F] gradient)."""
+    n = f_BF.shape[0]
+    m = f_BF.sum(0) / n
+    q = torch.count_nonzero(f_BF, dim=0).to(f_BF.dtype) / n
+    g = (f_BF * grad_BF).abs_().sum(0) * (abs(grad_scale) / n)
     return m, q, g
 
 
@@ -251,9 +260,11 @@ class ATMSAE(SAE):
 
     # --------------------------------------------------------------- state
     @torch.no_grad()
-    def update_state(self, f_BF: torch.Tensor, x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> None:
-        """EMA-update m, q, g from a batch (``x_hat_BD`` = decode of the unmasked f)."""
-        m, q, g = batch_statistics(f_BF, x_BD, x_hat_BD, self.W_dec)
+    def update_state(self, f_BF: torch.Tensor, grad_BF: torch.Tensor,
+                     grad_scale: float = 1.0) -> None:
+        """EMA-update m, q, g from a batch: unmasked f, per-token dl_b/df~_b =
+        grad_scale * grad_BF."""
+        m, q, g = batch_statistics(f_BF, grad_BF, grad_scale)
         init = bool(self.ema_updates > 0)
         beta = self.cfg.beta
         self.ema_magnitude.copy_(ema_update(self.ema_magnitude, m, beta, init))
@@ -287,35 +298,31 @@ class ATMSAE(SAE):
 
     # ------------------------------------------------------------ training
     def l1_penalty(self, f_BF: torch.Tensor) -> torch.Tensor:
-        """sum_i f_i (unit_norm) or sum_i f_i ||d_i|| (l1_weighted), mean over the batch."""
+        """sum_i f_i (unit_norm) or sum_i f_i ||d_i|| (l1_weighted), mean over the
+        batch (f >= 0, so |f_i| = f_i; summing over tokens first saves a [B, F] pass)."""
         if self.unit_norm_decoder:
-            return f_BF.abs().sum(-1).mean()
-        return (f_BF.abs() * self.W_dec.norm(dim=-1)).sum(-1).mean()
+            return f_BF.sum() / f_BF.shape[0]
+        return decoder_weighted_l1(f_BF, self.W_dec)
 
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
+        """The masked loss; its backward pass updates the EMA state (module docstring)."""
         cfg = self.cfg
         f_BF = self.activation(self.pre_acts(x_BD))
         masking = ctx.step >= cfg.warmup_steps
         if masking:
-            with torch.no_grad():
-                x_hat_full = self.decode(f_BF.detach())
-        else:
-            x_hat_BD = self.decode(f_BF)
-            x_hat_full = x_hat_BD.detach()
-        # Statistics come from the unmasked f, so a masked latent keeps being
-        # measured and can climb back above theta.
-        self.update_state(f_BF, x_BD, x_hat_full)
-
-        zero = torch.zeros((), device=x_BD.device)
-        if masking:
             keep, info = self.sample_keep(x_BD.shape[0], ctx.generator)
             f_tilde = f_BF * keep
-            x_hat_BD = self.decode(f_tilde)
         else:
             f_tilde = f_BF
             with torch.no_grad():
                 _, theta, p = self.mask_probabilities()
-            info = {"theta": theta, "mask_prob_mean": p.mean(), "masked_frac": zero}
+            info = {"theta": theta, "mask_prob_mean": p.mean(),
+                    "masked_frac": torch.zeros((), device=x_BD.device)}
+        f_rec = f_tilde.view_as(f_tilde)  # the decoder's own input: its grad is dL_rec/df~
+        if f_rec.requires_grad:
+            f_seen, n = f_BF.detach(), x_BD.shape[0]  # per-token grad = n * grad of the mean
+            f_rec.register_hook(lambda grad_BF: self.update_state(f_seen, grad_BF, n))
+        x_hat_BD = self.decode(f_rec)
 
         mse = reconstruction_loss(x_hat_BD, x_BD)
         l1 = self.l1_penalty(f_tilde)

@@ -111,8 +111,11 @@ class SAE(nn.Module):
 
     # ------------------------------------------------------------- inference
     def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
+        """(x - b_dec) W_enc + b_enc, or x W_enc + b_enc. The b_dec term is applied
+        as a bias, b_enc - b_dec W_enc, so that autograd never forms the [B, D]
+        gradient of the input (a full extra matmul per training step)."""
         if self.subtract_b_dec:
-            x_BD = x_BD - self.b_dec
+            return x_BD @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
         return x_BD @ self.W_enc + self.b_enc
 
     def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
@@ -137,8 +140,9 @@ class SAE(nn.Module):
         """Project out the gradient component along each (unit) decoder row."""
         if self.W_dec.grad is None:
             return
-        W = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        self.W_dec.grad -= (self.W_dec.grad * W).sum(-1, keepdim=True) * W
+        W, grad = self.W_dec, self.W_dec.grad
+        coef_F = torch.linalg.vecdot(grad, W) / torch.linalg.vecdot(W, W).clamp_min(1e-24)
+        grad.addcmul_(coef_F[:, None], W, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from atm_repro.saes.base import SAEConfigError
-from atm_repro.saes.topk import TopKConfig, TopKSAE
+from atm_repro.saes.topk import ActiveLatents, TopKConfig, TopKSAE
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,30 @@ class BatchTopKConfig(TopKConfig):
             raise SAEConfigError(f"threshold_beta must be in [0, 1), got {self.threshold_beta}")
 
 
-def batch_topk(z_BF: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k*B largest ReLU(z) over the whole batch; everything else 0."""
-    flat_N = torch.relu(z_BF).flatten()
-    vals, idx = flat_N.topk(k * z_BF.shape[0], sorted=False)
-    return torch.zeros_like(flat_N).scatter(0, idx, vals).view_as(z_BF)
+PREFILTER_STRIDE = 16  # subsample of the batch that estimates a candidate threshold
+
+
+def batch_topk(z_BF: torch.Tensor, k: int) -> ActiveLatents:
+    """The k*B largest ReLU(z) over the whole batch (selected on z, ReLU applied to
+    the kept values only: the same values, without a [B, F] ReLU pass).
+
+    Exact, but cheaper than one topk over all B*F values: a strided subsample
+    gives a threshold t expected to leave ~2kB values >= t; if at least kB do,
+    the top kB all lie among them and one small topk finds them (otherwise,
+    e.g. on adversarial orderings, the full topk runs).
+    """
+    flat_N = z_BF.flatten()
+    n_keep = k * z_BF.shape[0]
+    sample = flat_N[::PREFILTER_STRIDE]
+    n_sample = min(sample.numel(), -(-2 * n_keep // PREFILTER_STRIDE))
+    if n_sample < sample.numel():
+        t = sample.topk(n_sample, sorted=False).values.min()
+        cand_idx = (flat_N >= t).nonzero().squeeze(1)
+        if cand_idx.numel() >= n_keep:
+            vals, j = flat_N[cand_idx].topk(n_keep, sorted=False)
+            return ActiveLatents.from_flat(torch.relu(vals), cand_idx[j], *z_BF.shape)
+    vals, idx = flat_N.topk(n_keep, sorted=False)
+    return ActiveLatents.from_flat(torch.relu(vals), idx, *z_BF.shape)
 
 
 class BatchTopKSAE(TopKSAE):
@@ -46,17 +65,17 @@ class BatchTopKSAE(TopKSAE):
     def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
         return torch.relu(z_BF) * (z_BF > self.threshold)
 
-    def train_activation(self, z_BF: torch.Tensor) -> torch.Tensor:
+    def train_latents(self, z_BF: torch.Tensor) -> ActiveLatents:
         """Batch TopK; in training mode also updates the threshold EMA."""
-        f_BF = batch_topk(z_BF, self.cfg.k)
+        latents = batch_topk(z_BF, self.cfg.k)
         if self.training:
-            self._update_threshold(f_BF)
-        return f_BF
+            self._update_threshold(latents.vals_N)
+        return latents
 
     @torch.no_grad()
-    def _update_threshold(self, f_BF: torch.Tensor) -> None:
+    def _update_threshold(self, vals_N: torch.Tensor) -> None:
         """EMA of the smallest kept positive activation; the first update sets it."""
-        kept = f_BF[f_BF > 0]
+        kept = vals_N[vals_N > 0]
         if kept.numel() == 0:
             return
         smallest = kept.min()

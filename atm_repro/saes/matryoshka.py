@@ -14,7 +14,7 @@ import torch
 
 from atm_repro.saes.base import SAEConfigError, reconstruction_loss
 from atm_repro.saes.batchtopk import BatchTopKConfig, BatchTopKSAE
-from atm_repro.saes.topk import sparse_decode
+from atm_repro.saes.topk import ActiveLatents
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class MatryoshkaSAE(BatchTopKSAE):
     cfg: MatryoshkaConfig
 
     def reconstruct(
-        self, f_BF: torch.Tensor, x_BD: torch.Tensor
+        self, latents: ActiveLatents, x_BD: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Mean over prefixes of the MSE of b_dec + the prefix's decode; x_hat is the full one."""
         x_hat_BD = self.b_dec.expand_as(x_BD)
@@ -54,7 +54,8 @@ class MatryoshkaSAE(BatchTopKSAE):
         prefix_losses = []
         start = 0
         for end in self.cfg.prefix_widths:
-            x_hat_BD = x_hat_BD + sparse_decode(f_BF[:, start:end], self.W_dec[start:end])
+            block = latents.columns(start, end)
+            x_hat_BD = x_hat_BD + block.decode(self.W_dec[start:end])
             prefix_losses.append(reconstruction_loss(x_hat_BD, x_BD))
             terms[f"mse_prefix_{end}"] = prefix_losses[-1].detach()
             start = end

@@ -7,10 +7,10 @@ residual to dead latents so they can come back.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from atm_repro.saes.base import (
     SAE,
@@ -49,26 +49,98 @@ def topk_activation(z_BF: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(z_BF).scatter(-1, idx_BK, torch.relu(vals_BK))
 
 
-# Above this fraction of nonzero latents a dense matmul is faster (CPU crossover
-# measured near 1/25 at B=512, D=640, k=40).
-SPARSE_DECODE_MAX_DENSITY = 1 / 32
+# Above this fraction of stored latents a dense matmul is faster (CPU forward +
+# backward crossover measured near 0.11 at B=512, D=640, F=2048).
+SPARSE_DECODE_MAX_DENSITY = 1 / 10
+# The CSR kernels warn once per process that sparse CSR support is "beta".
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta",
+                        category=UserWarning)
 
 
-def sparse_decode(f_BF: torch.Tensor, W_dec_FD: torch.Tensor) -> torch.Tensor:
-    """f_BF @ W_dec_FD (no bias), reading only the decoder rows of nonzero latents
-    when f is sparse enough for that to pay off.
+class _CSRDecode(torch.autograd.Function):
+    """f @ W for f given in CSR form; gradients for f's stored values and for W.
 
-    Same values, and the same W_dec gradient, as the dense product; the gradient
-    w.r.t. f may be 0 where f == 0, which the TopK-style selections block anyway.
+    Backward: d vals = (grad @ W^T) sampled at f's entries (``sampled_addmm``),
+    dW = f^T @ grad; both touch only the stored entries.
     """
-    rows_N, cols_N = f_BF.nonzero(as_tuple=True)  # row-major, so grouped by row
-    if rows_N.numel() > SPARSE_DECODE_MAX_DENSITY * f_BF.numel():
-        return f_BF @ W_dec_FD
-    counts_B = torch.bincount(rows_N, minlength=f_BF.shape[0])
-    offsets_B = counts_B.cumsum(0) - counts_B
-    return F.embedding_bag(
-        cols_N, W_dec_FD, offsets_B, mode="sum", per_sample_weights=f_BF[rows_N, cols_N]
-    )
+
+    @staticmethod
+    def forward(ctx, vals_N, crow_R, cols_N, W_FD, n_rows: int):
+        ctx.save_for_backward(vals_N, crow_R, cols_N, W_FD)
+        ctx.n_rows = n_rows
+        return _csr(vals_N, crow_R, cols_N, (n_rows, W_FD.shape[0])) @ W_FD
+
+    @staticmethod
+    def backward(ctx, grad_BD):
+        vals_N, crow_R, cols_N, W_FD = ctx.saved_tensors
+        shape = (ctx.n_rows, W_FD.shape[0])
+        grad_vals = grad_W = None
+        if ctx.needs_input_grad[0]:
+            pattern = _csr(torch.zeros_like(vals_N), crow_R, cols_N, shape)
+            grad_vals = torch.sparse.sampled_addmm(pattern, grad_BD, W_FD.T, beta=0.0).values()
+        if ctx.needs_input_grad[3]:
+            grad_W = _csr(vals_N, crow_R, cols_N, shape).t() @ grad_BD
+        return grad_vals, None, None, grad_W, None
+
+
+def _csr(vals_N, crow_R, cols_N, shape) -> torch.Tensor:
+    return torch.sparse_csr_tensor(crow_R, cols_N, vals_N, shape, check_invariants=False)
+
+
+@dataclass
+class ActiveLatents:
+    """A batch's selected latents in CSR form: row b holds latents
+    ``cols[crow[b]:crow[b + 1]]`` with values ``vals`` (which carry autograd;
+    a stored value may be 0). Decoding reads only their decoder rows."""
+
+    vals_N: torch.Tensor
+    cols_N: torch.Tensor
+    crow_R: torch.Tensor  # [B + 1] row offsets
+    n_latents: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.crow_R.numel() - 1
+
+    @classmethod
+    def from_topk(cls, vals_BK: torch.Tensor, idx_BK: torch.Tensor, n_latents: int):
+        """k entries per row, as ``torch.topk`` returns them."""
+        B, k = idx_BK.shape
+        crow = torch.arange(0, B * k + 1, k, device=idx_BK.device)
+        return cls(vals_BK.reshape(-1), idx_BK.reshape(-1), crow, n_latents)
+
+    @classmethod
+    def from_flat(cls, vals_N: torch.Tensor, flat_idx_N: torch.Tensor, n_rows: int,
+                  n_latents: int):
+        """Entries given by flat indices row * n_latents + col, in any order."""
+        flat_sorted, order = flat_idx_N.sort()
+        rows = flat_sorted // n_latents
+        counts = torch.bincount(rows, minlength=n_rows)
+        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(vals_N[order], flat_sorted % n_latents, crow, n_latents)
+
+    def rows(self) -> torch.Tensor:
+        return torch.repeat_interleave(
+            torch.arange(self.n_rows, device=self.crow_R.device), self.crow_R.diff())
+
+    def to_dense(self) -> torch.Tensor:
+        """[B, F] with the stored values (differentiable)."""
+        out = self.vals_N.new_zeros(self.n_rows, self.n_latents)
+        return out.index_put((self.rows(), self.cols_N), self.vals_N)
+
+    def columns(self, start: int, end: int) -> "ActiveLatents":
+        """The entries of latents start..end-1, renumbered from 0."""
+        inside = (self.cols_N >= start) & (self.cols_N < end)
+        counts = torch.bincount(self.rows()[inside], minlength=self.n_rows)
+        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return ActiveLatents(self.vals_N[inside], self.cols_N[inside] - start, crow, end - start)
+
+    def decode(self, W_dec_FD: torch.Tensor) -> torch.Tensor:
+        """self @ W_dec_FD (no bias): sparse kernels, or a dense matmul when the
+        entries are too many for sparse kernels to pay off."""
+        if self.vals_N.numel() > SPARSE_DECODE_MAX_DENSITY * self.n_rows * self.n_latents:
+            return self.to_dense() @ W_dec_FD
+        return _CSRDecode.apply(self.vals_N, self.crow_R, self.cols_N, W_dec_FD, self.n_rows)
 
 
 def auxk_loss(
@@ -86,16 +158,15 @@ def auxk_loss(
         return z_BF.new_zeros(())
     z_dead_BF = z_BF.masked_fill(~dead_mask_F, float("-inf"))
     vals_BK, idx_BK = z_dead_BF.topk(min(k_aux, n_dead), dim=-1, sorted=False)
-    f_aux_BF = torch.zeros_like(z_BF).scatter(-1, idx_BK, torch.relu(vals_BK))
     e_BD = residual_BD.detach()
-    e_hat_BD = sparse_decode(f_aux_BF, W_dec_FD)
+    e_hat_BD = ActiveLatents.from_topk(torch.relu(vals_BK), idx_BK, z_BF.shape[1]).decode(W_dec_FD)
     variance = reconstruction_loss(e_BD.mean(0, keepdim=True), e_BD)
     return reconstruction_loss(e_hat_BD, e_BD) / variance.clamp_min(1e-12)
 
 
 class TopKSAE(SAE):
     """z = (x - b_dec) W_enc + b_enc; f = ReLU(TopK_k(z)); unit-norm decoder; loss
-    = MSE + aux_alpha * AuxK. Subclasses change ``train_activation`` (which latents
+    = MSE + aux_alpha * AuxK. Subclasses change ``train_latents`` (which latents
     fire in training) or ``reconstruct`` (the reconstruction loss)."""
 
     architecture = "topk"
@@ -109,26 +180,29 @@ class TopKSAE(SAE):
     def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
         return topk_activation(z_BF, self.cfg.k)
 
-    def train_activation(self, z_BF: torch.Tensor) -> torch.Tensor:
+    def train_latents(self, z_BF: torch.Tensor) -> ActiveLatents:
         """Latents used in training; for TopK the inference ones."""
-        return self.activation(z_BF)
+        vals_BK, idx_BK = z_BF.topk(self.cfg.k, dim=-1, sorted=False)
+        return ActiveLatents.from_topk(torch.relu(vals_BK), idx_BK, z_BF.shape[1])
 
     def reconstruct(
-        self, f_BF: torch.Tensor, x_BD: torch.Tensor
+        self, latents: ActiveLatents, x_BD: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(x_hat, reconstruction loss to optimise, its logged terms)."""
-        x_hat_BD = sparse_decode(f_BF, self.W_dec) + self.b_dec
+        x_hat_BD = latents.decode(self.W_dec) + self.b_dec
         mse = reconstruction_loss(x_hat_BD, x_BD)
         return x_hat_BD, mse, {"mse": mse.detach()}
 
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
         z_BF = self.pre_acts(x_BD)
-        f_BF = self.train_activation(z_BF)
-        x_hat_BD, rec_loss, terms = self.reconstruct(f_BF, x_BD)
+        latents = self.train_latents(z_BF)
+        x_hat_BD, rec_loss, terms = self.reconstruct(latents, x_BD)
         auxk = auxk_loss(
             z_BF, x_BD - x_hat_BD, self.W_dec, ctx.dead_mask_F, self.cfg.resolved_aux_k
         )
         terms["auxk"] = auxk.detach()
+        with torch.no_grad():
+            f_BF = latents.to_dense()
         return LossOutput(
             loss=rec_loss + self.cfg.aux_alpha * auxk,
             terms=terms,
