@@ -142,10 +142,12 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     if todo:
         loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
         # Model-side prep of every layer that needs it, in one forward pass per input set.
-        absorption = prepare_absorption(loaded, [lay for lay in todo if todo[lay]["absorption"]],
-                                        cfgs["absorption"], model_dir, progress)
-        probing = prepare_probing(loaded, [lay for lay in todo if todo[lay]["probing"]],
-                                  cfgs["probing"], model_dir, progress)
+        need = {name: [lay for lay in todo if todo[lay][name]]
+                for name in ("absorption", "probing")}
+        absorption = prepare_absorption(loaded, need["absorption"], cfgs["absorption"], model_dir,
+                                        progress) if need["absorption"] else {}
+        probing = prepare_probing(loaded, need["probing"], cfgs["probing"], model_dir,
+                                  progress) if need["probing"] else {}
     for layer, pending in todo.items():
         bar = tqdm(total=sum(map(len, pending.values())), desc=f"evals L{layer}",
                    disable=not progress)
