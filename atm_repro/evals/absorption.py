@@ -430,7 +430,7 @@ def encode_latents(sae: torch.nn.Module, acts_ND: np.ndarray, batch_size: int) -
     return np.concatenate(chunks)
 
 
-def l1_probe_weights(z_train_NF: np.ndarray, y_train: np.ndarray, cfg: AbsorptionConfig
+def l1_probe_weights(x_train_NF: np.ndarray, y_train: np.ndarray, cfg: AbsorptionConfig
                      ) -> np.ndarray:
     """Weights [26, F] of an L1-penalised 26-way probe on the latents, as SAEBench
     trains it: one logistic output per letter (binary cross-entropy against the
@@ -441,11 +441,11 @@ def l1_probe_weights(z_train_NF: np.ndarray, y_train: np.ndarray, cfg: Absorptio
     exactly 0 and the ranking by weight becomes a tie broken by latent index
     (for dense SAEs, nearly every letter's "main latent" was latent 0). A short
     Adam run leaves every weight nonzero, ordered by how consistently its
-    latent predicts the letter. Latents are divided by one scalar (their mean
-    row norm) so that the penalty means the same for every SAE.
+    latent predicts the letter. ``x_train_NF`` are latents already divided by
+    one scalar (``select_main_latents``), so the penalty means the same for
+    every SAE.
     """
-    scale = float(np.linalg.norm(z_train_NF, axis=1).mean()) or 1.0
-    x_NF = torch.from_numpy(np.ascontiguousarray(z_train_NF, dtype=np.float32) / scale)
+    x_NF = torch.from_numpy(np.ascontiguousarray(x_train_NF, dtype=np.float32))
     y_NL = torch.nn.functional.one_hot(torch.from_numpy(np.asarray(y_train, np.int64)),
                                        len(LETTERS)).float()
     W_LF = torch.zeros(len(LETTERS), x_NF.shape[1], requires_grad=True)
@@ -472,9 +472,9 @@ def select_main_latents(z_train_NF: np.ndarray, y_train: np.ndarray, z_test_NF: 
     grows while F1 improves by more than ``f1_jump``. Latents are divided by
     one scalar (their mean row norm), which leaves every ranking unchanged.
     """
-    W_LF = l1_probe_weights(z_train_NF, y_train, cfg)
     scale = float(np.linalg.norm(z_train_NF, axis=1).mean()) or 1.0
     x_train, x_test = z_train_NF / scale, z_test_NF / scale
+    W_LF = l1_probe_weights(x_train, y_train, cfg)
     out = {}
     for c in letters:
         ranked = np.argsort(-W_LF[c], kind="stable")[: cfg.k_max]
