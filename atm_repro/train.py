@@ -5,7 +5,7 @@ Recipe (SAES.md "Shared recipe"; every choice is a ``TrainConfig`` value):
 * Input scale: one scalar s with E||s x||^2 = d_in, estimated on
   ``init_sample_tokens`` rows of the source; the SAE trains on s * x and s is
   folded into the weights on save (``SAE.fold_input_scale``), so a saved SAE
-  takes raw activations.
+  takes raw activations with unit-norm decoder rows.
 * b_dec init: geometric median (Weiszfeld, <= 100 iterations), mean or zeros
   of the scaled sample; decoder/encoder init by the variant (``init_weights``).
 * Adam with the variant's betas; lr = spec.lr or train.lr, linear warmup over

@@ -150,3 +150,30 @@ def test_load_errors(tmp_path):
     _write_saelens_dir(tmp_path / "jr", "jumprelu", False, t)  # threshold missing
     with pytest.raises(SAEConfigError, match="threshold"):
         load_sae(tmp_path / "jr")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fold_gives_unit_norm_decoder_and_same_reconstruction(variant):
+    """An SAE trained on s * x, folded, reconstructs raw x exactly as before, with
+    unit-norm decoder rows (what SAEBench assumes) and latents rescaled per latent."""
+    sae = randomized_sae(variant, seed=3)
+    if not sae.elementwise_activation:  # the TopK family trains with unit-norm rows
+        sae.normalize_decoder()
+    with torch.no_grad():  # thresholds small enough that every variant fires
+        for name in ("threshold", "log_threshold"):
+            if hasattr(sae, name):
+                getattr(sae, name).fill_(-4.0 if name == "log_threshold" else 0.05)
+    s = 7.5
+    x = torch.randn(64, D, generator=torch.Generator().manual_seed(4)) * 3
+    f_before = sae.encode(s * x)
+    x_hat_before = sae(s * x) / s
+    norm_F = sae.W_dec.norm(dim=-1).detach().clone()
+    folded = build_sae(variant, sae.cfg)
+    folded.load_state_dict(sae.state_dict())
+    folded.eval().fold_input_scale(s)
+    assert torch.allclose(folded.W_dec.norm(dim=-1), torch.ones(F), atol=1e-6)
+    f_after = folded.encode(x)
+    assert (f_before > 0).any() and torch.equal(f_before > 0, f_after > 0)
+    expect = f_before * norm_F / s if sae.elementwise_activation else f_before / s
+    assert torch.allclose(f_after, expect, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(folded(x), x_hat_before, rtol=1e-4, atol=1e-4)

@@ -191,7 +191,10 @@ def test_saved_sae_takes_raw_activations(tmp_path, variant, params):
     x = torch.from_numpy(source.gather(np.arange(500)))
     f = saved.encode(x)
     assert (f != 0).any()
-    torch.testing.assert_close(f, trained.encode(s * x), rtol=1e-4, atol=1e-4)
+    # latents rescale by ||d_j|| / s so that the saved decoder rows are unit-norm
+    norm_F = trained.W_dec.norm(dim=-1).detach()
+    torch.testing.assert_close(f, trained.encode(s * x) * norm_F / s, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(saved.W_dec.norm(dim=-1), torch.ones(F), rtol=0, atol=1e-5)
     torch.testing.assert_close(saved(x), trained(s * x) / s, rtol=1e-4, atol=1e-4)
 
 

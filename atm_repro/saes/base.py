@@ -162,12 +162,37 @@ class SAE(nn.Module):
         """Architecture-specific cfg.json entries (e.g. ``k`` for topk)."""
         return {}
 
+    # Whether the inference nonlinearity commutes with a positive per-latent
+    # rescaling (ReLU, JumpReLU). TopK-style selections compare latents with each
+    # other, so only one common scale keeps them exact.
+    elementwise_activation: ClassVar[bool] = True
+
+    def scale_thresholds(self, latent_scale_F: torch.Tensor) -> None:
+        """Multiply the inference thresholds by ``latent_scale_F`` (no-op without any)."""
+
     @torch.no_grad()
     def fold_input_scale(self, scale: float) -> None:
-        """Make an SAE trained on ``scale * x`` take raw ``x``: latents are unchanged,
-        so thresholds stay; W_enc *= s, W_dec /= s, b_dec /= s."""
+        """Make an SAE trained on ``scale * x`` take raw ``x`` with unit-norm decoder rows.
+
+        Latent j is multiplied by c_j = ||d_j|| / scale and its decoder row divided
+        by ||d_j||: W_enc[:, j] *= ||d_j||, b_enc[j] *= c_j, thresholds *= c_j,
+        b_dec /= scale. Reconstructions are unchanged; latents are in units of
+        the raw residual stream along unit directions, which is what SAEBench
+        and SAELens assume. Variants whose activation is not elementwise
+        (TopK family) train with unit-norm rows, so c_j = 1 / scale for all j.
+        """
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"input scale must be positive and finite, got {scale}")
-        self.W_enc *= scale
-        self.W_dec /= scale
+        norm_F = self.W_dec.norm(dim=-1)
+        if not self.elementwise_activation:
+            if not torch.allclose(norm_F, torch.ones_like(norm_F), rtol=0, atol=1e-4):
+                raise ValueError(f"{type(self).__name__}: decoder rows must be unit-norm "
+                                 "to fold (its activation is not elementwise)")
+            norm_F = torch.ones_like(norm_F)
+        norm_F = norm_F.clamp_min(1e-12)
+        latent_scale_F = norm_F / scale
+        self.W_enc *= norm_F
+        self.b_enc *= latent_scale_F
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         self.b_dec /= scale
+        self.scale_thresholds(latent_scale_F)

@@ -86,6 +86,9 @@ class BatchTopKSAE(TopKSAE):
             self.threshold.copy_(smallest)
             self.threshold_initialised.fill_(True)
 
+    def scale_thresholds(self, latent_scale_F: torch.Tensor) -> None:
+        self.threshold.mul_(latent_scale_F[0])  # one scale for every latent (TopK family)
+
     def inference_tensors(self) -> dict[str, torch.Tensor]:
         return {
             **super().inference_tensors(),

@@ -116,5 +116,8 @@ class JumpReLUSAE(SAE):
             x_hat_BD=x_hat_BD,
         )
 
+    def scale_thresholds(self, latent_scale_F: torch.Tensor) -> None:
+        self.log_threshold.add_(latent_scale_F.log())
+
     def inference_tensors(self) -> dict[str, torch.Tensor]:
         return {**super().inference_tensors(), "threshold": self.log_threshold.detach().exp()}

@@ -175,6 +175,7 @@ class TopKSAE(SAE):
     subtract_b_dec = True
     unit_norm_decoder = True
     decoder_init_norm = 1.0
+    elementwise_activation = False
     cfg: TopKConfig
 
     def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
