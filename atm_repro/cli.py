@@ -1,4 +1,4 @@
-"""Command line: ``atm-repro run|plan|cache`` (``python -m atm_repro.cli``)."""
+"""Command line: ``atm-repro run|plan|cache|bench|crosscheck`` (``python -m atm_repro.cli``)."""
 
 from __future__ import annotations
 
@@ -31,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("run", "run the notebooks with papermill"),
                         ("plan", "validate a profile and print what it would do"),
                         ("cache", "build the activation cache(s) of a profile"),
-                        ("bench", "measure throughput, FLOP rate and memory (docs/benchmarks.md)")):
+                        ("bench", "measure throughput, FLOP rate and memory (docs/benchmarks.md)"),
+                        ("crosscheck", "SAEBench's absorption eval against ours on the same SAEs")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--profile", default="cpu")
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
         if name == "run":
             p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 01 02")
             p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
+        if name == "crosscheck":
+            p.add_argument("--saes", nargs="+", help="main-layer SAEs, e.g. atm-s0 topk-s1")
         if name == "bench":
             p.add_argument("--steps", type=int, help="training steps per SAE (default 50)")
             p.add_argument("--only", nargs="+",
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             from atm_repro.bench import format_table, run_bench
 
             print(format_table(run_bench(profile, args.steps, args.only)))
+        elif args.command == "crosscheck":
+            from atm_repro.crosscheck import run_crosscheck
+
+            print(run_crosscheck(profile, args.saes).to_string(index=False))
         else:
             for stage in run(args.profile, overrides, args.only, args.timeout):
                 print(f"{stage.notebook}: {stage.seconds:.0f} s -> {stage.output}")

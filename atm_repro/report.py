@@ -120,3 +120,25 @@ def main_table(table):
     out = main.groupby("name", sort=False)[list(present)].mean().rename(columns=present)
     out.insert(0, "n_seeds", main.groupby("name", sort=False)["seed"].nunique())
     return out.round(4)
+
+
+HEALTH_COLUMNS = {
+    "absorption/n_letters_kept": "letters kept",
+    "absorption/mean_k1_f1": "mean k=1 F1",
+    "absorption/max_k1_f1": "best k=1 F1",
+    "absorption/n_letter_latents": "letter latents",
+    "absorption/wrong_letter_fire_rate": "fires on other letters",
+    "absorption/meaningful": "meaningful",
+}
+
+
+def absorption_health(table):
+    """Whether absorption means something, per layer and SAE name (mean over seeds):
+    letters kept by the ground-truth probe, the F1 of the best single main latent
+    (mean over letters and best letter), letters with a letter latent, how often
+    main latents fire on other letters' words, and the share of seeds where the
+    metric is meaningful (``evals.absorption.health``)."""
+    runs = table[table["group"].isin(["main", "cross_layer"])]
+    present = {k: v for k, v in HEALTH_COLUMNS.items() if k in runs.columns}
+    out = runs.groupby(["layer", "name"], sort=True)[list(present)].mean()
+    return out.rename(columns=present).round(3)

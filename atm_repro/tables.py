@@ -43,7 +43,7 @@ TABLES_DIR = REPO_ROOT / "paper" / "tables"
 GENERATED_PATHS = ("figures", "paper/tables", "paper/main.pdf")
 
 # The contract with paper/main.tex (tests check it uses exactly these).
-TABLE_NAMES = ("main_results", "paper_vs_ours", "stability", "toy")
+TABLE_NAMES = ("main_results", "paper_vs_ours", "stability", "absorption_health", "toy")
 FIGURE_NAMES = ("pareto_l0", "ablations", "cross_layer", "toy_absorption")
 
 MISSING_CELL = "--"  # a table cell with no value (en dash)
@@ -459,6 +459,7 @@ def _flat(values: dict[str, Any], prefix: str):
 PAPER_VARIANTS = {"atm": "ATM", "topk": "TopK", "jumprelu": "JumpReLU"}
 
 Rule = Literal["absorption_ordering", "l0_ordering", "different_model", "stand_in_data"]
+NOT_MEANINGFUL = "absorption_not_meaningful"  # flag in ``ours``: see evals.absorption.health
 
 
 @dataclass(frozen=True)
@@ -510,7 +511,10 @@ VERDICT_RULE = (
     r"model and the input scale, and our probing tasks are offline stand-ins for the paper's "
     r"datasets (bias detection: gender; sentiment: film reviews), so those rows are shown, "
     r"not judged. ``Incomplete'': a value our run lacks. A dash: not given by the paper, or "
-    r"not measured in our run."
+    r"not measured in our run. ``Not meaningful'' (values n/a): for at least one of the "
+    r"three SAEs compared, fewer than 20 letters pass the ground-truth probe or no letter "
+    r"has a main latent with F1 $\geq$ 0.5, so absorption is not measured (metric health, "
+    r"Methods)."
 )
 
 
@@ -531,6 +535,8 @@ def verdict(metric: PaperMetric, ours: dict[str, dict[str, float]]) -> str:
         if atm is None or topk is None:
             return "incomplete"
         return "same ordering" if atm > topk else "different ordering"
+    if any(ours.get(v, {}).get(NOT_MEANINGFUL) for v in PAPER_VARIANTS):
+        return "not meaningful (metric health)"
     jumprelu = _present(ours, "jumprelu", metric.key)
     if atm is None or topk is None or jumprelu is None:
         return "incomplete"
@@ -557,7 +563,9 @@ def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp) -> str:
         for v in PAPER_VARIANTS:
             row[f"paper/{v}"] = m.paper.get(v)
             value = _present(ours, v, m.key)
-            row[f"ours/{v}"] = format_cell(value, m.fmt) if value is not None else None
+            row[f"ours/{v}"] = (format_cell(value, m.fmt) if value is not None else
+                                "n/a" if m.rule == "absorption_ordering"
+                                and ours.get(v, {}).get(NOT_MEANINGFUL) else None)
         row["verdict"] = verdict(m, ours)
         rows.append(row)
     columns = {"metric": "Metric",
@@ -587,6 +595,10 @@ def ours_from_results(results, sae_ids: dict[str, list[str]]) -> dict[str, dict[
             rows = results[(results["eval_name"] == m.eval_name) & results["sae_id"].isin(ids)]
             values = rows[m.column].dropna() if m.column in rows.columns else []
             out[variant][m.key] = float(np.mean(values)) if len(values) else float("nan")
+        absorption = results[(results["eval_name"] == "absorption")
+                             & results["sae_id"].isin(ids)]
+        if "meaningful" in absorption.columns and (absorption["meaningful"] == 0).any():
+            out[variant][NOT_MEANINGFUL] = 1.0  # some seed's absorption is not meaningful
     return out
 
 

@@ -68,7 +68,7 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
                  "ablations.sparsity_sweeps": {"topk": {"param": "k", "values": [4]}},
                  "train.saes.topk.params.k": 8,
                  "evals.core.n_splice_sequences": 2,
-                 "evals.absorption": {"max_train_words": 60, "max_test_words": 20},
+                 "evals.absorption": {"n_words": 100},
                  "evals.probing": {"datasets": ["wiki_topic"], "n_train": 10, "n_test": 6,
                                    "max_tokens": 16}}
     cfg = load_profile("smoke", overrides)

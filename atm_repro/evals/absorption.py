@@ -1,32 +1,70 @@
-"""Feature absorption on the first-letter task (SAEBench semantics; METRICS.md).
+"""Feature absorption on the first-letter task, computed as SAEBench 0.6.0 does.
 
-Two stages, so that the expensive part is shared by every SAE:
+SAEBench's absorption eval (``sae_bench/evals/absorption/``) is the reference:
+every step below follows its procedure, and ``atm-repro crosscheck`` runs that
+code on the same SAEs and words to show that the numbers agree (docs/metrics.md,
+"Absorption"). What is ours is the speed: the model runs once per prompt set
+and layer, shared by every SAE, instead of once per SAE.
 
-* ``prepare_absorption(loaded, layers, cfg, cache_dir)``: builds the
-  single-word vocabulary, the in-context prompts, the residual stream at each
-  word's last token, and the 26 one-vs-rest ground-truth letter probes. Done
-  once per (model, layer, config) and cached as one ``.npz`` per layer; the
-  layers missing from the cache share one forward pass.
-* ``run_absorption(sae, data, cfg, sae_id)``: per SAE, finds each letter's
-  main latents with k-sparse probing and scores every true-positive test word
-  with ``score_words`` (full absorption and absorption fraction).
+Two stages:
 
-Where we depart from SAEBench's code, on purpose:
-* the projection of latent j on the probe is z_j * cos_j * ||d_j|| (exact for
-  any decoder norm; SAEBench drops ||d_j||, i.e. assumes unit-norm decoders);
-* a word needs P > 0 to count as absorbed (SAEBench divides by P, which is
-  undefined at P = 0);
-* the word's position is located through the tokenizer's offsets, not a fixed
-  index from the end, so prompts may have any length;
-* activations are read from the prompts built for the probe (the ICL examples
-  come from the word's own split), not from freshly sampled prompts.
+* ``prepare_absorption(loaded, layers, cfg, cache_dir)``: the word sample, the
+  in-context prompts, the residual stream at each word, the 26-way ground-truth
+  letter probe, and the activations of the fresh scoring prompts of the probe's
+  true positives. Cached as one ``.npz`` per (model, layer, config).
+* ``run_absorption(sae, data, cfg, sae_id)``: per SAE, the L1 probe on its
+  latents, k-sparse main-latent selection, per-word scores, the metric's health.
+
+The steps (SAEBench's, with its defaults):
+
+1. Words: every vocabulary entry whose text is ASCII letters, with or without
+   one leading space (the two forms are separate words). Entries whose
+   in-context line does not tokenise back to that single token are dropped and
+   counted (they would break SAEBench's equal-length prompts). A seeded sample
+   of ``n_words`` is drawn (SAEBench uses every word: hours on a CPU).
+2. Prompts: a newline, ``n_icl_examples`` lines "{w} has the first letter: X",
+   then "{word} has the first letter:"; the activation is read at the word's
+   token, -6 from the end for Gemma (``prompt_token_pos``). The shuffle, the
+   80/20 split and every example draw use Python's ``random`` exactly as
+   SAEBench calls it, so with the same seed and word list the prompts are the
+   same strings.
+3. Ground truth: one 26-output linear probe (one-vs-rest logistic outputs,
+   class-weighted), Adam with weight decay, mini-batches, exponential lr decay.
+   Letters with test F1 <= 0.6 are left out; below 20 letters SAEBench reports
+   nothing (we report, flagged as not meaningful).
+4. Main latents: the same kind of probe on the SAE's raw latents with an L1
+   term; latents ranked by signed weight; class-balanced scikit-learn probes on
+   the top k, k grown while test F1 improves by more than ``f1_jump``.
+5. Scoring, over the probe's true positives on test words, each in a fresh
+   prompt whose examples come from the whole word sample: P = a . p_hat,
+   proj_j = z_j cos_j ||d_j||. Full absorption: all main latents < 1e-8,
+   P > 0, top-projecting latent with cos >= 0.025 and proj >= 0.4 P. Fraction:
+   M (main), T (top 3 other latents with cos >= 0.1 and proj > 0), A = min(T,
+   P - M), A / (A + M), 0 when M >= P or T < 0.4 P, 1 when M <= 0.
+6. Per-letter rates, mean over the kept letters, spread with n - 1.
+
+Departures, each moving no canonical SAE by more than the crosscheck tolerance:
+||d_j|| is kept in proj_j (exact for any decoder; saved SAEs have unit rows, so
+it is SAEBench's formula); P = 0 is never absorption (SAEBench divides by P);
+the probes' initialisation and batch order come from a seeded torch generator
+(SAEBench uses the global one); main-latent probes train on precomputed latents
+(SAEBench's ``precalc_k_sparse_probe_sae_acts``).
+
+Health, per SAE: letters kept, mean and best k = 1 main-latent F1, and how
+often the main latents fire on other letters' words. Absorption is flagged
+not meaningful (with the reason) when fewer than ``min_letters`` letters are
+kept or no letter has a k = 1 main latent with F1 >= ``letter_latent_f1``:
+without a latent that stands for the letter, "the main latent is silent" says
+nothing about absorption.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,15 +84,15 @@ from atm_repro.evals.results import EvalResult
 from atm_repro.models import LoadedModel
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-# A token's optional leading space: literal, SentencePiece, byte-level BPE.
-SPACE_MARKERS = (" ", "\u2581", "\u0120")
 TEMPLATE = "{word} has the first letter:"
+SENTENCEPIECE_SPACE = "\u2581"
 
 MAIN_SILENT_EPS = 1e-8  # a main latent with z below this is silent
 FULL_COS_THRESHOLD = 0.025  # top-projecting latent's min cosine with the probe
 PROJ_FRACTION_THRESHOLD = 0.4  # absorbing projection / P needed (both metrics)
 ABSORBER_COS_THRESHOLD = 0.1  # min cosine of a candidate absorbing latent (fraction)
 MAX_ABSORBERS = 3  # absorbing latents summed for the fraction
+MAX_DRAWS = 1000  # SAEBench's limit on redrawing examples that contain the word
 
 EVAL_NAME = "absorption"
 CODE_FILES = ("evals/absorption.py", "cache.py")
@@ -62,24 +100,35 @@ CODE_FILES = ("evals/absorption.py", "cache.py")
 
 @dataclass(frozen=True)
 class AbsorptionConfig:
-    """Parameters of the first-letter absorption eval (METRICS.md defaults)."""
+    """Parameters of the first-letter absorption eval (SAEBench's defaults)."""
 
-    seed: int = 0
+    seed: int = 42  # SAEBench's random_seed
+    n_words: int = 8000  # seeded sample of the single-token alphabetic words (0: all)
     train_fraction: float = 0.8
     n_icl_examples: int = 10
-    max_train_words: int = 1500  # caps the prompts run through the model (CPU cost)
-    max_test_words: int = 400
+    # the word's token counted from the end: SAEBench's -6 for Gemma; None = from the
+    # tokenizer (minus the template tail's token count, minus 1)
+    prompt_token_pos: int | None = None
     batch_size: int = 32  # prompts per forward pass
-    probe_C: float = 1.0  # inverse L2 strength of the ground-truth probes
-    probe_max_iter: int = 1000
+    # ground-truth probe (SAEBench train_and_save_probes / train_linear_probe_for_task)
+    probe_epochs: int = 50
+    probe_batch_size: int = 64
+    probe_lr: float = 1e-2
+    probe_end_lr: float = 1e-5
+    probe_weight_decay: float = 1e-4
     probe_f1_threshold: float = 0.6  # letters with probe F1 <= this are excluded
-    min_train_words: int = 5  # per letter, else the letter is excluded
-    min_test_words: int = 2
+    min_letters: int = 20  # fewer kept letters: not meaningful (SAEBench: no result)
+    # main latents (SAEBench train_k_sparse_probes)
     k_max: int = 10
     f1_jump: float = 0.03
-    sparse_probe_l1: float = 0.01  # L1 weight of the 26-way latent probe (SAEBench)
-    sparse_probe_steps: int = 50  # its full-batch Adam steps (SAEBench: 50 epochs)
-    sparse_probe_lr: float = 0.01  # its Adam lr, decayed linearly to 1e-3 of itself
+    sparse_probe_l1: float = 0.01
+    sparse_probe_epochs: int = 50
+    sparse_probe_batch_size: int = 4096
+    sparse_probe_lr: float = 0.01
+    sparse_probe_end_lr: float = 1e-5
+    sparse_probe_weight_decay: float = 1e-6
+    # health: a k = 1 main latent with at least this test F1 stands for its letter
+    letter_latent_f1: float = 0.5
     sae_batch_size: int = 1024  # activations per SAE encode call
     main_silent_eps: float = MAIN_SILENT_EPS
     full_cos_threshold: float = FULL_COS_THRESHOLD
@@ -89,20 +138,24 @@ class AbsorptionConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.n_words >= 0, "n_words must be >= 0 (0: every word)"),
             (0.0 < self.train_fraction < 1.0, "train_fraction must be in (0, 1)"),
-            (self.n_icl_examples >= 0, "n_icl_examples must be >= 0"),
-            (self.max_train_words > self.n_icl_examples
-             and self.max_test_words > self.n_icl_examples,
-             "max_train_words and max_test_words must exceed n_icl_examples"),
+            (self.n_icl_examples >= 1, "n_icl_examples must be >= 1"),
+            (self.prompt_token_pos is None or self.prompt_token_pos <= -2,
+             "prompt_token_pos must be <= -2 (or null: from the tokenizer)"),
             (self.batch_size > 0 and self.sae_batch_size > 0, "batch sizes must be > 0"),
-            (self.probe_C > 0, "probe_C must be > 0"),
-            (self.probe_max_iter > 0, "probe_max_iter must be > 0"),
+            (self.probe_epochs >= 1 and self.sparse_probe_epochs >= 1, "epochs must be >= 1"),
+            (self.probe_batch_size >= 1 and self.sparse_probe_batch_size >= 1,
+             "probe batch sizes must be >= 1"),
+            (0 < self.probe_end_lr <= self.probe_lr
+             and 0 < self.sparse_probe_end_lr <= self.sparse_probe_lr,
+             "probe learning rates must satisfy 0 < end_lr <= lr"),
+            (self.probe_weight_decay >= 0 and self.sparse_probe_weight_decay >= 0,
+             "weight decays must be >= 0"),
             (self.sparse_probe_l1 >= 0, "sparse_probe_l1 must be >= 0"),
-            (self.sparse_probe_steps >= 1, "sparse_probe_steps must be >= 1"),
-            (self.sparse_probe_lr > 0, "sparse_probe_lr must be > 0"),
             (0.0 <= self.probe_f1_threshold < 1.0, "probe_f1_threshold must be in [0, 1)"),
-            (self.min_train_words >= 1 and self.min_test_words >= 1,
-             "min_train_words and min_test_words must be >= 1"),
+            (1 <= self.min_letters <= len(LETTERS), "min_letters must be in [1, 26]"),
+            (0.0 <= self.letter_latent_f1 <= 1.0, "letter_latent_f1 must be in [0, 1]"),
             (self.k_max >= 1, "k_max must be >= 1"),
             (self.f1_jump >= 0, "f1_jump must be >= 0"),
             (self.max_absorbers >= 1, "max_absorbers must be >= 1"),
@@ -114,133 +167,169 @@ class AbsorptionConfig:
 
 
 # Fields that change the prepared data (the rest only affect run_absorption).
-PREP_FIELDS = ("seed", "train_fraction", "n_icl_examples", "max_train_words", "max_test_words",
-               "probe_C", "probe_max_iter")
+PREP_FIELDS = ("seed", "n_words", "train_fraction", "n_icl_examples", "prompt_token_pos",
+               "probe_epochs",
+               "probe_batch_size", "probe_lr", "probe_end_lr", "probe_weight_decay")
 
 
-# --------------------------------------------------------------------------- vocabulary
+# --------------------------------------------------------------------------- words
 
 
-def alpha_word(token: str) -> tuple[str, bool] | None:
-    """``(word, had_space)`` if ``token`` minus one optional leading space marker is
-    non-empty and purely ASCII a-z/A-Z, else None."""
-    had_space = token[:1] in SPACE_MARKERS
-    word = token[1:] if had_space else token
-    if word and word.isascii() and word.isalpha():
-        return word, had_space
-    return None
+def is_alpha_word(text: str) -> bool:
+    """ASCII letters only, after one optional leading space (SAEBench's filter)."""
+    word = text[1:] if text.startswith(" ") else text
+    return bool(word) and word.isascii() and word.isalpha()
 
 
-def build_vocabulary(tokenizer) -> list[str]:
-    """Sorted prompt surfaces (" cat" or "cat") of the tokenizer's alphabetic entries.
+def token_text(tokenizer, token: str) -> str:
+    """A vocabulary entry as text; a SentencePiece word-start marker always becomes
+    a leading space (some tokenizers drop it when decoding one token)."""
+    text = tokenizer.convert_tokens_to_string([token])
+    if token.startswith(SENTENCEPIECE_SPACE) and not text.startswith(" "):
+        text = " " + text
+    return text
 
-    One surface per word: a word that exists with and without a leading space
-    keeps the spaced form (the usual whole-word token), so a word cannot sit in
-    both splits.
-    """
+
+def alphabetic_words(tokenizer) -> list[str]:
+    """Sorted distinct texts of the non-special vocabulary entries that are words."""
     special = set(tokenizer.all_special_tokens)
-    spaced: dict[str, bool] = {}
-    for token in tokenizer.get_vocab():
-        hit = None if token in special else alpha_word(token)
-        if hit is not None:
-            word, had_space = hit
-            spaced[word] = spaced.get(word, False) or had_space
-    return sorted((" " if s else "") + w for w, s in spaced.items())
+    return sorted({text for token in tokenizer.get_vocab() if token not in special
+                   for text in [token_text(tokenizer, token)] if is_alpha_word(text)})
 
 
-def split_vocabulary(surfaces: list[str], cfg: AbsorptionConfig) -> tuple[list[str], list[str]]:
-    """Seeded shuffle, train/test split, then each split capped at its max."""
-    perm = np.random.default_rng(cfg.seed).permutation(len(surfaces))
-    n_train = int(round(cfg.train_fraction * len(surfaces)))
-    train = [surfaces[i] for i in perm[:n_train][: cfg.max_train_words]]
-    test = [surfaces[i] for i in perm[n_train:][: cfg.max_test_words]]
-    for name, words in (("train", train), ("test", test)):
-        if len(words) <= cfg.n_icl_examples:
-            raise ValueError(f"absorption: the {name} split has {len(words)} words, need more "
-                             f"than n_icl_examples={cfg.n_icl_examples} (vocabulary too small)")
-    return train, test
+def answer(word: str) -> str:
+    """The in-context answer after the template: " X" for the word's first letter."""
+    return " " + word.strip()[0].upper()
 
 
-def letter_index(surface: str) -> int:
-    return LETTERS.index(surface.strip()[0].lower())
+def word_token_pos(tokenizer, cfg: AbsorptionConfig) -> int:
+    """Where the word sits in a prompt, counted from the end: the configured value,
+    checked against the tokenizer, or the tokenizer's own when it is None."""
+    tail = tokenizer(TEMPLATE.format(word=""), add_special_tokens=False)["input_ids"]
+    pos = -len(tail) - 1
+    if cfg.prompt_token_pos not in (None, pos):
+        raise ValueError(f"absorption: the template's tail {TEMPLATE.format(word='')!r} is "
+                         f"{len(tail)} tokens for this tokenizer, so the word sits at token "
+                         f"{pos}, not prompt_token_pos={cfg.prompt_token_pos}")
+    return pos
+
+
+def single_token_words(tokenizer, words: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, dropped): a word is kept when its example line "\n{w} has the first
+    letter: X" tokenises as the newline, one token for the word, the template's
+    own tokens and one answer token, so that every prompt has the same length
+    and the word sits at a fixed token."""
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    suffix = tokenizer(TEMPLATE.format(word=""), add_special_tokens=False)["input_ids"]
+    enc = tokenizer(["\n" + TEMPLATE.format(word=w) + answer(w) for w in words],
+                    add_special_tokens=False)["input_ids"]
+    n = len(newline)
+    kept, dropped = [], []
+    for word, ids in zip(words, enc):
+        ok = (len(ids) == n + len(suffix) + 2 and ids[:n] == newline
+              and ids[n + 1 : -1] == suffix)
+        (kept if ok else dropped).append(word)
+    return kept, dropped
+
+
+def sample_words(tokenizer, cfg: AbsorptionConfig) -> tuple[list[str], dict]:
+    """The eval's word list (in the order handed to SAEBench) and how it was made."""
+    vocab = alphabetic_words(tokenizer)
+    kept, dropped = single_token_words(tokenizer, vocab)
+    words = (random.Random(cfg.seed).sample(kept, cfg.n_words)
+             if 0 < cfg.n_words < len(kept) else kept)
+    n_train = int(len(words) * cfg.train_fraction)
+    if min(n_train, len(words) - n_train) <= cfg.n_icl_examples:
+        raise ValueError(f"absorption: {len(words)} words leave a split with no more than "
+                         f"n_icl_examples={cfg.n_icl_examples} (vocabulary too small)")
+    meta = {"n_alphabetic_words": len(vocab), "n_not_single_token": len(dropped),
+            "not_single_token_examples": dropped[:20], "n_words": len(words)}
+    return words, meta
+
+
+def letter_index(word: str) -> int:
+    return LETTERS.index(word.strip()[0].lower())
 
 
 # --------------------------------------------------------------------------- prompts
 
 
-def build_prompt(surface: str, examples: list[str]) -> tuple[str, int]:
-    """The ICL prompt for ``surface`` and the character offset where the word ends."""
-    lines = [TEMPLATE.format(word=ex) + " " + ex.strip()[0].upper() for ex in examples]
-    prefix = "\n" + "".join(line + "\n" for line in lines)
-    return prefix + TEMPLATE.format(word=surface), len(prefix) + len(surface)
+def build_prompt(word: str, examples: list[str]) -> str:
+    """SAEBench's prompt: newline, one "{ex} has the first letter: X" line per
+    example, then "{word} has the first letter:"."""
+    lines = [TEMPLATE.format(word=ex) + answer(ex) for ex in examples]
+    return "\n" + "\n".join(lines) + "\n" + TEMPLATE.format(word=word)
 
 
-def split_prompts(surfaces: list[str], cfg: AbsorptionConfig, stream: int) -> list[tuple[str, int]]:
-    """One prompt per word; examples drawn (seeded) from the same split, never the
-    word itself (compared case-insensitively)."""
-    rng = np.random.default_rng([cfg.seed, stream])
-    lower = np.array([s.strip().lower() for s in surfaces])
-    prompts = []
-    for i, surface in enumerate(surfaces):
-        perm = rng.permutation(len(surfaces))
-        pick = perm[lower[perm] != lower[i]][: cfg.n_icl_examples]
-        if len(pick) < cfg.n_icl_examples:
-            raise ValueError(f"absorption: not enough distinct words for {surface!r}'s examples")
-        prompts.append(build_prompt(surface, [surfaces[j] for j in pick]))
-    return prompts
+def icl_prompt(word: str, pool: list[str], rng: random.Random, n_examples: int) -> str:
+    """Examples drawn from ``pool`` until the word is not among them (SAEBench's
+    ``create_icl_prompt`` with shuffling and its contamination check)."""
+    for _ in range(MAX_DRAWS):
+        examples = rng.sample(pool, n_examples)
+        if word not in examples:
+            return build_prompt(word, examples)
+    raise ValueError(f"absorption: no example set without {word!r} in {MAX_DRAWS} draws")
 
 
-def locate_word_token(offsets: list[tuple[int, int]], word_end: int) -> int | None:
-    """Index of the token holding the word's last character, or None when that
-    token also spans characters after the word (no clean word boundary)."""
-    for i, (start, end) in enumerate(offsets):
-        if start < word_end <= end:
-            return i if end == word_end else None
-    return None
+def probe_splits(words: list[str], cfg: AbsorptionConfig):
+    """(train words, test words, train prompts, test prompts): the shuffle, the split
+    and the examples drawn from each split, with SAEBench's calls to ``random``
+    (``create_dataset_probe_training``) on a generator seeded with ``cfg.seed``."""
+    rng = random.Random(cfg.seed)
+    shuffled = rng.sample(words, len(words))
+    n_train = int(len(shuffled) * cfg.train_fraction)
+    train, test = shuffled[:n_train], shuffled[n_train:]
+    prompts_train = [icl_prompt(w, train, rng, cfg.n_icl_examples) for w in train]
+    prompts_test = [icl_prompt(w, test, rng, cfg.n_icl_examples) for w in test]
+    return train, test, prompts_train, prompts_test
 
 
-def tokenize_prompts(tokenizer,
-                     prompts: list[tuple[str, int]]) -> list[tuple[list[int], int] | None]:
-    """``(BOS + token ids, position of the word's last token)`` per prompt (None if
-    the word's end is not a token boundary)."""
+def scoring_prompts(words_by_letter: list[list[str]], words: list[str],
+                    cfg: AbsorptionConfig) -> list[list[str]]:
+    """Fresh prompts for the scored words, letter by letter in alphabetical order,
+    examples from the whole word list (SAEBench's ``FeatureAbsorptionCalculator``),
+    on a generator seeded with ``cfg.seed + 1`` (the crosscheck seeds SAEBench's)."""
+    rng = random.Random(cfg.seed + 1)
+    return [[icl_prompt(w, words, rng, cfg.n_icl_examples) for w in letter_words]
+            for letter_words in words_by_letter]
+
+
+def tokenize_prompts(tokenizer, prompts: list[str], words: list[str], token_pos: int
+                     ) -> torch.Tensor:
+    """[N, S] token ids (BOS first) of equal-length prompts; checks that the token
+    at ``token_pos`` is each word's own token."""
     if tokenizer.bos_token_id is None:
         raise ValueError("absorption: the tokenizer has no BOS token")
-    enc = tokenizer([p for p, _ in prompts], add_special_tokens=False,
-                    return_offsets_mapping=True)
-    out = []
-    for ids, offsets, (_, word_end) in zip(enc["input_ids"], enc["offset_mapping"], prompts):
-        pos = locate_word_token([tuple(o) for o in offsets], word_end)
-        out.append(None if pos is None else ([tokenizer.bos_token_id, *ids], pos + 1))
-    return out
+    enc = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = {len(ids) for ids in enc}
+    if len(lengths) > 1:
+        raise ValueError(f"absorption: prompts tokenise to {sorted(lengths)} tokens; they must "
+                         "all have one length (a word that is not a single token slipped in)")
+    word_ids = tokenizer(["\n" + TEMPLATE.format(word=w) for w in words],
+                         add_special_tokens=False)["input_ids"]
+    n_newline = len(tokenizer("\n", add_special_tokens=False)["input_ids"])
+    for word, ids, line in zip(words, enc, word_ids):
+        if ids[token_pos] != line[n_newline]:
+            raise ValueError(f"absorption: token {token_pos} of {word!r}'s prompt is "
+                             "not the word")
+    return torch.tensor([[tokenizer.bos_token_id, *ids] for ids in enc], dtype=torch.long)
 
 
 @torch.no_grad()
-def word_activations(loaded: LoadedModel, layers: list[int], encoded: list[tuple[list[int], int]],
-                     batch_size: int, progress: bool = False) -> dict[int, np.ndarray]:
-    """Residual stream after each block of ``layers`` at each prompt's word
-    position, {layer: [N, D]}, from one forward pass per batch.
-
-    Prompts are grouped by length and right-padded: with causal attention the
-    padding cannot reach the word position, and positions stay 0-based.
-    """
+def word_activations(loaded: LoadedModel, layers: list[int], ids_NS: torch.Tensor,
+                     token_pos: int, batch_size: int, progress: bool = False,
+                     desc: str = "") -> dict:
+    """Residual stream after each block of ``layers`` at token ``token_pos``,
+    {layer: float32 [N, D]}, one forward pass per batch for all layers."""
     device = next(loaded.model.parameters()).device
-    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-    order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")
-    acts = {layer: np.empty((len(encoded), loaded.d_model), dtype=np.float32) for layer in layers}
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress,
-                      desc=f"absorption prompts L{','.join(map(str, layers))}"):
-        batch = order[start : start + batch_size]
-        S = max(len(encoded[i][0]) for i in batch)
-        ids_BS = torch.full((len(batch), S), pad, dtype=torch.long)
-        mask_BS = torch.zeros((len(batch), S), dtype=torch.long)
-        for b, i in enumerate(batch):
-            ids = encoded[i][0]
-            ids_BS[b, : len(ids)] = torch.tensor(ids)
-            mask_BS[b, : len(ids)] = 1
-        resid = capture_residuals(loaded, ids_BS.to(device), layers, mask_BS.to(device))
-        pos_B = torch.tensor([encoded[i][1] for i in batch], device=device)
+    acts = {layer: np.empty((len(ids_NS), loaded.d_model), dtype=np.float32) for layer in layers}
+    for start in tqdm(range(0, len(ids_NS), batch_size), disable=not progress,
+                      desc=f"absorption {desc} L{','.join(map(str, layers))}"):
+        batch = ids_NS[start : start + batch_size].to(device)
+        resid = capture_residuals(loaded, batch, layers, torch.ones_like(batch))
         for layer, resid_BSD in resid.items():
-            acts[layer][batch] = resid_BSD[torch.arange(len(batch)), pos_B].float().cpu().numpy()
+            acts[layer][start : start + len(batch)] = \
+                resid_BSD[:, token_pos].float().cpu().numpy()
     return acts
 
 
@@ -256,38 +345,80 @@ def binary_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return 2.0 * tp / denom if denom else 0.0
 
 
-def _fit(model: LogisticRegression, x, y) -> LogisticRegression:
-    """Fit with BLAS on one thread (these fits are small: on a shared CPU a
-    multi-threaded BLAS waits more than it works) and without convergence
-    warnings (a capped ``max_iter`` is a documented setting)."""
-    with warnings.catch_warnings(), threadpool_limits(1):
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(x, y)
+@dataclass(frozen=True)
+class ProbeTraining:
+    """How a multi-output probe is trained (SAEBench ``train_multi_probe``)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    end_lr: float
+    weight_decay: float
+    l1: float = 0.0  # weight of the mean over outputs of ||w_c||_1
+
+
+def train_multi_probe(x_NX: torch.Tensor, y_NC: torch.Tensor, how: ProbeTraining,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """C one-vs-rest logistic outputs on X inputs -> (W [C, X], b [C]).
+
+    Binary cross-entropy with each output's positives weighted by its
+    negatives / positives, Adam with (coupled) weight decay, shuffled
+    mini-batches, the lr decayed exponentially from ``lr`` to ``end_lr`` over
+    the epochs, plus ``l1`` x mean_c ||w_c||_1. Initialised like ``nn.Linear``.
+    Every output needs at least one positive.
+    """
+    N, X = x_NX.shape
+    n_pos_C = y_NC.sum(0)
+    if bool((n_pos_C == 0).any()):
+        raise ValueError("train_multi_probe: an output has no positive example")
+    bound = 1.0 / math.sqrt(X)
+    W_CX = ((torch.rand(y_NC.shape[1], X, generator=generator) * 2 - 1) * bound).requires_grad_()
+    b_C = ((torch.rand(y_NC.shape[1], generator=generator) * 2 - 1) * bound).requires_grad_()
+    opt = torch.optim.Adam([W_CX, b_C], lr=how.lr, weight_decay=how.weight_decay)
+    gamma = math.exp(math.log(how.end_lr / how.lr) / how.epochs)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(N - n_pos_C) / n_pos_C)
+    for _ in range(how.epochs):
+        for idx in torch.randperm(N, generator=generator).split(how.batch_size):
+            loss = loss_fn(x_NX[idx] @ W_CX.T + b_C, y_NC[idx])
+            if how.l1:
+                loss = loss + how.l1 * W_CX.abs().sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for group in opt.param_groups:
+            group["lr"] *= gamma
+    return W_CX.detach(), b_C.detach()
+
+
+def one_hot_letters(y_N: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """(one-hot [N, C] over the letters present, their letter indices [C])."""
+    present = np.unique(y_N)
+    return torch.from_numpy((y_N[:, None] == present[None, :]).astype(np.float32)), present
 
 
 def fit_letter_probes(acts_train_ND: np.ndarray, y_train: np.ndarray, acts_test_ND: np.ndarray,
                       y_test: np.ndarray, cfg: AbsorptionConfig):
-    """26 class-balanced one-vs-rest logistic probes -> (W [26, D], b [26], test F1 [26]).
+    """The ground-truth letter probe on raw activations -> (W [26, D], b [26], test F1 [26]).
 
-    Inputs are divided by one scalar (their RMS) for conditioning; the stored
-    weights act on raw activations. A letter absent from either split gets a
-    zero probe and F1 NaN.
+    One multi-output probe (``train_multi_probe``) over the letters present in
+    train; a letter absent from train gets a zero row and F1 NaN, as does one
+    absent from test. F1 counts decision > 0 as a prediction of the letter.
     """
-    scale = float(np.sqrt(np.mean(acts_train_ND.astype(np.float64) ** 2))) or 1.0
-    x_train, x_test = acts_train_ND / scale, acts_test_ND / scale
+    Y, present = one_hot_letters(np.asarray(y_train))
+    how = ProbeTraining(cfg.probe_epochs, cfg.probe_batch_size, cfg.probe_lr, cfg.probe_end_lr,
+                        cfg.probe_weight_decay)
+    with threadpool_limits(1):  # small products: one thread wastes less on a shared CPU
+        W_CD, b_C = train_multi_probe(torch.from_numpy(np.ascontiguousarray(acts_train_ND)),
+                                      Y, how, torch.Generator().manual_seed(cfg.seed))
     D = acts_train_ND.shape[1]
     W = np.zeros((len(LETTERS), D), dtype=np.float32)
     b = np.zeros(len(LETTERS), dtype=np.float32)
+    W[present], b[present] = W_CD.numpy(), b_C.numpy()
+    decision_NL = acts_test_ND @ W.T + b
     f1 = np.full(len(LETTERS), np.nan)
-    for c in range(len(LETTERS)):
-        pos_train = y_train == c
-        if not pos_train.any() or pos_train.all() or not (y_test == c).any():
-            continue
-        probe = _fit(LogisticRegression(C=cfg.probe_C, class_weight="balanced",
-                                        max_iter=cfg.probe_max_iter), x_train, pos_train)
-        W[c] = probe.coef_[0] / scale
-        b[c] = probe.intercept_[0]
-        f1[c] = binary_f1(y_test == c, probe.predict(x_test))
+    for c in present:
+        if (y_test == c).any():
+            f1[c] = binary_f1(y_test == c, decision_NL[:, c] > 0)
     return W, b, f1
 
 
@@ -295,75 +426,84 @@ def fit_letter_probes(acts_train_ND: np.ndarray, y_train: np.ndarray, acts_test_
 class AbsorptionData:
     """What every SAE's absorption run shares (see ``prepare_absorption``)."""
 
+    words: list[str]  # the sample, in the order handed to SAEBench
     words_train: list[str]
     words_test: list[str]
     labels_train: np.ndarray  # int [N_train], letter index
     labels_test: np.ndarray
-    acts_train_ND: np.ndarray  # float32, residual at the word's last token
+    acts_train_ND: np.ndarray  # float32, residual at the word's token
     acts_test_ND: np.ndarray
     probe_W_LD: np.ndarray  # float32 [26, D], acts on raw activations
     probe_b_L: np.ndarray  # float32 [26]
     probe_f1_L: np.ndarray  # float [26], test F1 (NaN: no probe)
+    score_test_idx: np.ndarray  # int [M]: the probe's true positives, letter by letter
+    score_acts_ND: np.ndarray  # float32 [M, D], from their fresh scoring prompts
     prep_fingerprint: str  # of the config's PREP_FIELDS (checked by run_absorption)
     meta: dict = field(default_factory=dict)
+
+    ARRAYS = ("labels_train", "labels_test", "acts_train_ND", "acts_test_ND", "probe_W_LD",
+              "probe_b_L", "probe_f1_L", "score_test_idx", "score_acts_ND")
+    WORDS = ("words", "words_train", "words_test")
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as f:
-            np.savez(f, words_train=np.array(self.words_train),
-                     words_test=np.array(self.words_test),
-                     labels_train=self.labels_train, labels_test=self.labels_test,
-                     acts_train_ND=self.acts_train_ND, acts_test_ND=self.acts_test_ND,
-                     probe_W_LD=self.probe_W_LD, probe_b_L=self.probe_b_L,
-                     probe_f1_L=self.probe_f1_L, prep_fingerprint=np.array(self.prep_fingerprint),
+            np.savez(f, **{k: np.array(getattr(self, k)) for k in self.WORDS + self.ARRAYS},
+                     prep_fingerprint=np.array(self.prep_fingerprint),
                      meta=np.array(json.dumps(self.meta)))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> "AbsorptionData":
         with np.load(path, allow_pickle=False) as z:
-            return cls(words_train=z["words_train"].tolist(), words_test=z["words_test"].tolist(),
-                       labels_train=z["labels_train"], labels_test=z["labels_test"],
-                       acts_train_ND=z["acts_train_ND"], acts_test_ND=z["acts_test_ND"],
-                       probe_W_LD=z["probe_W_LD"], probe_b_L=z["probe_b_L"],
-                       probe_f1_L=z["probe_f1_L"], prep_fingerprint=str(z["prep_fingerprint"]),
+            return cls(**{k: z[k].tolist() for k in cls.WORDS}, **{k: z[k] for k in cls.ARRAYS},
+                       prep_fingerprint=str(z["prep_fingerprint"]),
                        meta=json.loads(str(z["meta"])))
+
+    def true_positives(self, c: int) -> np.ndarray:
+        """Test indices of letter ``c`` that the probe calls ``c``, in test order."""
+        decision = self.acts_test_ND @ self.probe_W_LD[c] + self.probe_b_L[c]
+        return np.nonzero((self.labels_test == c) & (decision > 0))[0]
 
 
 def prep_fingerprint(cfg: AbsorptionConfig) -> str:
     return fingerprint({f: getattr(cfg, f) for f in PREP_FIELDS})
 
 
-def build_absorption_data(words_train: list[str], acts_train_ND: np.ndarray, words_test: list[str],
-                          acts_test_ND: np.ndarray, cfg: AbsorptionConfig,
-                          meta: dict | None = None) -> AbsorptionData:
-    """Labels from the words' first letters plus the ground-truth probes."""
+def build_absorption_data(words: list[str], words_train: list[str], acts_train_ND: np.ndarray,
+                          words_test: list[str], acts_test_ND: np.ndarray,
+                          cfg: AbsorptionConfig, meta: dict | None = None) -> AbsorptionData:
+    """Labels from the words' first letters plus the ground-truth probe; the
+    scoring set is left empty (``prepare_absorption`` fills it)."""
     y_train = np.array([letter_index(w) for w in words_train], dtype=np.int64)
     y_test = np.array([letter_index(w) for w in words_test], dtype=np.int64)
     acts_train_ND = np.asarray(acts_train_ND, dtype=np.float32)
     acts_test_ND = np.asarray(acts_test_ND, dtype=np.float32)
     W, b, f1 = fit_letter_probes(acts_train_ND, y_train, acts_test_ND, y_test, cfg)
-    return AbsorptionData(list(words_train), list(words_test), y_train, y_test, acts_train_ND,
-                          acts_test_ND, W, b, f1, prep_fingerprint(cfg), dict(meta or {}))
+    D = acts_train_ND.shape[1]
+    return AbsorptionData(list(words), list(words_train), list(words_test), y_train, y_test,
+                          acts_train_ND, acts_test_ND, W, b, f1, np.zeros(0, np.int64),
+                          np.zeros((0, D), np.float32), prep_fingerprint(cfg), dict(meta or {}))
 
 
 def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionConfig,
                        cache_dir: str | Path | None, progress: bool = False
                        ) -> dict[int, AbsorptionData]:
-    """Prompt activations and ground-truth probes for (model, layer, cfg), per layer.
+    """Prompt activations, the ground-truth probe and the scoring set, per layer.
 
     Cached at ``<cache_dir>/absorption/<model>-L<layer>-<fingerprint>.npz``; the
     fingerprint covers the prep config, the model weights, the word list and
-    this module's code. The layers not in the cache share one forward pass.
-    ``cache_dir=None`` computes without caching.
+    this module's code. The probe prompts of the layers not in the cache share
+    one forward pass; the scoring prompts depend on the layer's probe (its true
+    positives), so each layer runs its own.
     """
     for layer in layers:
         if not 0 <= layer < loaded.n_layers:
             raise ValueError(f"absorption: layer {layer} out of range: the model has "
                              f"{loaded.n_layers} layers")
-    train, test = split_vocabulary(build_vocabulary(loaded.tokenizer), cfg)
-    words_sha = hashlib.sha256("\n".join(train + ["|"] + test).encode()).hexdigest()
+    words, word_meta = sample_words(loaded.tokenizer, cfg)
+    words_sha = hashlib.sha256("\n".join(words).encode()).hexdigest()
     out, keys, paths = {}, {}, {}
     for layer in layers:
         keys[layer] = fingerprint({"prep": prep_fingerprint(cfg), "model": loaded.name,
@@ -379,22 +519,26 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
         return out
 
     t0 = time.perf_counter()
-    kept, acts, dropped = {}, {}, {}
-    for stream, (split, words) in enumerate((("train", train), ("test", test))):
-        encoded = tokenize_prompts(loaded.tokenizer, split_prompts(words, cfg, stream))
-        ok = [i for i, e in enumerate(encoded) if e is not None]
-        kept[split] = [words[i] for i in ok]
-        dropped[split] = len(words) - len(ok)
-        acts[split] = word_activations(loaded, todo, [encoded[i] for i in ok], cfg.batch_size,
-                                       progress)
+    train, test, prompts_train, prompts_test = probe_splits(words, cfg)
+    pos = word_token_pos(loaded.tokenizer, cfg)
+    acts = {split: word_activations(loaded, todo, tokenize_prompts(loaded.tokenizer, p, w, pos),
+                                    pos, cfg.batch_size, progress, split)
+            for split, p, w in (("train", prompts_train, train), ("test", prompts_test, test))}
     forward_s = time.perf_counter() - t0
     for layer in todo:
         t1 = time.perf_counter()
         meta = {"model": loaded.name, "model_fingerprint": loaded.fingerprint, "layer": layer,
-                "n_train_words": len(kept["train"]), "n_test_words": len(kept["test"]),
-                "n_dropped_no_word_boundary": dropped, "cache_key": keys[layer]}
-        data = build_absorption_data(kept["train"], acts["train"][layer], kept["test"],
+                **word_meta, "n_train_words": len(train), "n_test_words": len(test),
+                "cache_key": keys[layer]}
+        data = build_absorption_data(words, train, acts["train"][layer], test,
                                      acts["test"][layer], cfg, meta)
+        by_letter = [data.true_positives(c) for c in range(len(LETTERS))]
+        prompts = scoring_prompts([[test[i] for i in idx] for idx in by_letter], words, cfg)
+        data.score_test_idx = np.concatenate(by_letter).astype(np.int64)
+        scored = [test[i] for i in data.score_test_idx]
+        ids = tokenize_prompts(loaded.tokenizer, [p for ps in prompts for p in ps], scored, pos)
+        data.score_acts_ND = word_activations(loaded, [layer], ids, pos, cfg.batch_size,
+                                              progress, "scoring")[layer]
         data.meta["prepare_seconds"] = round(forward_s / len(todo) + time.perf_counter() - t1, 3)
         if layer in paths:
             data.save(paths[layer])
@@ -406,12 +550,9 @@ def letter_exclusions(data: AbsorptionData, cfg: AbsorptionConfig) -> dict[str, 
     """Letters left out of the means, with the reason."""
     out = {}
     for c, letter in enumerate(LETTERS):
-        n_train = int((data.labels_train == c).sum())
-        n_test = int((data.labels_test == c).sum())
         f1 = data.probe_f1_L[c]
-        if n_train < cfg.min_train_words or n_test < cfg.min_test_words:
-            out[letter] = (f"too few words: {n_train} train (min {cfg.min_train_words}), "
-                           f"{n_test} test (min {cfg.min_test_words})")
+        if not np.isfinite(f1):
+            out[letter] = "no probe: the letter is missing from the train or test words"
         elif not f1 > cfg.probe_f1_threshold:
             out[letter] = f"probe F1 {f1:.3f} <= {cfg.probe_f1_threshold}"
     return out
@@ -427,62 +568,50 @@ def encode_latents(sae: torch.nn.Module, acts_ND: np.ndarray, batch_size: int) -
     chunks = [sae.encode(torch.from_numpy(acts_ND[i : i + batch_size])
                          .to(param.device, param.dtype)).float().cpu().numpy()
               for i in range(0, len(acts_ND), batch_size)]
-    return np.concatenate(chunks)
+    return np.concatenate(chunks) if chunks else np.zeros((0, param.shape[-1]), np.float32)
 
 
-def l1_probe_weights(x_train_NF: np.ndarray, y_train: np.ndarray, cfg: AbsorptionConfig
+def _fit(model: LogisticRegression, x, y) -> LogisticRegression:
+    """Fit with BLAS on one thread and without convergence warnings (SAEBench's
+    ``max_iter=500`` is a setting, not a failure)."""
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)
+
+
+def l1_probe_weights(z_train_NF: np.ndarray, y_train: np.ndarray, cfg: AbsorptionConfig
                      ) -> np.ndarray:
-    """Weights [26, F] of an L1-penalised 26-way probe on the latents, as SAEBench
-    trains it: one logistic output per letter (binary cross-entropy against the
-    one-hot letter), penalty ``sparse_probe_l1`` x the mean over letters of
-    ||w_c||_1, full-batch Adam from zero for ``sparse_probe_steps`` steps.
-
-    Why not an exact L1 solver: at any useful strength it sets most weights to
-    exactly 0 and the ranking by weight becomes a tie broken by latent index
-    (for dense SAEs, nearly every letter's "main latent" was latent 0). A short
-    Adam run leaves every weight nonzero, ordered by how consistently its
-    latent predicts the letter. ``x_train_NF`` are latents already divided by
-    one scalar (``select_main_latents``), so the penalty means the same for
-    every SAE.
-    """
-    x_NF = torch.from_numpy(np.ascontiguousarray(x_train_NF, dtype=np.float32))
-    y_NL = torch.nn.functional.one_hot(torch.from_numpy(np.asarray(y_train, np.int64)),
-                                       len(LETTERS)).float()
-    W_LF = torch.zeros(len(LETTERS), x_NF.shape[1], requires_grad=True)
-    b_L = torch.zeros(len(LETTERS), requires_grad=True)
-    opt = torch.optim.Adam([W_LF, b_L], lr=cfg.sparse_probe_lr)
-    steps = cfg.sparse_probe_steps
-    for step in range(steps):
-        for group in opt.param_groups:  # linear decay to 1e-3 of the initial lr
-            group["lr"] = cfg.sparse_probe_lr * (1.0 - (1.0 - 1e-3) * step / max(steps - 1, 1))
-        loss = (torch.nn.functional.binary_cross_entropy_with_logits(x_NF @ W_LF.T + b_L, y_NL)
-                + cfg.sparse_probe_l1 * W_LF.abs().sum(-1).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return W_LF.detach().numpy()
+    """Weights [26, F] of the L1-penalised multi-output probe on the raw latents
+    (SAEBench ``train_sparse_multi_probe``); rows of absent letters are 0."""
+    Y, present = one_hot_letters(np.asarray(y_train))
+    how = ProbeTraining(cfg.sparse_probe_epochs, cfg.sparse_probe_batch_size,
+                        cfg.sparse_probe_lr, cfg.sparse_probe_end_lr,
+                        cfg.sparse_probe_weight_decay, cfg.sparse_probe_l1)
+    W_CF, _ = train_multi_probe(torch.from_numpy(np.ascontiguousarray(z_train_NF)), Y, how,
+                                torch.Generator().manual_seed(cfg.seed))
+    W = np.zeros((len(LETTERS), z_train_NF.shape[1]), dtype=np.float32)
+    W[present] = W_CF.numpy()
+    return W
 
 
 def select_main_latents(z_train_NF: np.ndarray, y_train: np.ndarray, z_test_NF: np.ndarray,
                         y_test: np.ndarray, letters: list[int], cfg: AbsorptionConfig):
     """Main latents per letter: {letter index: (latent ids, [test F1 for k = 1, 2, ...])}.
 
-    The L1 probe (``l1_probe_weights``) ranks the latents by signed weight; for
-    k = 1..k_max a class-balanced probe on the top k is scored on test, and k
-    grows while F1 improves by more than ``f1_jump``. Latents are divided by
-    one scalar (their mean row norm), which leaves every ranking unchanged.
+    Latents ranked by the L1 probe's signed weight (largest first, ties as
+    ``torch.topk``); for k = 1..k_max a class-balanced logistic probe on the top
+    k raw latents is scored on test; k grows while F1 beats the best so far by
+    more than ``f1_jump`` (k = 1 is always taken).
     """
-    scale = float(np.linalg.norm(z_train_NF, axis=1).mean()) or 1.0
-    x_train, x_test = z_train_NF / scale, z_test_NF / scale
-    W_LF = l1_probe_weights(x_train, y_train, cfg)
+    W_LF = l1_probe_weights(z_train_NF, y_train, cfg)
     out = {}
     for c in letters:
-        ranked = np.argsort(-W_LF[c], kind="stable")[: cfg.k_max]
+        ranked = torch.from_numpy(W_LF[c]).topk(min(cfg.k_max, W_LF.shape[1])).indices.numpy()
         best, f1s, ids = -np.inf, [], ranked[:0]
         for k in range(1, len(ranked) + 1):
             probe = _fit(LogisticRegression(class_weight="balanced", max_iter=500),
-                         x_train[:, ranked[:k]], y_train == c)
-            f1 = binary_f1(y_test == c, probe.predict(x_test[:, ranked[:k]]))
+                         z_train_NF[:, ranked[:k]], y_train == c)
+            f1 = binary_f1(y_test == c, probe.decision_function(z_test_NF[:, ranked[:k]]) > 0)
             f1s.append(f1)
             if f1 <= best + cfg.f1_jump:
                 break
@@ -506,7 +635,7 @@ class WordScores:
 def score_words(acts_ND: np.ndarray, probe_dir_D: np.ndarray, latents_NF: np.ndarray,
                 W_dec_FD: np.ndarray, main_ids: list[int],
                 cfg: AbsorptionConfig = AbsorptionConfig()) -> WordScores:
-    """Full absorption and absorption fraction of N words of one letter (METRICS.md step 5).
+    """Full absorption and absorption fraction of N words of one letter (step 5).
 
     ``probe_dir_D`` need not be unit norm. proj_j = z_j * cos_j * ||d_j||.
     A word with P <= 0 scores 0 on both metrics.
@@ -542,9 +671,27 @@ def score_words(acts_ND: np.ndarray, probe_dir_D: np.ndarray, latents_NF: np.nda
     return WordScores(full, frac, P, M, T, top)
 
 
+def health(per_letter: dict, n_kept: int, cfg: AbsorptionConfig) -> tuple[dict, str]:
+    """The metric's health numbers and, when absorption is not meaningful, why."""
+    k1 = np.array([v["k_sparse_f1"][0] for v in per_letter.values()])
+    wrong = np.array([v["wrong_letter_fire_rate"] for v in per_letter.values()])
+    nan = float("nan")
+    stats = {"mean_k1_f1": float(k1.mean()) if len(k1) else nan,
+             "max_k1_f1": float(k1.max()) if len(k1) else nan,
+             "n_letter_latents": int((k1 >= cfg.letter_latent_f1).sum()),
+             "wrong_letter_fire_rate": float(wrong.mean()) if len(wrong) else nan}
+    reasons = []
+    if n_kept < cfg.min_letters:
+        reasons.append(f"{n_kept} letters kept (< {cfg.min_letters})")
+    if not stats["n_letter_latents"]:
+        reasons.append(f"no letter has a main latent with F1 >= {cfg.letter_latent_f1} "
+                       f"(best {stats['max_k1_f1']:.2f})")
+    return stats, "; ".join(reasons)
+
+
 def run_absorption(sae: torch.nn.Module, data: AbsorptionData, cfg: AbsorptionConfig,
                    sae_id: str) -> EvalResult:
-    """Absorption of one SAE on prepared data (METRICS.md steps 4-6)."""
+    """Absorption of one SAE on prepared data (steps 4-6 and the health check)."""
     if data.prep_fingerprint != prep_fingerprint(cfg):
         raise ValueError("absorption: the data were prepared with a different config "
                          "(PREP_FIELDS differ); rerun prepare_absorption with this config")
@@ -556,40 +703,55 @@ def run_absorption(sae: torch.nn.Module, data: AbsorptionData, cfg: AbsorptionCo
     letters = [c for c, letter in enumerate(LETTERS) if letter not in excluded]
     z_train = encode_latents(sae, data.acts_train_ND, cfg.sae_batch_size)
     z_test = encode_latents(sae, data.acts_test_ND, cfg.sae_batch_size)
+    z_score = encode_latents(sae, data.score_acts_ND, cfg.sae_batch_size)
     main = (select_main_latents(z_train, data.labels_train, z_test, data.labels_test, letters, cfg)
             if letters else {})
     W_dec_FD = sae.W_dec.detach().float().cpu().numpy()
-    decision_NL = data.acts_test_ND @ data.probe_W_LD.T + data.probe_b_L
+    score_labels = data.labels_test[data.score_test_idx]
 
     per_letter = {}
     for c in letters:
-        tp = np.nonzero((data.labels_test == c) & (decision_NL[:, c] > 0))[0]
+        rows = np.nonzero(score_labels == c)[0]
         ids, f1s = main[c]
-        s = score_words(data.acts_test_ND[tp], data.probe_W_LD[c], z_test[tp], W_dec_FD, ids, cfg)
+        s = score_words(data.score_acts_ND[rows], data.probe_W_LD[c], z_score[rows], W_dec_FD,
+                        ids, cfg)
+        other = data.labels_test != c
+        fires = (z_test[other][:, ids] >= cfg.main_silent_eps).any(axis=1)
         per_letter[LETTERS[c]] = {
-            "full_absorption_rate": float(s.full_absorption.mean()) if len(tp) else float("nan"),
-            "mean_absorption_fraction": float(s.fraction.mean()) if len(tp) else float("nan"),
+            "full_absorption_rate": float(s.full_absorption.mean()) if len(rows) else math.nan,
+            "mean_absorption_fraction": float(s.fraction.mean()) if len(rows) else math.nan,
             "n_main_latents": len(ids),
             "main_latents": ids,
             "k_sparse_f1": f1s,
-            "n_true_positives": int(len(tp)),
+            "wrong_letter_fire_rate": float(fires.mean()) if len(fires) else math.nan,
+            "n_true_positives": int(len(rows)),
             "probe_f1": float(data.probe_f1_L[c]),
-            "absorbed_words": [data.words_test[i] for i in tp[s.full_absorption]],
+            "absorbed_words": [data.words_test[data.score_test_idx[i]]
+                               for i in rows[s.full_absorption]],
         }
     scored = [v for v in per_letter.values() if v["n_true_positives"] > 0]
     full = np.array([v["full_absorption_rate"] for v in scored])
     frac = np.array([v["mean_absorption_fraction"] for v in scored])
     nan = float("nan")
-    metrics = {
+    stats, reason = health(per_letter, len(letters), cfg)
+    measures = {
         "mean_full_absorption": float(full.mean()) if len(scored) else nan,
-        "std_full_absorption": float(full.std()) if len(scored) else nan,
+        "std_full_absorption": float(full.std(ddof=1)) if len(scored) > 1 else nan,
         "mean_absorption_fraction": float(frac.mean()) if len(scored) else nan,
-        "std_absorption_fraction": float(frac.std()) if len(scored) else nan,
+        "std_absorption_fraction": float(frac.std(ddof=1)) if len(scored) > 1 else nan,
+    }
+    metrics = {
+        # not meaningful: no number reaches a table (NaN, "n/a"); the computed values
+        # stay in details["measures"] (the crosscheck compares those)
+        **{k: (nan if reason else v) for k, v in measures.items()},
         "mean_n_main_latents": (float(np.mean([v["n_main_latents"] for v in scored]))
                                 if len(scored) else nan),
         "n_letters_kept": len(letters),
         "n_letters_scored": len(scored),
+        **stats,
+        "meaningful": float(not reason),
     }
-    details = {"per_letter": per_letter, "excluded_letters": excluded, "data": data.meta,
+    details = {"measures": measures, "per_letter": per_letter, "excluded_letters": excluded,
+               "data": data.meta, "not_meaningful_reason": reason,
                "eval_seconds": round(time.perf_counter() - t0, 3)}
     return EvalResult(EVAL_NAME, sae_id, cfg, metrics, details)

@@ -273,11 +273,15 @@ class ToyProbeConfig:
     pipeline's class-balanced ground-truth probes on the activations (as on the
     real model); "known" uses the planted parent direction and counts every
     parent-firing token as a true positive. ``pipeline`` carries the metric's
-    thresholds and probe settings (the first-letter defaults)."""
+    thresholds and probe settings: the first-letter defaults, except the
+    main-latent probe's batch (SAEBench's 4096 gives one Adam step per epoch on
+    a few thousand rows: 50 steps, too few for its ranking to leave the random
+    initialisation, so children outrank their parent even in a perfect SAE)."""
 
     direction: Literal["logistic", "known"] = "logistic"
     train_tokens: int = 6000  # training rows the probes (ground truth, k-sparse) fit on
-    pipeline: AbsorptionConfig = field(default_factory=AbsorptionConfig)
+    pipeline: AbsorptionConfig = field(
+        default_factory=lambda: AbsorptionConfig(sparse_probe_batch_size=256))
 
     def __post_init__(self) -> None:
         if self.train_tokens <= 0:

@@ -31,9 +31,10 @@ SAELens). The input scale used in training is folded into the weights before
 saving (``SAE.fold_input_scale``), so ``normalize_activations`` is always "none",
 the SAE takes raw residual-stream activations, and every decoder row has unit
 norm: the scale goes into the latents (b_enc, b_dec and thresholds scale), which
-is what SAEBench's absorption scoring assumes of the SAEs it is given. Verified with sae-lens 6.54.12 in a throwaway venv
-(not a dependency): ``SAE.load_from_disk`` loads a save of every variant and its
-``encode`` / ``forward`` match ours exactly; ``load_sae`` reads SAELens's own
+is what SAEBench's absorption scoring assumes of the SAEs it is given.
+Verified with sae-lens 6.54.12 in a throwaway venv (not a dependency):
+``SAE.load_from_disk`` loads a save of every variant and its ``encode`` /
+``forward`` match ours to float rounding; ``load_sae`` reads SAELens's own
 ``save_model`` output back.
 """
 

@@ -1,0 +1,262 @@
+"""``atm-repro crosscheck``: SAEBench's own absorption eval against ours, same SAEs, same words.
+
+SAEBench 0.6.0 is the reference for the absorption metric. This command
+
+1. creates (once) a virtual environment with SAEBench and its pinned
+   dependencies (``saebench-requirements.txt``) beside the model cache: SAEBench
+   pins numpy < 2 and datasets < 4 and pulls TransformerLens, so it never
+   shares the project's environment. torch is the project's own version;
+2. draws the eval's word sample (``evals.absorption.sample_words``) and runs
+   our absorption eval on the selected SAEs of the profile's main layer;
+3. runs ``saebench_driver.py`` in that environment on the same saved SAEs
+   (loaded by SAELens as they are on disk), the same words and the same seeds;
+4. writes ``paper/tables/crosscheck.csv`` and ``.tex`` (canonical profiles) and
+   ``runs/<profile>/crosscheck/`` (both sides' raw output), and the wall times
+   into docs/benchmarks.md.
+
+A row agrees when both sides keep the same letters and both measures differ
+by at most ``TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from atm_repro.config import ConfigError, Profile, fingerprint
+from atm_repro.corpus import load_articles
+from atm_repro.evals.absorption import (
+    LETTERS,
+    prepare_absorption,
+    run_absorption,
+    sample_words,
+    word_token_pos,
+)
+from atm_repro.evaluate import discover, eval_configs
+from atm_repro.files import atomic_write_text
+from atm_repro.models import cache_root, load_model
+from atm_repro.saes.io import load_sae
+from atm_repro.tables import (
+    TABLES_DIR,
+    Stamp,
+    booktabs_table,
+    check_output_allowed,
+    write_generated,
+)
+
+SAEBENCH_VERSION = "0.6.0"
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "saebench_driver.py"
+REQUIREMENTS = HERE / "saebench-requirements.txt"
+DOC_PATH = HERE.parent.parent / "docs" / "benchmarks.md"
+TOLERANCE = 0.05
+# Our model names -> TransformerLens's (it builds its config from the name).
+TL_NAMES = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-2-2b": "google/gemma-2-2b"}
+DEFAULT_SAES = ("atm-s0", "atm-s1", "topk-s0", "topk-s1", "jumprelu-s0", "jumprelu-s1",
+                "batchtopk-s0", "matryoshka-s0", "standard-s0")
+
+
+def saebench_python(progress: bool = True) -> Path:
+    """The SAEBench environment's interpreter, creating the environment if needed."""
+    import torch
+
+    env = cache_root() / f"saebench-{SAEBENCH_VERSION}"
+    python = env / "bin" / "python"
+    if (env / "complete").exists():
+        return python
+    torch_pin = f"torch=={torch.__version__.split('+')[0]}"
+    steps = [[sys.executable, "-m", "venv", "--clear", str(env)],
+             [str(python), "-m", "pip", "install", "-q", torch_pin],
+             [str(python), "-m", "pip", "install", "-q", "--no-deps",
+              f"sae-bench=={SAEBENCH_VERSION}"],
+             [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS), torch_pin]]
+    for cmd in steps:
+        if progress:
+            print("[crosscheck] " + " ".join(cmd[-3:]), flush=True)
+        subprocess.run(cmd, check=True)
+    (env / "complete").write_text(torch_pin + "\n")
+    return python
+
+
+def select_saes(profile: Profile, wanted: list[str] | None):
+    """Records of the requested SAEs of the main layer ("atm-s0" or "L8-atm-s0")."""
+    layer = profile.train.layer
+    records = {r.sae_id: r for r in discover(profile) if r.group == "main" and r.layer == layer}
+    names = list(wanted or DEFAULT_SAES)
+    ids = [n if n.startswith("L") and "-" in n else f"L{layer}-{n}" for n in names]
+    missing = [n for n, i in zip(names, ids) if i not in records]
+    if missing:
+        raise ConfigError(f"crosscheck: no trained SAE {missing} at layer {layer} of profile "
+                          f"{profile.name!r}; available: {sorted(records)}")
+    return [records[i] for i in ids]
+
+
+def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """Both evals on the selected SAEs; returns the comparison table (see module doc)."""
+    if profile.model.name not in TL_NAMES:
+        raise ConfigError(f"crosscheck: SAEBench runs the model through TransformerLens, which "
+                          f"knows {sorted(TL_NAMES)}, not {profile.model.name!r}")
+    records = select_saes(profile, wanted)
+    cfg = eval_configs(profile)["absorption"]
+    layer = profile.train.layer
+    out_dir = profile.run_dir / "crosscheck"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    python = saebench_python(progress)
+
+    loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
+    words, word_meta = sample_words(loaded.tokenizer, cfg)
+    # the eval cache of notebook 05: the layer's preparation is shared with it
+    data = prepare_absorption(loaded, [layer], cfg, profile.run_dir / "eval_cache",
+                              progress)[layer]
+    ours, ours_s = {}, {}
+    for r in records:
+        t0 = time.perf_counter()
+        ours[r.sae_id] = run_absorption(load_sae(r.path), data, cfg, r.sae_id)
+        ours_s[r.sae_id] = time.perf_counter() - t0
+    spec_path = write_spec(loaded, layer, words, cfg, records, out_dir)
+    subprocess.run([str(python), str(DRIVER), str(spec_path)], check=True, cwd=out_dir)
+    ref = json.loads((out_dir / "saebench.json").read_text())
+    ref_s = ref["load_seconds"] + ref["probe_seconds"] + sum(
+        ref["saes"][r.sae_id]["seconds"] for r in records)  # as if in one run (it resumes)
+
+    table = compare(ours, ref, layer)
+    prompts = prompt_agreement(data, ref, words, cfg)
+    timing = {"ours_prepare_s": data.meta["prepare_seconds"],
+              "ours_per_sae_s": {k: round(v, 1) for k, v in ours_s.items()},
+              "saebench_total_s": round(ref_s, 1), "saebench_load_s": ref["load_seconds"],
+              "saebench_probe_s": ref["probe_seconds"],
+              "saebench_per_sae_s": {k: v["seconds"] for k, v in ref["saes"].items()}}
+    summary = {"profile": profile.name, "layer": layer, "config": asdict(cfg),
+               "config_fingerprint": fingerprint(cfg), "words": word_meta,
+               "prompts": prompts, "timing": timing, "tolerance": TOLERANCE,
+               "machine": f"{platform.processor() or platform.machine()}, "
+                          f"{__import__('os').cpu_count()} cores",
+               "ours": {k: v.to_json() for k, v in ours.items()}}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    table.to_csv(out_dir / "crosscheck.csv", index=False)
+    if not profile.smoke:  # the paper's inputs: canonical profiles only
+        from atm_repro.bench import update_doc
+
+        tables = check_output_allowed(profile, TABLES_DIR)
+        write_generated(tables / "crosscheck.csv", table.to_csv(index=False, float_format="%.4f"))
+        write_generated(tables / "crosscheck.tex",
+                        crosscheck_tex(table, Stamp.for_profile(profile)))
+        update_doc(DOC_PATH, f"crosscheck-{profile.name}", render_markdown(summary, table))
+    return table
+
+
+def crosscheck_tex(table: pd.DataFrame, stamp: Stamp) -> str:
+    """The paper's table: both sides' letters kept and measures, per SAE."""
+    frame = table.assign(sae=table["sae"].str.replace("-s", " s", regex=False))
+    cols = {"sae": "SAE", "n_letters_ours": "ours", "n_letters_saebench": "SAEBench",
+            "full_ours": "ours", "full_saebench": "SAEBench",
+            "fraction_ours": "ours", "fraction_saebench": "SAEBench"}
+    return booktabs_table(
+        frame, cols, stamp=stamp, label="tab:crosscheck",
+        groups=[("", 1), ("letters kept", 2), ("full absorption", 2), ("fraction", 2)],
+        fmt={c: ".3f" for c in cols if c.startswith(("full", "fraction"))},
+        caption=f"Absorption computed by SAEBench {SAEBENCH_VERSION}'s own code and by ours "
+                "on the same saved SAEs (main layer), the same word sample and the same "
+                "seeds (\\code{atm-repro crosscheck}). Values are the computed ones, also "
+                "where the metric is not meaningful (Table~\\ref{tab:absorption_health}); "
+                f"agreement means the same letters and gaps of at most {TOLERANCE}.")
+
+
+def write_spec(loaded, layer: int, words: list[str], cfg, records, out_dir: Path) -> Path:
+    """The driver's input: model, layer, words, seeds, SAEs, where to write."""
+    spec = {"model_dir": str(loaded.model.name_or_path), "tl_model_name": TL_NAMES[loaded.name],
+            "layer": layer, "words": words, "seed": cfg.seed,
+            "prompt_token_pos": word_token_pos(loaded.tokenizer, cfg),
+            "llm_batch_size": cfg.batch_size,
+            "saes": {r.sae_id: str(r.path) for r in records},
+            "out": str(out_dir / "saebench.json")}
+    path = out_dir / "spec.json"
+    atomic_write_text(path, json.dumps(spec))
+    return path
+
+
+def _kept(per_letter: dict) -> str:
+    return "".join(sorted(per_letter))
+
+
+def compare(ours: dict, ref: dict, layer: int) -> pd.DataFrame:
+    """One row per SAE: letters kept and both measures on each side, and the gaps."""
+    rows = []
+    for sae_id, result in ours.items():
+        entry = ref["saes"][sae_id]
+        m, ref_m = result.details["measures"], entry.get("metrics")
+        ref_letters = (_kept(entry["per_letter"]) if ref_m else
+                       "".join(c for c in LETTERS if entry.get("probe_f1", {}).get(c, 0) > 0.6))
+        row = {"sae": sae_id.split("-", 1)[1], "layer": layer,
+               "letters_ours": _kept(result.details["per_letter"]), "letters_saebench": ref_letters,
+               "full_ours": m["mean_full_absorption"],
+               "full_saebench": ref_m["mean_full_absorption_score"] if ref_m else float("nan"),
+               "fraction_ours": m["mean_absorption_fraction"],
+               "fraction_saebench": (ref_m["mean_absorption_fraction_score"] if ref_m
+                                     else float("nan")),
+               "meaningful_ours": bool(result.metrics["meaningful"]),
+               "max_k1_f1_ours": result.metrics["max_k1_f1"]}
+        row["n_letters_ours"], row["n_letters_saebench"] = (len(row["letters_ours"]),
+                                                            len(row["letters_saebench"]))
+        row["full_gap"] = abs(row["full_ours"] - row["full_saebench"])
+        row["fraction_gap"] = abs(row["fraction_ours"] - row["fraction_saebench"])
+        row["agrees"] = bool(row["letters_ours"] == row["letters_saebench"]
+                             and row["full_gap"] <= TOLERANCE
+                             and row["fraction_gap"] <= TOLERANCE)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def prompt_agreement(data, ref: dict, words: list[str], cfg) -> dict:
+    """How many of SAEBench's prompts are, string for string, the ones we built."""
+    from atm_repro.evals.absorption import probe_splits, scoring_prompts
+
+    train, test, p_train, p_test = probe_splits(words, cfg)
+    out = {}
+    for split, ours in (("train", p_train), ("test", p_test)):
+        theirs = ref["probe_prompts"][split]["prompts"]
+        out[f"probe_{split}_same"] = sum(a == b for a, b in zip(ours, theirs))
+        out[f"probe_{split}_n"] = max(len(ours), len(theirs))
+    by_letter = [[test[i] for i in data.true_positives(c)] for c in range(len(LETTERS))]
+    ours_scoring = [p for ps in scoring_prompts(by_letter, words, cfg) for p in ps]
+    for sae_id, entry in ref["saes"].items():
+        if "scoring" in entry:
+            theirs = entry["scoring"]["prompts"]
+            out[f"scoring_same_{sae_id}"] = sum(a == b for a, b in zip(ours_scoring, theirs))
+            out[f"scoring_n_{sae_id}"] = max(len(ours_scoring), len(theirs))
+    return out
+
+
+def render_markdown(summary: dict, table: pd.DataFrame) -> str:
+    """The crosscheck block of docs/benchmarks.md."""
+    t = summary["timing"]
+    n = len(t["ours_per_sae_s"])
+    ours_total = t["ours_prepare_s"] + sum(t["ours_per_sae_s"].values())
+    lines = [f"### Absorption crosscheck, profile `{summary['profile']}`", "",
+             f"`atm-repro crosscheck --profile {summary['profile']}`: SAEBench "
+             f"{SAEBENCH_VERSION}'s absorption eval and ours on the same {n} SAEs of layer "
+             f"{summary['layer']}, {summary['words']['n_words']} words "
+             f"({summary['words']['n_not_single_token']} of "
+             f"{summary['words']['n_alphabetic_words']} alphabetic vocabulary entries dropped: "
+             "not one token in the prompt). Machine: " + summary["machine"] + ".", "",
+             "| | ours | SAEBench |", "|---|---|---|",
+             f"| model-side preparation (prompts, probe, scoring prompts) | "
+             f"{t['ours_prepare_s']:.0f} s | {t['saebench_probe_s']:.0f} s (probe data and "
+             f"probe; scoring prompts run per SAE) |",
+             f"| per SAE, median | {pd.Series(t['ours_per_sae_s']).median():.1f} s | "
+             f"{pd.Series(t['saebench_per_sae_s']).median():.0f} s |",
+             f"| all {n} SAEs, wall | {ours_total:.0f} s | {t['saebench_total_s']:.0f} s |", "",
+             f"Agreement (|gap| <= {TOLERANCE} on both measures, same letters kept): "
+             f"{int(table['agrees'].sum())} of {len(table)} SAEs; largest gaps "
+             f"{table['full_gap'].max():.3f} (full absorption), "
+             f"{table['fraction_gap'].max():.3f} (fraction). Table: "
+             "`paper/tables/crosscheck.csv`."]
+    return "\n".join(lines) + "\n"
