@@ -266,6 +266,33 @@ def test_probe_weights_positives_by_class_balance():
     assert 0.2 < boundary < 0.8
 
 
+def test_probe_is_saebench_train_multi_probe_bit_for_bit():
+    """SAEBench's probe training written with torch's own pieces, as its code does
+    it (global seed, ``nn.Linear``, ``DataLoader(shuffle=True)``, BCE with positive
+    weights, Adam, ``ExponentialLR`` per epoch, L1 term): the same weights."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 12) * 30
+    y = torch.nn.functional.one_hot(torch.arange(300) % 5, 5)
+    torch.manual_seed(42)
+    probe = torch.nn.Linear(12, 5)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y.float()),
+                                         batch_size=64, shuffle=True)
+    pos_weight = (len(y) - y.sum(0)) / y.sum(0)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(math.log(1e-3) / 4))
+    for _ in range(4):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = loss_fn(probe(xb), yb) + 0.01 * probe.weight.abs().sum(-1).mean()
+            loss.backward()
+            opt.step()
+        sched.step()
+    W, b = train_multi_probe(x, y.float(), ProbeTraining(4, 64, 1e-2, 1e-5, 1e-4, 0.01),
+                             torch.Generator().manual_seed(42))
+    assert torch.equal(W, probe.weight.detach()) and torch.equal(b, probe.bias.detach())
+
+
 def test_probe_l1_term_zeroes_useless_inputs():
     rng = np.random.default_rng(1)
     y = (rng.random(2000) < 0.5).astype(np.float32)

@@ -46,8 +46,9 @@ The steps (SAEBench's, with its defaults):
 Departures, each moving no canonical SAE by more than the crosscheck tolerance:
 ||d_j|| is kept in proj_j (exact for any decoder; saved SAEs have unit rows, so
 it is SAEBench's formula); P = 0 is never absorption (SAEBench divides by P);
-the probes' initialisation and batch order come from a seeded torch generator
-(SAEBench uses the global one); main-latent probes train on precomputed latents
+the probes' initialisation and batch order are SAEBench's draws on a seeded
+torch generator of our own (SAEBench draws on the global one, which the
+crosscheck seeds alike); main-latent probes train on precomputed latents
 (SAEBench's ``precalc_k_sparse_probe_sae_acts``).
 
 Health, per SAE: letters kept, mean and best k = 1 main-latent F1, and how
@@ -364,22 +365,34 @@ def train_multi_probe(x_NX: torch.Tensor, y_NC: torch.Tensor, how: ProbeTraining
     Binary cross-entropy with each output's positives weighted by its
     negatives / positives, Adam with (coupled) weight decay, shuffled
     mini-batches, the lr decayed exponentially from ``lr`` to ``end_lr`` over
-    the epochs, plus ``l1`` x mean_c ||w_c||_1. Initialised like ``nn.Linear``.
-    Every output needs at least one positive.
+    the epochs, plus ``l1`` x mean_c ||w_c||_1. Every output needs a positive.
+
+    The random draws are SAEBench's, made on ``generator``: ``nn.Linear``'s
+    initialisation, then per epoch the data loader's base seed (unused) and a
+    seed for a fresh generator whose permutation orders the batches
+    (``DataLoader(shuffle=True)``). With
+    ``generator`` seeded as SAEBench seeds torch, both train the same probe
+    from the same inputs.
     """
     N, X = x_NX.shape
     n_pos_C = y_NC.sum(0)
     if bool((n_pos_C == 0).any()):
         raise ValueError("train_multi_probe: an output has no positive example")
-    bound = 1.0 / math.sqrt(X)
-    W_CX = ((torch.rand(y_NC.shape[1], X, generator=generator) * 2 - 1) * bound).requires_grad_()
-    b_C = ((torch.rand(y_NC.shape[1], generator=generator) * 2 - 1) * bound).requires_grad_()
+    W_CX = torch.empty(y_NC.shape[1], X)
+    torch.nn.init.kaiming_uniform_(W_CX, a=math.sqrt(5), generator=generator)
+    b_C = torch.empty(y_NC.shape[1])
+    torch.nn.init.uniform_(b_C, -1 / math.sqrt(X), 1 / math.sqrt(X), generator=generator)
+    W_CX.requires_grad_(), b_C.requires_grad_()
     opt = torch.optim.Adam([W_CX, b_C], lr=how.lr, weight_decay=how.weight_decay)
     gamma = math.exp(math.log(how.end_lr / how.lr) / how.epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(N - n_pos_C) / n_pos_C)
     for _ in range(how.epochs):
-        for idx in torch.randperm(N, generator=generator).split(how.batch_size):
-            loss = loss_fn(x_NX[idx] @ W_CX.T + b_C, y_NC[idx])
+        # DataLoader.__iter__ draws its workers' base seed, then RandomSampler a seed
+        _, seed = (int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+                   for _ in range(2))
+        order = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
+        for idx in order.split(how.batch_size):
+            loss = loss_fn(torch.nn.functional.linear(x_NX[idx], W_CX, b_C), y_NC[idx])
             if how.l1:
                 loss = loss + how.l1 * W_CX.abs().sum(-1).mean()
             opt.zero_grad(set_to_none=True)

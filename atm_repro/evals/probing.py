@@ -1,4 +1,4 @@
-"""Sparse probing (METRICS.md "Sparse probing"; higher is better).
+"""Sparse probing (docs/metrics.md "Sparse probing"; higher is better).
 
 Tasks: for each dataset of ``atm_repro.probing_data`` and each class, a binary
 task: positives = that class, negatives drawn evenly from the other classes,
@@ -10,10 +10,9 @@ test never share a text and the model runs on few texts.
 Features of a text: the mean over its non-special tokens of the residual
 stream after block ``layer`` (model baseline) or of the SAE latents of each
 token. Top-k: the k dimensions with the largest |mean_pos - mean_neg| on train
-(raw values) feed a logistic regression (L2, C = 1); test accuracy for each k
-and for all dimensions. Choice beyond the spec: features are standardised on
-the training texts before each fit, so C = 1 regularises residuals and SAEs of
-any latent scale alike (SAEBench fits raw values).
+(raw values) feed a logistic regression (L2, C = 1, at most 1000 solver
+iterations) on the raw values, as SAEBench's ``train_sklearn_probe`` fits them;
+test accuracy for each k and for all dimensions.
 
 Cost: ``prepare_probing`` runs the model (truncated forward) once per (model,
 dataset) over the selected texts only, for all requested layers at once, and
@@ -36,7 +35,6 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -62,7 +60,7 @@ class ProbingConfig:
     k_values: list[int] = field(default_factory=lambda: [1, 2, 5])
     batch_size: int = 16  # texts per forward pass
     encode_batch_tokens: int = 8192  # tokens per SAE encode call
-    max_iter: int = 2000  # logistic-regression solver iterations
+    max_iter: int = 1000  # logistic-regression solver iterations (SAEBench's)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -354,15 +352,14 @@ def probe_accuracy(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
     max_iter: int,
 ) -> tuple[float, bool]:
-    """Test accuracy of an L2 logistic regression (C = 1) on standardised features,
+    """Test accuracy of an L2 logistic regression (C = 1) on the raw features,
     and whether the solver converged."""
-    scaler = StandardScaler().fit(x_train)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         probe = LogisticRegression(C=PROBE_C, max_iter=max_iter)
-        probe.fit(scaler.transform(x_train), y_train)
+        probe.fit(x_train, y_train)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return float((probe.predict(scaler.transform(x_test)) == y_test).mean()), converged
+    return float((probe.predict(x_test) == y_test).mean()), converged
 
 
 def evaluate_task(feats_ND: np.ndarray, task: ProbingTask, k_values: list[int],
