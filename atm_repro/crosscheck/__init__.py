@@ -21,6 +21,7 @@ by at most ``TOLERANCE``.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -30,13 +31,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from atm_repro.bench import update_doc
 from atm_repro.config import ConfigError, Profile, fingerprint
 from atm_repro.corpus import load_articles
 from atm_repro.evals.absorption import (
     LETTERS,
     prepare_absorption,
+    probe_splits,
     run_absorption,
     sample_words,
+    scoring_prompts,
     word_token_pos,
 )
 from atm_repro.evaluate import discover, eval_configs
@@ -138,13 +142,11 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
                "config_fingerprint": fingerprint(cfg), "words": word_meta,
                "prompts": prompts, "timing": timing, "tolerance": TOLERANCE,
                "machine": f"{platform.processor() or platform.machine()}, "
-                          f"{__import__('os').cpu_count()} cores",
+                          f"{os.cpu_count()} cores",
                "ours": {k: v.to_json() for k, v in ours.items()}}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     table.to_csv(out_dir / "crosscheck.csv", index=False)
     if not profile.smoke:  # the paper's inputs: canonical profiles only
-        from atm_repro.bench import update_doc
-
         tables = check_output_allowed(profile, TABLES_DIR)
         write_generated(tables / "crosscheck.csv", table.to_csv(index=False, float_format="%.4f"))
         write_generated(tables / "crosscheck.tex",
@@ -217,8 +219,6 @@ def compare(ours: dict, ref: dict, layer: int) -> pd.DataFrame:
 
 def prompt_agreement(data, ref: dict, words: list[str], cfg) -> dict:
     """How many of SAEBench's prompts are, string for string, the ones we built."""
-    from atm_repro.evals.absorption import probe_splits, scoring_prompts
-
     train, test, p_train, p_test = probe_splits(words, cfg)
     out = {}
     for split, ours in (("train", p_train), ("test", p_test)):
