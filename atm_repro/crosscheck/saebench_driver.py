@@ -89,6 +89,8 @@ def main(spec_path: str) -> None:
     # that nothing of an earlier run is read back instead of recomputed
     shutil.rmtree(sb_common.RESULTS_DIR, ignore_errors=True)
     work = out_path.parent / "saebench_work"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "results").mkdir(parents=True)  # run_eval writes each SAE's JSON there
 
     t0 = time.perf_counter()
     model = load_model(spec)
