@@ -127,6 +127,7 @@ def write_tables(cfg: Profile, table: pd.DataFrame, results: pd.DataFrame,
             key = next((k for k, v in MAIN_COLUMNS.items() if v == label), label)
             numbers[f"main/{name}/{key.split('/')[-1]}"] = value
     numbers.update(_spread_and_sweep_numbers(table))
+    numbers.update(_health_numbers(table))
     tables = {"main_results": _main_results(table, stamp),
               "paper_vs_ours": paper_vs_ours_table(ours, stamp),
               "stability": _stability(table, stamp),
@@ -156,6 +157,23 @@ def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
         for col in ("core/l0", *SPREAD_METRICS):
             if col in row and pd.notna(row[col]):
                 out[f"sweep/{row['name']}/{col.split('/')[-1]}"] = row[col]
+    return out
+
+
+def _health_numbers(table: pd.DataFrame) -> dict:
+    """For the text: the absorption metric's health over every main and cross-layer
+    SAE (``report.absorption_health``): the range of letters kept, the best single
+    main-latent F1 anywhere, and how many SAE/layer rows are meaningful."""
+    health = absorption_health(table)
+    out = {}
+    if "letters kept" in health:
+        out["health/letters_kept_min"] = int(health["letters kept"].min())
+        out["health/letters_kept_max"] = int(health["letters kept"].max())
+    if "best k=1 F1" in health:
+        out["health/best_k1_f1"] = health["best k=1 F1"].max()
+    if "meaningful" in health:
+        out["health/n_meaningful"] = int((health["meaningful"] > 0).sum())
+        out["health/n_rows"] = len(health)
     return out
 
 

@@ -101,6 +101,15 @@ def plot_toy_benchmark(df: pd.DataFrame, title: str = ""):
 # ----------------------------------------------------------------- notebook 05
 
 
+def mark_not_measured(ax, label: str) -> None:
+    """An empty absorption panel says why: every SAE's value is n/a (no letter
+    latent or too few letters; ``evals.absorption.health``), not 0."""
+    if not ax.has_data():
+        ax.text(0.5, 0.5, "n/a: absorption not\nmeaningful here\n(metric health)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
+        ax.set_ylabel(label)
+
+
 def _per_name(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     """Mean over seeds of ``cols`` per SAE name, in first-seen order."""
     return frame.groupby("name", sort=False)[cols].mean()
@@ -124,10 +133,11 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = ""):
             if col in frame:
                 ax.plot(frame["core/l0"], frame[col], marker="o", color=f"C{i}", label=base)
                 ax.set_ylabel(label)
-    for ax in axes:
+    for ax, (_, label) in zip(axes, panels):
+        mark_not_measured(ax, label)
         ax.set_xscale("log")
         ax.set_xlabel("L0 (held-out tokens)")
-    axes[0].legend(fontsize=7, frameon=False)
+    axes[-1].legend(fontsize=7, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -233,6 +243,7 @@ def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict[str, floa
                 ax.axvline(default, color="0.7", lw=0.8, ls=":")
             ax.set_xlabel(f"{base}: {factor}")
             ax.set_ylabel(label)
+            mark_not_measured(ax, label)
             if col == "core/l0":
                 ax.set_yscale("log")
     fig.suptitle(title)
@@ -253,10 +264,11 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
             if col in runs:
                 ax.plot(runs["layer"], runs[col], marker="o", color=f"C{i}", label=name)
                 ax.set_ylabel(label)
-    for ax in axes:
+    for ax, (_, label) in zip(axes, EVAL_PANELS):
+        mark_not_measured(ax, label)
         ax.set_xlabel("layer")
     axes[-1].set_yscale("log")
-    axes[0].legend(fontsize=7, frameon=False)
+    axes[-1].legend(fontsize=7, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

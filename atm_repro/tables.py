@@ -44,6 +44,7 @@ GENERATED_PATHS = ("figures", "paper/tables", "paper/main.pdf")
 
 # The contract with paper/main.tex (tests check it uses exactly these).
 TABLE_NAMES = ("main_results", "paper_vs_ours", "stability", "absorption_health", "toy")
+COMMAND_TABLES = ("crosscheck",)  # written by their own command (atm-repro crosscheck)
 FIGURE_NAMES = ("pareto_l0", "ablations", "cross_layer", "toy_absorption")
 
 MISSING_CELL = "--"  # a table cell with no value (en dash)

@@ -15,8 +15,10 @@ import pytest
 
 from atm_repro.config import REPO_ROOT, Profile, load_profile
 from atm_repro.tables import (
+    COMMAND_TABLES,
     FIGURE_NAMES,
     FIGURES_DIR,
+    NOT_MEANINGFUL,
     PAPER_RESULTS,
     TABLE_NAMES,
     TABLES_DIR,
@@ -314,6 +316,28 @@ def test_ours_from_results_averages_seeds():
         ours_from_results(df, {"standard": ["standard-s0"]})
 
 
+def test_not_meaningful_absorption_is_n_a_and_judged_so():
+    """An SAE whose absorption is not meaningful (metric health) makes both
+    absorption rows "not meaningful", with n/a cells, never a number."""
+    df = pd.DataFrame([
+        {"sae_id": s, "eval_name": "absorption", "meaningful": m,
+         "mean_full_absorption": v, "mean_absorption_fraction": v}
+        for s, m, v in (("atm-s0", 1.0, 0.1), ("topk-s0", 0.0, float("nan")),
+                        ("jumprelu-s0", 1.0, 0.3))])
+    ours = ours_from_results(df, {"atm": ["atm-s0"], "topk": ["topk-s0"],
+                                  "jumprelu": ["jumprelu-s0"]})
+    assert ours["topk"][NOT_MEANINGFUL] and NOT_MEANINGFUL not in ours["atm"]
+    absorption = [m for m in PAPER_RESULTS if m.rule == "absorption_ordering"]
+    assert {verdict(m, ours) for m in absorption} == {"not meaningful (metric health)"}
+    rows = [r for r in body_rows(paper_vs_ours_table(ours, Stamp("cpu", False, "x")))
+            if r.startswith("Absorption")]
+    assert len(rows) == 2 and all("n/a" in r and "0.1000" in r for r in rows)
+    healthy = ours_from_results(df.assign(meaningful=1.0, mean_full_absorption=0.2),
+                                {"atm": ["atm-s0"], "topk": ["topk-s0"],
+                                 "jumprelu": ["jumprelu-s0"]})
+    assert verdict(absorption[0], healthy) != "not meaningful (metric health)"
+
+
 def test_result_numbers_match_the_table():
     values = result_numbers(ours_with(0.005, 0.03, None))
     assert values["paper/atm/mean_full_absorption"] == "0.0068"
@@ -335,7 +359,7 @@ def test_main_tex_uses_only_generated_macros_and_names():
     generated = {macro_name(k)[1:] for k in smoke_numbers()}
     used = set(re.findall(r"\\((?:Setup|Train|Sae|Eval|Paper|Ours|Ablation)[A-Za-z]*)", tex))
     assert used and used <= generated, sorted(used - generated)
-    assert set(re.findall(r"\\resulttable\{(\w+)\}", tex)) == set(TABLE_NAMES)
+    assert set(re.findall(r"\\resulttable\{(\w+)\}", tex)) == {*TABLE_NAMES, *COMMAND_TABLES}
     assert set(re.findall(r"\\resultfigure(?:\[[^]]*\])?\{(\w+)\}", tex)) == set(FIGURE_NAMES)
 
 
