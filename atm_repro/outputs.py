@@ -90,6 +90,7 @@ def _absorption_health(table: pd.DataFrame, stamp: Stamp) -> str:
         frame, {k: v for k, v in cols.items() if k in frame.columns}, stamp=stamp,
         label="tab:absorption_health",
         fmt={"layer": "d", "letters kept": ".1f", "letter latents": ".1f",
+             "mean k=1 F1": ".3f", "best k=1 F1": ".3f", "fires on other letters": ".3f",
              "meaningful": ".0%"},
         caption="Health of the absorption metric, per layer and SAE (mean over seeds): "
                 "letters whose ground-truth probe has $F_1 > 0.6$; test $F_1$ of the best "

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
@@ -104,7 +105,8 @@ def plot_toy_benchmark(df: pd.DataFrame, title: str = ""):
 def mark_not_measured(ax, label: str) -> None:
     """An empty absorption panel says why: every SAE's value is n/a (no letter
     latent or too few letters; ``evals.absorption.health``), not 0."""
-    if not ax.has_data():
+    if not any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any()
+               for line in ax.get_lines()):
         ax.text(0.5, 0.5, "n/a: absorption not\nmeaningful here\n(metric health)",
                 transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
         ax.set_ylabel(label)
