@@ -80,6 +80,11 @@ def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
         best={c: "max" for c in present})
 
 
+HEALTH_FMT = {"layer": "d", "letters kept": ".1f", "letter latents": ".1f",
+              "mean k=1 F1": ".3f", "best k=1 F1": ".3f", "fires on other letters": ".3f",
+              "meaningful": ".0%"}
+
+
 def _absorption_health(table: pd.DataFrame, stamp: Stamp) -> str:
     frame = absorption_health(table).reset_index()
     cols = {"layer": "layer", "name": "SAE", "letters kept": "letters",
@@ -89,9 +94,7 @@ def _absorption_health(table: pd.DataFrame, stamp: Stamp) -> str:
     return booktabs_table(
         frame, {k: v for k, v in cols.items() if k in frame.columns}, stamp=stamp,
         label="tab:absorption_health",
-        fmt={"layer": "d", "letters kept": ".1f", "letter latents": ".1f",
-             "mean k=1 F1": ".3f", "best k=1 F1": ".3f", "fires on other letters": ".3f",
-             "meaningful": ".0%"},
+        fmt={k: v for k, v in HEALTH_FMT.items() if k in frame.columns},
         caption="Health of the absorption metric, per layer and SAE (mean over seeds): "
                 "letters whose ground-truth probe has $F_1 > 0.6$; test $F_1$ of the best "
                 "single main latent (mean over kept letters, and the best letter); letters "
