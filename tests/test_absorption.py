@@ -365,33 +365,25 @@ def test_splits_and_prompts_follow_saebench_random_calls():
     seeded), written out here as its code does them: the same strings."""
     import random
 
+    def saebench_prompt(w, pool):  # create_icl_prompt: redraw while w is among them
+        while True:
+            ex = random.sample(pool, 10)
+            if w not in ex:
+                return build_prompt(w, ex)
+
     words = [f" w{chr(97 + i % 26)}{i}" for i in range(300)]
     cfg = AbsorptionConfig(seed=7)
     random.seed(7)
     shuffled = random.sample(words, len(words))
     train, test = shuffled[:240], shuffled[240:]
-    expected = []
-    for split in (train, test):
-        for w in split:
-            while True:
-                ex = random.sample(split, 10)
-                if w not in ex:
-                    break
-            expected.append(build_prompt(w, ex))
+    expected = [saebench_prompt(w, split) for split in (train, test) for w in split]
     got_train, got_test, p_train, p_test = probe_splits(words, cfg)
     assert (got_train, got_test) == (train, test)
     assert p_train + p_test == expected
     # scoring: letter by letter, examples from the whole list, generator seed + 1
     random.seed(8)
     by_letter = [[w for w in test if w[2] == c] for c in LETTERS]
-    expected = []
-    for ws in by_letter:
-        for w in ws:
-            while True:
-                ex = random.sample(words, 10)
-                if w not in ex:
-                    break
-            expected.append(build_prompt(w, ex))
+    expected = [saebench_prompt(w, words) for ws in by_letter for w in ws]
     assert [p for ps in scoring_prompts(by_letter, words, cfg) for p in ps] == expected
 
 
