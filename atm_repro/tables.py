@@ -476,7 +476,8 @@ class PaperMetric:
     fmt: str | None  # format spec of our values (None: ``format_number``)
 
 
-# PAPER.md, "Results reported". The paper's single "mean absorption score" sits
+# The numbers the original paper reports (its results table and text). Its single
+# "mean absorption score" sits
 # beside our full-absorption rate (SAEBench's original absorption score); our
 # absorption fraction is judged against the same ordering.
 PAPER_RESULTS = (

@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from atm_repro.bench import update_doc
 from atm_repro.config import ConfigError, Profile, fingerprint
@@ -71,8 +72,6 @@ DEFAULT_SAES = ("atm-s0", "atm-s1", "topk-s0", "topk-s1", "jumprelu-s0", "batcht
 
 def saebench_python(progress: bool = True) -> Path:
     """The SAEBench environment's interpreter, creating the environment if needed."""
-    import torch
-
     env = cache_root() / f"saebench-{SAEBENCH_VERSION}"
     python = env / "bin" / "python"
     if (env / "complete").exists():
