@@ -8,8 +8,9 @@ Recipe (SAES.md "Shared recipe"; every choice is a ``TrainConfig`` value):
   takes raw activations with unit-norm decoder rows.
 * b_dec init: geometric median (Weiszfeld, <= 100 iterations), mean or zeros
   of the scaled sample; decoder/encoder init by the variant (``init_weights``).
-* Adam with the variant's betas; lr = spec.lr or train.lr, linear warmup over
-  ``lr_warmup_steps``, linear decay to 0 over the last ``lr_decay_frac`` of
+* Adam with the variant's betas and parameter groups (``SAE.param_groups``:
+  a group's lr is the scheduled lr times its ``lr_scale``); lr = spec.lr or
+  train.lr, linear warmup over ``lr_warmup_steps``, linear decay to 0 over the last ``lr_decay_frac`` of
   steps; grad-norm clipping; unit-norm decoders get the parallel gradient
   removed before the step and rows renormalised after it.
 * Dead latents in tokens: per latent, tokens since it last fired (counted per
@@ -206,7 +207,7 @@ class _Run:
     def __init__(self, sae: SAE, lr: float, generator: torch.Generator, scale: float):
         self.sae = sae
         # fused: one kernel for all parameters (8x faster than the per-tensor loop on CPU)
-        self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=sae.adam_betas, fused=True)
+        self.opt = torch.optim.Adam(sae.param_groups(), lr=lr, betas=sae.adam_betas, fused=True)
         self.generator = generator
         self.scale = scale
         self.step = 0
@@ -364,7 +365,7 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
         torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         step_lr = lr * lr_multiplier(step, total_steps, cfg.lr_warmup_steps, cfg.lr_decay_frac)
         for group in run.opt.param_groups:
-            group["lr"] = step_lr
+            group["lr"] = step_lr * group["lr_scale"]
         run.opt.step()
         if sae.unit_norm_decoder:
             sae.normalize_decoder()

@@ -73,9 +73,31 @@ def test_ema_update_rule():
     assert torch.equal(ema_update(s, b, 0.75, initialized=True), torch.tensor([3.5, 6.0]))
 
 
+def test_ema_zero_start_is_bias_free_after_normalisation():
+    f, grad = hand_batch()
+    zero = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.9))
+    first = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.9, ema_start="first_batch"))
+    for sae in (zero, first):
+        sae.update_state(f, grad)
+    # zero start: (1 - beta) * batch, every signal of every latent alike ...
+    assert torch.allclose(zero.ema_magnitude, 0.1 * torch.tensor([2.0, 0.0, 1.0]))
+    assert torch.allclose(zero.ema_contribution, 0.1 * torch.tensor([1.0, 0.0, 2.0]))
+    # ... so the importance equals the bias-corrected (here: first-batch) one
+    assert torch.allclose(zero.importance(), first.importance(), rtol=1e-6)
+    f2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    for sae in (zero, first):
+        sae.update_state(f2, torch.ones(2, 3))
+    # after two batches they differ: the copied first batch weighs beta, not beta / (1 + beta)
+    corrected = (0.9 * 0.1 * torch.tensor([2.0, 0.0, 1.0]) + 0.1 * torch.tensor([0.0, 1.0, 0.5]))
+    assert torch.allclose(zero.ema_magnitude, corrected)
+    assert torch.allclose(first.ema_magnitude,
+                          0.9 * torch.tensor([2.0, 0.0, 1.0]) + 0.1 * torch.tensor([0.0, 1.0, 0.5]))
+    assert not torch.allclose(zero.importance(), first.importance())
+
+
 def test_ema_state_after_one_and_two_updates():
     f, grad = hand_batch()
-    sae = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.5))
+    sae = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.5, ema_start="first_batch"))
     sae.update_state(f, grad)
     assert int(sae.ema_updates) == 1
     assert torch.equal(sae.ema_magnitude, torch.tensor([2.0, 0.0, 1.0]))
@@ -90,16 +112,29 @@ def test_ema_state_after_one_and_two_updates():
     assert torch.equal(sae.ema_contribution, torch.tensor([0.5, 0.0, 1.0]))
 
 
-def test_backward_updates_ema_from_unmasked_latents_and_trained_gradient():
-    sae = primed(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, beta=0.5)
+@pytest.mark.parametrize("masked_g", ["restored", "masked"])
+def test_backward_updates_ema_from_unmasked_latents_and_trained_gradient(masked_g):
+    sae = primed(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, beta=0.5, masked_g=masked_g)
     before = [sae.ema_magnitude.clone(), sae.ema_frequency.clone(), sae.ema_contribution.clone()]
     x = data()
     f = sae.encode(x).detach()
     out = sae.training_forward(x, ctx(step=1))
     assert out.terms["masked_frac"] > 0  # masking happened ...
     assert int(sae.ema_updates) == 1  # ... and the forward alone changed no state
-    # per-token gradient of ||x - x_hat||^2 w.r.t. the decoder input, x_hat the masked one
-    grad = 2.0 * (out.x_hat_BD.detach() - x) @ sae.W_dec.detach().T
+    masked_BF = (out.latents_BF == 0) & (f > 0)
+    assert bool(masked_BF.any())
+    # per-token gradient of ||x - x_hat||^2 w.r.t. each latent, by autograd on a
+    # reconstruction built latent by latent: x_hat the trained (masked) one, plus,
+    # for "restored", the latent's own contribution added back where it was masked
+    W = sae.W_dec.detach()
+    x_hat = out.x_hat_BD.detach()
+    grad = torch.empty_like(f)
+    for i in range(F):
+        coef = f[:, i].clone().requires_grad_(True)
+        own = masked_BF[:, i] if masked_g == "restored" else torch.zeros_like(masked_BF[:, i])
+        rec = x_hat + (coef * own.float())[:, None] * W[i]  # latent i restored where masked
+        ((rec - x) ** 2).sum().backward()
+        grad[:, i] = torch.where(own, coef.grad, 2.0 * (x_hat - x) @ W[i])
     m, q, g = batch_statistics(f, grad)
     out.loss.backward()
     assert int(sae.ema_updates) == 2
@@ -108,6 +143,11 @@ def test_backward_updates_ema_from_unmasked_latents_and_trained_gradient():
         assert torch.allclose(state, 0.5 * old + 0.5 * new, rtol=1e-5, atol=1e-7)
     masked = (out.latents_BF == 0).all(0) & (f > 0).any(0)
     assert bool(masked.any()) and bool((g[masked] > 0).all())  # masked ones still measured
+    # the two readings differ exactly by the masked latents' own missing term
+    raw = 2.0 * (x_hat - x) @ W.T
+    g_raw = batch_statistics(f, raw)[2]
+    assert torch.allclose(g[~masked], g_raw[~masked], rtol=1e-5, atol=1e-7)
+    assert (masked_g == "masked") == bool(torch.allclose(g, g_raw, rtol=1e-5, atol=1e-7))
 
 
 def test_no_state_no_mask_on_the_first_step():
@@ -210,7 +250,7 @@ def test_floor_unmasks_most_important():
 
 @pytest.mark.parametrize("mode", ["per_latent", "per_token"])
 def test_floor_respected_when_p_near_one(mode):
-    sae = make_sae(r=1e4, c=10.0, min_keep=0.3, mask_mode=mode)  # theta far above all I
+    sae = make_sae(r=1e4, c=10.0, min_keep=0.3, mask_draw=mode)  # theta far above all I
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         sae.ema_magnitude.copy_(torch.rand(F, generator=gen) + 0.1)
@@ -279,7 +319,7 @@ def test_masked_latents_get_no_reconstruction_gradient(constraint):
 # ------------------------------------------------------------ determinism
 @pytest.mark.parametrize("mode", ["per_latent", "per_token"])
 def test_same_seed_same_masks_and_exact_resume(mode):
-    kw = dict(warmup_steps=0, r=2.0, c=1.0, min_keep=0.2, mask_mode=mode)
+    kw = dict(warmup_steps=0, r=2.0, c=1.0, min_keep=0.2, mask_draw=mode)
     a, b = primed(**kw), primed(**kw)
     ga, gb = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     xs = [data(seed=s) for s in range(4)]
@@ -349,7 +389,8 @@ def test_l1_coeff_warmup():
 @pytest.mark.parametrize("bad", [
     {"beta": 1.0}, {"beta": -0.1}, {"r": 0.0}, {"r": -1.0}, {"c": -0.1},
     {"l1_coefficient": -1e-3}, {"min_keep": 0.0}, {"min_keep": 1.5}, {"warmup_steps": -1},
-    {"importance": "max"}, {"mask_mode": "per_batch"}, {"decoder_constraint": "none"},
+    {"importance": "max"}, {"mask_draw": "per_batch"}, {"mask_mode": "dropout"},
+    {"ema_start": "one"}, {"masked_g": "x"}, {"decoder_constraint": "none"},
 ])
 def test_config_errors(bad):
     with pytest.raises(SAEConfigError):
@@ -406,3 +447,93 @@ def test_adam_reduces_mse_on_sparse_data():
     assert all(math.isfinite(v) for v in mses)
     assert sum(masked[:5]) == 0 and sum(masked[5:]) > 0  # training went on under masking
     assert mses[-1] < 0.5 * mses[0]
+
+
+# ------------------------------------------- masks hit the right latents
+def _fixed_state(sae: ATMSAE, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for buf in (sae.ema_magnitude, sae.ema_frequency, sae.ema_contribution):
+            buf.copy_(torch.rand(buf.shape, generator=gen) * 2 + 0.05)
+        sae.ema_updates.fill_(10)
+
+
+def _mask_rates(sae: ATMSAE, n_draws: int = 4000) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(11)
+    keep, _ = sae.sample_keep(n_draws, gen)  # per_token: n_draws independent rows
+    return 1.0 - keep.mean(0)
+
+
+def test_empirical_mask_rate_matches_p_of_the_formula():
+    """Each latent's mask rate over many draws is p_i of the paper's formula,
+    computed here by hand from the state: masking the important latents instead
+    (or any permutation of p) fails."""
+    sae = make_sae(r=2.0, c=0.5, min_keep=0.01, mask_draw="per_token")
+    _fixed_state(sae)
+    s = [sae.ema_magnitude, sae.ema_frequency, sae.ema_contribution]
+    I = sum(x / x.mean() for x in s)
+    theta = I.mean() + 0.5 * I.std(correction=0)
+    p = torch.where(I < theta, 1 - torch.exp(-2.0 * (theta - I) / theta), torch.zeros_like(I))
+    assert 0 < int((p > 0).sum()) < F  # some latents above theta, some below
+    rate = _mask_rates(sae)
+    tol = 4 * torch.sqrt(p * (1 - p) / 4000) + 1e-3  # 4 binomial standard errors
+    assert bool(((rate - p).abs() <= tol).all())
+    assert bool((rate[I >= theta] == 0).all())  # the important ones are never masked
+    order = torch.argsort(I)
+    assert float(rate[order[:4]].mean()) > float(rate[order[-4:]].mean())
+
+
+def test_l1_is_on_the_masked_latents():
+    """The penalty counts only kept latents: masked ones get no gradient at all,
+    even with lambda > 0, and the logged L1 is that of f_tilde."""
+    sae = primed(warmup_steps=0, r=50.0, c=0.0, min_keep=0.1, l1_coefficient=0.5,
+                 coeff_warmup_frac=0.0)
+    x = data()
+    f = sae.encode(x).detach()
+    out = sae.training_forward(x, ctx(step=1))
+    assert torch.allclose(out.terms["l1"], out.latents_BF.detach().sum(-1).mean())
+    assert float(out.terms["l1"]) < float(f.sum(-1).mean())
+    out.loss.backward()
+    masked = (out.latents_BF == 0).all(0) & (f > 0).any(0)
+    assert bool(masked.any())
+    assert bool((sae.W_enc.grad[:, masked] == 0).all())
+    assert bool((sae.b_enc.grad[masked] == 0).all())
+
+
+# ------------------------------------------------------------- controls
+def test_mask_mode_none_never_masks_but_keeps_measuring():
+    sae = primed(warmup_steps=0, r=1e4, c=10.0, min_keep=0.1, mask_mode="none")
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 4):
+        x = data(seed=step)
+        out = sae.training_forward(x, ctx(step, gen=gen))
+        assert torch.equal(out.latents_BF, sae.encode(x))
+        assert float(out.terms["masked_frac"]) == 0.0
+        assert float(out.terms["mask_prob_mean"]) > 0.5  # what importance would have masked
+        out.loss.backward()
+    assert int(sae.ema_updates) == 4
+
+
+def test_mask_mode_random_matches_the_rate_not_the_ranking():
+    """Random: every latent at mean(p), whatever its importance."""
+    imp = make_sae(r=2.0, c=0.5, min_keep=0.01, mask_draw="per_token")
+    rnd = make_sae(r=2.0, c=0.5, min_keep=0.01, mask_draw="per_token", mask_mode="random")
+    for sae in (imp, rnd):
+        _fixed_state(sae)
+    _, _, p = imp.mask_probabilities()
+    rate_imp, rate_rnd = _mask_rates(imp), _mask_rates(rnd)
+    assert abs(float(rate_rnd.mean()) - float(p.mean())) < 0.01
+    assert abs(float(rate_imp.mean()) - float(rate_rnd.mean())) < 0.01  # same masking rate
+    tol = 4 * math.sqrt(float(p.mean()) * (1 - float(p.mean())) / 4000)
+    assert bool(((rate_rnd - p.mean()).abs() <= tol).all())  # flat across latents ...
+    I = imp.importance()
+    assert bool((rate_rnd[I >= imp.mask_probabilities()[1]] > 0).all())  # ... important ones too
+
+
+def test_random_mode_floor_is_not_importance_ordered():
+    sae = make_sae(r=1e4, c=10.0, min_keep=0.5, mask_draw="per_token", mask_mode="random")
+    _fixed_state(sae)
+    keep, _ = sae.sample_keep(2000, torch.Generator().manual_seed(3))
+    assert bool((keep.sum(-1) == F // 2).all())  # the floor holds ...
+    rate = 1.0 - keep.mean(0)
+    assert float(rate.max() - rate.min()) < 0.1  # ... by dropping a random half, not by I

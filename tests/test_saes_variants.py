@@ -218,6 +218,28 @@ def test_auxk_zero_without_dead_latents_positive_with_some():
     assert sae.W_dec.grad[dead].abs().sum() > 0
 
 
+@pytest.mark.parametrize("cls,cfg_cls", [(TopKSAE, TopKConfig), (BatchTopKSAE, BatchTopKConfig),
+                                         (MatryoshkaSAE, MatryoshkaConfig)])
+def test_auxk_residual_is_detached(cls, cfg_cls):
+    """AuxK trains only the dead latents: the live latents' decoder rows, encoder
+    columns and biases get exactly the reconstruction loss's gradient (a residual
+    not detached would pass AuxK's gradient back through x_hat into them)."""
+    x = sparse_dataset(64)
+    dead = torch.arange(F) >= F // 2
+    grads = []
+    for mask in (torch.zeros(F, dtype=torch.bool), dead):
+        sae = make_sae(cls, cfg_cls, {"k": 4})
+        out = sae.training_forward(x, make_ctx(F, dead=mask))
+        out.loss.backward()
+        grads.append({n: p.grad.clone() for n, p in sae.named_parameters()})
+    assert out.terms["auxk"].item() > 0
+    plain, with_aux = grads
+    assert torch.equal(plain["W_dec"][~dead], with_aux["W_dec"][~dead])
+    assert torch.equal(plain["W_enc"][:, ~dead], with_aux["W_enc"][:, ~dead])
+    assert torch.equal(plain["b_enc"][~dead], with_aux["b_enc"][~dead])
+    assert not torch.equal(plain["W_dec"][dead], with_aux["W_dec"][dead])
+
+
 def test_aux_k_default_is_half_d_in():
     assert TopKConfig(d_in=8, d_sae=16, k=4).resolved_aux_k == 4
     assert TopKConfig(d_in=1, d_sae=16, k=4).resolved_aux_k == 1

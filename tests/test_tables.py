@@ -165,7 +165,7 @@ def test_setting_numbers_of_the_smoke_profile():
     assert values["setup/cached_train_tokens"] == 15000
     assert values["sae/atm/warmup_steps"] == 20  # the profile's value
     assert values["sae/atm/beta"] == "0.99"  # ATMConfig's default, resolved
-    assert values["sae/atm/mask_mode"] == r"per\_latent"
+    assert values["sae/atm/mask_draw"] == r"per\_latent"
     assert values["ablation/factors"] == "beta: 0.9, 0.99; c: 0, 1; r: 0.5, 2"
     numbers_tex(values, STAMP)  # every key makes a distinct macro
 

@@ -19,7 +19,7 @@ B tokens, F latents:
    p <= 1 - exp(-r) < 1; p is also clamped to 1 - 1e-6 so float rounding can
    never make it exactly 1.
 5. keep ~ Bernoulli(1 - p), one draw per latent shared by the batch
-   (``mask_mode="per_latent"``) or one per token and latent ("per_token"),
+   (``mask_draw="per_latent"``) or one per token and latent ("per_token"),
    all from ``ctx.generator`` (the trainer checkpoints it, so a resumed run
    draws the same masks). Retention floor: at least ceil(min_keep * F) latents
    stay unmasked (per token in per-token mode). If the draw masks more, the
@@ -33,22 +33,36 @@ B tokens, F latents:
    which autograd computes anyway (so the statistics cost no extra matmul):
      m_i: mean_b f_bi                          (magnitude; f >= 0)
      q_i: mean_b [f_bi > 0]                    (firing frequency)
-     g_i: mean_b |f_bi * dl_b/df~_bi|          (first-order reconstruction
-          contribution), with the per-token loss l_b = ||x_b - x_hat_b||^2, so
-          dl_b/df~_b = 2 (x_hat_b - x_b) W_dec^T, x_hat being the
-          reconstruction actually trained. For a kept latent this is the
-          first-order loss change if it were removed; for a masked one, the
-          change if it were restored, so masked latents keep being measured and
-          can climb back above theta. (The paper does not say which
-          reconstruction the gradient refers to; reading it off the backward
-          pass is the natural implementation, and a second, unmasked decode
-          plus its gradient would cost two more [B, D] x [D, F] products.)
+     g_i: mean_b |f_bi * dl_b/df_bi|           (first-order reconstruction
+          contribution), with the per-token loss l_b = ||x_b - x_hat_b||^2.
+   For a kept latent, dl_b/df_bi = 2 (x_hat_b - x_b) . d_i is read off the
+   backward pass: f_bi times it is the first-order loss change if latent i
+   were removed. A masked latent is missing from x_hat_b, so that gradient
+   also holds its own absent contribution, -2 f_bi ||d_i||^2, which would
+   make often-masked latents look more important (a negative feedback the
+   paper does not describe). ``masked_g="restored"`` (default) adds that term
+   back: a masked latent is measured at the reconstruction with itself
+   restored, exactly like a kept one, for one elementwise [B, F] pass.
+   ``"masked"`` keeps the raw gradient (the first implementation; an
+   ablation). A second, unmasked decode would cost two more [B, D] x [D, F]
+   products and is not needed for either.
    The per-token normalisation is a choice of scale only: every signal is
    divided by its mean over latents in step 2, so constant factors (1/B, 2)
-   cancel. The first update copies the batch statistics into the state (no
-   zero start, so no 1/(1 - beta^t) bias correction is needed); later updates
-   are s <- beta * s + (1 - beta) * batch. A forward without backward leaves
-   the state unchanged.
+   cancel. ``ema_start="zero"`` (default) starts the state at 0 and always
+   applies s <- beta * s + (1 - beta) * batch; the start bias (1 - beta^t)
+   multiplies all three signals of every latent alike and so cancels in
+   step 2: bias-free by construction. ``"first_batch"`` copies the first
+   batch into the state instead (the first implementation; an ablation: the
+   first batch then still weighs beta^t, 0.37 at t = 100). A forward without
+   backward leaves the state unchanged.
+
+Controls (``mask_mode``): "importance" is the method above. "random" masks
+each latent with the same probability mean_i(p_i), computed each step from
+this run's own EMA state, so it removes as many latents per step as the
+importance mask would, independently of importance (plain dropout at ATM's
+rate); its retention floor drops a random subset. "none" never masks;
+everything else (lambda, decoder constraint, warmup, EMAs, schedule) is
+identical. Both are ATM settings, not new variants.
 
 No masking during the first ``warmup_steps`` optimizer steps (ctx.step <
 warmup_steps), while the EMAs still update. lambda ramps up linearly over
@@ -89,7 +103,10 @@ _EPS = 1e-12  # guards divisions by a mean over latents
 _P_MAX = 1.0 - 1e-6  # p stays strictly below 1 even after float rounding
 
 IMPORTANCE_MODES = ("sum", "product")
-MASK_MODES = ("per_latent", "per_token")
+MASK_DRAWS = ("per_latent", "per_token")
+MASK_MODES = ("importance", "random", "none")
+EMA_STARTS = ("zero", "first_batch")
+MASKED_G = ("restored", "masked")
 DECODER_CONSTRAINTS = ("unit_norm", "l1_weighted")
 
 
@@ -102,7 +119,10 @@ class ATMConfig(SAEConfig):
     r: float = 0.5  # mask decay rate in p = 1 - exp(-r (theta - I) / theta) (paper)
     c: float = 1.0  # threshold multiplier, theta = mean(I) + c std(I) (not in paper)
     importance: Literal["sum", "product"] = "sum"  # how m, q, g combine
-    mask_mode: Literal["per_latent", "per_token"] = "per_latent"
+    mask_draw: Literal["per_latent", "per_token"] = "per_latent"
+    mask_mode: Literal["importance", "random", "none"] = "importance"  # the controls
+    ema_start: Literal["zero", "first_batch"] = "zero"
+    masked_g: Literal["restored", "masked"] = "restored"
     min_keep: float = 0.5  # retention floor: fraction of latents never masked in a step
     warmup_steps: int = 1000  # optimizer steps without masking (paper)
     decoder_constraint: Literal["unit_norm", "l1_weighted"] = "unit_norm"
@@ -124,12 +144,11 @@ class ATMConfig(SAEConfig):
             raise SAEConfigError(f"warmup_steps must be an integer, got {self.warmup_steps!r}")
         if self.warmup_steps < 0:
             raise SAEConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.importance not in IMPORTANCE_MODES:
-            raise SAEConfigError(
-                f"importance must be one of {list(IMPORTANCE_MODES)}, got {self.importance!r}")
-        if self.mask_mode not in MASK_MODES:
-            raise SAEConfigError(
-                f"mask_mode must be one of {list(MASK_MODES)}, got {self.mask_mode!r}")
+        for name, allowed in (("importance", IMPORTANCE_MODES), ("mask_draw", MASK_DRAWS), ("mask_mode", MASK_MODES),
+                              ("ema_start", EMA_STARTS), ("masked_g", MASKED_G)):
+            if getattr(self, name) not in allowed:
+                raise SAEConfigError(
+                    f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.decoder_constraint not in DECODER_CONSTRAINTS:
             raise SAEConfigError(
                 f"decoder_constraint must be one of {list(DECODER_CONSTRAINTS)}, "
@@ -220,7 +239,8 @@ def apply_retention_floor(
 ) -> torch.Tensor:
     """Unmask the most important drawn-masked latents until, in every row, at most
     F - ceil(min_keep * F) are masked (the least important ones stay masked).
-    Ties in I are broken by latent index (lower index counts as less important)."""
+    Ties in I are broken by latent index (lower index counts as less important).
+    ``I_F`` may also be [R, F]: one ranking per row."""
     F = masked_RF.shape[-1]
     limit = max_masked(F, min_keep)
     if not bool((masked_RF.sum(-1) > limit).any()):
@@ -262,10 +282,10 @@ class ATMSAE(SAE):
     @torch.no_grad()
     def update_state(self, f_BF: torch.Tensor, grad_BF: torch.Tensor,
                      grad_scale: float = 1.0) -> None:
-        """EMA-update m, q, g from a batch: unmasked f, per-token dl_b/df~_b =
+        """EMA-update m, q, g from a batch: unmasked f, per-token dl_b/df_b =
         grad_scale * grad_BF."""
         m, q, g = batch_statistics(f_BF, grad_BF, grad_scale)
-        init = bool(self.ema_updates > 0)
+        init = self.cfg.ema_start == "zero" or bool(self.ema_updates > 0)
         beta = self.cfg.beta
         self.ema_magnitude.copy_(ema_update(self.ema_magnitude, m, beta, init))
         self.ema_frequency.copy_(ema_update(self.ema_frequency, q, beta, init))
@@ -287,10 +307,19 @@ class ATMSAE(SAE):
     @torch.no_grad()
     def sample_keep(self, n_tokens: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Keep mask [1, F] (per_latent) or [n_tokens, F] (per_token), as f's dtype
-        0/1 floats, plus detached diagnostics."""
+        0/1 floats, plus detached diagnostics. ``mask_mode`` "random" draws every
+        latent at mean(p) and lets the floor drop a random subset ("none" never
+        gets here)."""
         I, theta, p = self.mask_probabilities()
-        rows = n_tokens if self.cfg.mask_mode == "per_token" else 1
-        masked = apply_retention_floor(draw_masked(p, rows, generator), I, self.cfg.min_keep)
+        rows = n_tokens if self.cfg.mask_draw == "per_token" else 1
+        if self.cfg.mask_mode == "random":
+            p_draw = p.mean().expand_as(p)
+            floor_order = torch.rand((rows, p.shape[0]), generator=generator,
+                                     device=generator.device)
+        else:
+            p_draw, floor_order = p, I
+        masked = draw_masked(p_draw, rows, generator)
+        masked = apply_retention_floor(masked, floor_order.to(p.device), self.cfg.min_keep)
         keep = (~masked).to(self.W_dec.dtype)
         info = {"theta": theta, "mask_prob_mean": p.mean(),
                 "masked_frac": masked.to(torch.float32).mean()}
@@ -308,7 +337,7 @@ class ATMSAE(SAE):
         """The masked loss; its backward pass updates the EMA state (module docstring)."""
         cfg = self.cfg
         f_BF = self.activation(self.pre_acts(x_BD))
-        masking = ctx.step >= cfg.warmup_steps
+        masking = ctx.step >= cfg.warmup_steps and cfg.mask_mode != "none"
         if masking:
             keep, info = self.sample_keep(x_BD.shape[0], ctx.generator)
             f_tilde = f_BF * keep
@@ -321,7 +350,13 @@ class ATMSAE(SAE):
         f_rec = f_tilde.view_as(f_tilde)  # the decoder's own input: its grad is dL_rec/df~
         if f_rec.requires_grad:
             f_seen, n = f_BF.detach(), x_BD.shape[0]  # per-token grad = n * grad of the mean
-            f_rec.register_hook(lambda grad_BF: self.update_state(f_seen, grad_BF, n))
+            restore_BF = None
+            if masking and cfg.masked_g == "restored":
+                with torch.no_grad():  # + 2 f ||d||^2 where masked, per token (docstring, 7)
+                    d_sq_F = self.W_dec.detach().pow(2).sum(-1)
+                    restore_BF = f_seen * (1.0 - keep) * d_sq_F * (2.0 / n)
+            f_rec.register_hook(lambda grad_BF: self.update_state(
+                f_seen, grad_BF if restore_BF is None else grad_BF + restore_BF, n))
         x_hat_BD = self.decode(f_rec)
 
         mse = reconstruction_loss(x_hat_BD, x_BD)

@@ -11,7 +11,8 @@ A variant subclasses ``SAE`` and sets:
   * ``subtract_b_dec``: encode ``x - b_dec`` (True) or ``x`` (False);
   * ``unit_norm_decoder``: the trainer then removes the gradient component
     parallel to each decoder row and renormalises rows after each step;
-  * ``adam_betas``;
+  * ``adam_betas``, and optionally ``param_groups`` (per-parameter learning-rate
+    multipliers, e.g. JumpReLU's thresholds);
 and implements ``activation`` (inference nonlinearity on pre-activations)
 and ``training_forward`` (loss terms and per-step state updates). Per-step
 state lives in registered buffers, so ``state_dict`` carries it into
@@ -134,6 +135,11 @@ class SAE(nn.Module):
     # -------------------------------------------------------------- training
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
         raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """Adam parameter groups; the trainer sets each group's lr to the scheduled
+        lr times its ``lr_scale``. Default: one group at the base rate."""
+        return [{"params": list(self.parameters()), "lr_scale": 1.0}]
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:

@@ -30,6 +30,10 @@ class JumpReLUConfig(SAEConfig):
     l0_coefficient: float = 1.0
     bandwidth: float = 0.001  # eps of the rectangle kernel
     init_threshold: float = 0.001  # theta at initialisation, every latent
+    # Adam moves log(theta) by about lr per step whatever the gradient's size, so in a
+    # short run (hundreds of steps) the thresholds stay near their start and L0 is set
+    # by init_threshold, not by l0_coefficient. This multiplies the thresholds' lr.
+    threshold_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -39,6 +43,9 @@ class JumpReLUConfig(SAEConfig):
             raise SAEConfigError(f"bandwidth must be > 0, got {self.bandwidth}")
         if self.init_threshold <= 0:
             raise SAEConfigError(f"init_threshold must be > 0, got {self.init_threshold}")
+        if not self.threshold_lr_scale > 0 or not math.isfinite(self.threshold_lr_scale):
+            raise SAEConfigError(
+                f"threshold_lr_scale must be > 0 and finite, got {self.threshold_lr_scale}")
 
 
 def _rectangle(z_BF: torch.Tensor, theta_F: torch.Tensor, eps: float) -> torch.Tensor:
@@ -99,6 +106,12 @@ class JumpReLUSAE(SAE):
 
     def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
         return z_BF * (z_BF > self.log_threshold.exp())
+
+    def param_groups(self) -> list[dict]:
+        """The thresholds learn at ``threshold_lr_scale`` times the base lr."""
+        rest = [p for n, p in self.named_parameters() if n != "log_threshold"]
+        return [{"params": rest, "lr_scale": 1.0},
+                {"params": [self.log_threshold], "lr_scale": self.cfg.threshold_lr_scale}]
 
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
         z_BF = self.pre_acts(x_BD)

@@ -1,0 +1,196 @@
+"""Bootstrap intervals over seeds (and letters), and family-vs-family differences at
+matched L0 or matched explained variance.
+
+Every interval here is a percentile bootstrap with a fixed seed, so the same
+inputs give the same interval. Seeds of one family are independent draws of
+the training randomness; two families share nothing but the data, so their
+seeds are resampled independently (unpaired). Inside one SAE, a metric that is
+a mean over letters is compared across SAEs letter by letter (paired): a
+replicate resamples the letters once for both sides and the seeds within each.
+
+Matched comparisons: a family is a curve of sweep points (one sparsity
+setting each, several seeds). A replicate resamples the seeds of every point,
+takes the point means, and reads each family's metric at the target x by
+linear interpolation (in log L0 for L0, linearly for explained variance); a
+target outside a family's measured range gives NaN (no extrapolation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+N_BOOT = 4000
+LEVEL = 0.95
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its bootstrap interval; ``n`` is the number of seeds
+    (for a difference: of the smaller side)."""
+
+    estimate: float
+    lo: float
+    hi: float
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The verdict rule: a difference "holds" only when its interval excludes 0."""
+        return bool(self.lo > 0 or self.hi < 0)
+
+    def format(self, digits: int = 3) -> str:
+        if not math.isfinite(self.estimate):
+            return "n/a"
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+            return f"{self.estimate:.{digits}f}"
+        return f"{self.estimate:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+
+
+NAN_INTERVAL = Interval(math.nan, math.nan, math.nan, 0)
+
+
+@contextlib.contextmanager
+def _nan_quiet():
+    """A NaN-aware mean of an all-NaN slice is NaN here by design: no warning."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _clean(values: Sequence[float]) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64).ravel()
+    return a[np.isfinite(a)]
+
+
+def _interval(estimate: float, reps: np.ndarray, n: int, level: float) -> Interval:
+    reps = reps[np.isfinite(reps)]
+    if n < 2 or reps.size == 0:
+        return Interval(float(estimate), math.nan, math.nan, n)
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(estimate), float(lo), float(hi), n)
+
+
+def _resample(rng: np.random.Generator, a: np.ndarray, n_boot: int) -> np.ndarray:
+    """[n_boot, len(a)] rows drawn with replacement from ``a`` (along axis 0)."""
+    return a[rng.integers(0, len(a), size=(n_boot, len(a)))]
+
+
+def mean_interval(values: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,
+                  seed: int = SEED) -> Interval:
+    """Mean over seeds with its bootstrap interval (NaN values are dropped: an
+    unscorable SAE does not count; with < 2 values the interval is NaN)."""
+    a = _clean(values)
+    if a.size == 0:
+        return NAN_INTERVAL
+    rng = np.random.default_rng(seed)
+    return _interval(a.mean(), _resample(rng, a, n_boot).mean(1), a.size, level)
+
+
+def diff_interval(a_values: Sequence[float], b_values: Sequence[float], n_boot: int = N_BOOT,
+                  level: float = LEVEL, seed: int = SEED) -> Interval:
+    """mean(a) - mean(b) over independent seeds, both sides resampled."""
+    a, b = _clean(a_values), _clean(b_values)
+    if a.size == 0 or b.size == 0:
+        return NAN_INTERVAL
+    rng = np.random.default_rng(seed)
+    reps = _resample(rng, a, n_boot).mean(1) - _resample(rng, b, n_boot).mean(1)
+    return _interval(a.mean() - b.mean(), reps, min(a.size, b.size), level)
+
+
+def paired_letter_diff(a_SL: np.ndarray, b_TL: np.ndarray, n_boot: int = N_BOOT,
+                       level: float = LEVEL, seed: int = SEED) -> Interval:
+    """Difference of a per-letter mean between two families: rows are seeds, columns
+    the same letters on both sides (NaN where a letter was not scored). A replicate
+    resamples letters (paired) and the seeds of each side; letters NaN on either side
+    after averaging over seeds are left out."""
+    a, b = np.asarray(a_SL, np.float64), np.asarray(b_TL, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"need [seeds, letters] arrays over the same letters, got "
+                         f"{a.shape} and {b.shape}")
+    with _nan_quiet():
+        d_L = np.nanmean(a, 0) - np.nanmean(b, 0)
+    keep = np.isfinite(d_L)
+    if not keep.any():
+        return NAN_INTERVAL
+    a, b = a[:, keep], b[:, keep]
+    rng = np.random.default_rng(seed)
+    n_l = a.shape[1]
+    reps = np.empty(n_boot)
+    with _nan_quiet():
+        for i in range(n_boot):
+            letters = rng.integers(0, n_l, n_l)
+            ra = a[rng.integers(0, a.shape[0], a.shape[0])][:, letters]
+            rb = b[rng.integers(0, b.shape[0], b.shape[0])][:, letters]
+            reps[i] = np.nanmean(np.nanmean(ra, 0) - np.nanmean(rb, 0))
+    return _interval(float(d_L[keep].mean()), reps, min(a.shape[0], b.shape[0]), level)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One sparsity setting of a family: per-seed x (L0 or explained variance) and y."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y) or not self.x:
+            raise ValueError("a sweep point needs one x and one y per seed (>= 1 seed)")
+
+
+def interpolate(x_points: np.ndarray, y_points: np.ndarray, x0: float, log_x: bool) -> float:
+    """y at x0, linear between the neighbouring points (in log x if ``log_x``); NaN
+    outside [min x, max x] or with fewer than one finite point."""
+    ok = np.isfinite(x_points) & np.isfinite(y_points)
+    if log_x:
+        ok &= x_points > 0
+    xs, ys = x_points[ok], y_points[ok]
+    if xs.size == 0:
+        return math.nan
+    if log_x:
+        if x0 <= 0:
+            return math.nan
+        xs, x0 = np.log(xs), math.log(x0)
+    order = np.argsort(xs, kind="stable")
+    xs, ys = xs[order], ys[order]
+    if x0 < xs[0] - 1e-12 or x0 > xs[-1] + 1e-12:
+        return math.nan
+    return float(np.interp(x0, xs, ys))
+
+
+def _curve_means(points: Sequence[SweepPoint]) -> tuple[np.ndarray, np.ndarray]:
+    with _nan_quiet():
+        x = np.array([np.nanmean(p.x) for p in points])
+        y = np.array([np.nanmean(p.y) for p in points])
+    return x, y
+
+
+def matched_diff(a: Sequence[SweepPoint], b: Sequence[SweepPoint], x0: float, log_x: bool,
+                 n_boot: int = N_BOOT, level: float = LEVEL, seed: int = SEED) -> Interval:
+    """y_a(x0) - y_b(x0), each family's curve interpolated at x0, with a bootstrap
+    over the seeds of every sweep point; NaN when x0 lies outside either curve."""
+    est = (interpolate(*_curve_means(a), x0, log_x) - interpolate(*_curve_means(b), x0, log_x))
+    if not math.isfinite(est):
+        return NAN_INTERVAL
+    rng = np.random.default_rng(seed)
+    arrays = [[(np.asarray(p.x, np.float64), np.asarray(p.y, np.float64)) for p in fam]
+              for fam in (a, b)]
+
+    def replicate(fam) -> float:
+        xs, ys = [], []
+        for px, py in fam:
+            idx = rng.integers(0, len(px), len(px))
+            with _nan_quiet():
+                xs.append(np.nanmean(px[idx]))
+                ys.append(np.nanmean(py[idx]))
+        return interpolate(np.array(xs), np.array(ys), x0, log_x)
+
+    reps = np.array([replicate(arrays[0]) - replicate(arrays[1]) for _ in range(n_boot)])
+    n = min(min(len(p.x) for p in a), min(len(p.x) for p in b))
+    return _interval(est, reps, n, level)
