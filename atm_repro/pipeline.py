@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from atm_repro.config import REPO_ROOT, load_profile
+from atm_repro.config import REPO_ROOT
+from atm_repro.profiles import load_profile
+from atm_repro.runs import notebooks_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -48,7 +50,7 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
 
     overrides = overrides or {}
     cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
-    out_dir = cfg.run_dir / "notebooks"
+    out_dir = notebooks_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for nb in notebooks(only):

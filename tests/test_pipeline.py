@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from conftest import TINY_OVERRIDES
+from helpers import TINY_OVERRIDES
 
 from atm_repro import cli, pipeline
 from atm_repro.cache import ActivationCache, build_cache
-from atm_repro.config import ConfigError, load_profile
-from atm_repro.evaluate import discover, evaluate_profile, results_dir, results_table
-from atm_repro.report import main_table
+from atm_repro.config import ConfigError
+from atm_repro.evaluate import discover_saes, evaluate_profile
+from atm_repro.profiles import load_profile
+from atm_repro.report.results import per_sae, read_results
+from atm_repro.report.summaries import main_table
+from atm_repro.runs import results_dir
 from atm_repro.train import train_ablations, train_profile
 
 
@@ -75,10 +78,10 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     cache = ActivationCache.open(build_cache(cfg, progress=False))
     train_profile(cfg, cache, names=["topk"], progress=False)
     train_ablations(cfg, cache, progress=False)
-    assert [r.sae_id for r in discover(cfg)] == ["L1-topk-k4-s0", "L1-topk-s0", "L1-topk-s1"]
+    assert [r.sae_id for r in discover_saes(cfg)] == ["L1-topk-k4-s0", "L1-topk-s0", "L1-topk-s1"]
 
     evaluate_profile(cfg, progress=False)
-    table = results_table(cfg).set_index("sae_id")
+    table = per_sae(read_results(cfg)).set_index("sae_id")
     assert table.loc["L1-topk-k4-s0", "group"] == "ablation"
     assert table.loc["L1-topk-k4-s0", "core/l0"] == pytest.approx(4.0)
     assert "probing/mean_top1" not in table.columns or \
@@ -88,7 +91,7 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
         assert 0 <= table.loc[sae, "probing/mean_top1"] <= 1
         assert "core/ce_loss_score" in table.columns
         assert 0 < table.loc[sae, "stability/max_cos_mean"] <= 1
-    assert list(main_table(results_table(cfg)).index) == ["topk"]
+    assert list(main_table(per_sae(read_results(cfg))).index) == ["topk"]
 
     files = {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")}
     evaluate_profile(cfg, progress=False)
