@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import nbformat
 import pytest
 from helpers import TINY_OVERRIDES
@@ -96,3 +99,39 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     files = {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")}
     evaluate_profile(cfg, progress=False)
     assert {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")} == files
+
+
+def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monkeypatch,
+                                                                 runs_dir):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
+                nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "01_hello.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "nb")
+    lines = []
+    pipeline.run("smoke", log=lines.append, timeout=120)
+    assert lines[0] == "[smoke] no recorded stage times yet: no estimate"
+    cells = [line for line in lines if " cell " in line]
+    assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) # say hello", cells[2])
+    assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) \| hello", cells[3])
+    assert cells[4].endswith("| two") and not any("bar" in line for line in lines)
+    assert any(line.startswith("[smoke] figures: ") for line in lines)
+    again = []
+    pipeline.run("smoke", log=again.append, timeout=120)
+    assert re.fullmatch(r"\[smoke\] estimate from the last run: 01_hello 00:\d\d; "
+                        r"total about 00:\d\d", again[0])
+
+
+def test_cell_progress_heartbeat_and_partial_lines():
+    lines = []
+    with pipeline.CellProgress("[x] nb", 3, lines.append, heartbeat_s=0.05) as progress:
+        progress.write("no newline yet")
+        time.sleep(0.3)
+    assert any(line.endswith("... still running") for line in lines)
+    assert lines[-1].endswith("| no newline yet")
+    assert pipeline.clock(3725) == "1:02:05" and pipeline.clock(72) == "01:12"
