@@ -7,8 +7,8 @@ notebook starts.
 
 Progress: before the chain, an estimate per notebook from the last run's
 recorded wall times (``runs/<profile>/stage_times.json``); while a notebook
-runs, one line per cell as it starts (``[cpu] 02_train_saes cell 5/11 (01:12)
-results = train_profile(...)``), the notebook's own printed lines (its stdout;
+runs, one line per code cell as it starts (``[cpu] 02_train_saes cell 5/8
+(01:12) results = train_profile(...)``), the notebook's own printed lines (its stdout;
 progress bars go to stderr and are not relayed) and, after ``HEARTBEAT_S``
 without a line, a heartbeat; at the end, where the outputs are and the headline
 table.
@@ -101,8 +101,11 @@ class CellProgress:
             self.log(f"{self.label} cell {self.cell}/{self.n_cells} "
                      f"({clock(now - self.started)}) {text}".rstrip())
 
-    def cell_started(self, cell, index: int) -> None:
-        self.cell = index + 1
+    def cell_started(self, cell) -> None:
+        """A code cell starts (markdown cells are not counted)."""
+        if cell.cell_type != "code":
+            return
+        self.cell += 1
         first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
         self._line(first[:90] + ("..." if len(first) > 90 else ""))
 
@@ -134,7 +137,7 @@ class ProgressEngine(NBClientEngine):
 
             def cell_start(cell, cell_index=None, **kw):
                 start(cell, cell_index, **kw)
-                progress.cell_started(cell, cell_index)
+                progress.cell_started(cell)
 
             nb_man.cell_start = cell_start
             kwargs["stdout_file"] = progress
@@ -180,7 +183,8 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
     results = []
     for nb in chosen:
         out = out_dir / nb.name
-        n_cells = len(nbformat.read(nb, as_version=4).cells) + 1  # + injected parameters
+        n_cells = sum(c.cell_type == "code"  # + the injected parameters cell
+                      for c in nbformat.read(nb, as_version=4).cells) + 1
         log(f"[{cfg.name}] {nb.name} ...")
         t0 = time.perf_counter()
         try:

@@ -106,7 +106,8 @@ def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monke
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
+    nb.cells = [params, nbformat.v4.new_markdown_cell("# Title, not counted"),
+                nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
                 nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -117,6 +118,7 @@ def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monke
     pipeline.run("smoke", log=lines.append, timeout=120)
     assert lines[0] == "[smoke] no recorded stage times yet: no estimate"
     cells = [line for line in lines if " cell " in line]
+    assert not any("Title" in line for line in lines)
     assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) # say hello", cells[2])
     assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) \| hello", cells[3])
     assert cells[4].endswith("| two") and not any("bar" in line for line in lines)
