@@ -42,17 +42,23 @@ def test_notebook_selection():
         pipeline.notebooks(["09"])
 
 
-def test_failing_notebook_names_cell_and_partial_copy(tmp_path, monkeypatch, runs_dir):
+def only_notebook(tmp_path, monkeypatch, name: str, cells: list) -> None:
+    """Make ``name`` (a parameters cell, then ``cells``) the chain's only notebook."""
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.cells = [params, *cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     (tmp_path / "nb").mkdir()
-    nbformat.write(nb, tmp_path / "nb" / "01_fails.ipynb")
+    nbformat.write(nb, tmp_path / "nb" / name)
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "nb")
+
+
+def test_failing_notebook_names_cell_and_partial_copy(tmp_path, monkeypatch, runs_dir):
+    only_notebook(tmp_path, monkeypatch, "01_fails.ipynb",
+                  [nbformat.v4.new_code_cell("x = 1"),
+                   nbformat.v4.new_code_cell("raise RuntimeError('boom')")])
     with pytest.raises(pipeline.PipelineError, match=r"01_fails.ipynb failed in cell \d+ "
                                                      r"\(RuntimeError: boom\); partial copy"):
         pipeline.run("smoke", log=lambda *a: None, timeout=120)
@@ -103,17 +109,10 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
 
 def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monkeypatch,
                                                                  runs_dir):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_markdown_cell("# Title, not counted"),
-                nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
-                nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    (tmp_path / "nb").mkdir()
-    nbformat.write(nb, tmp_path / "nb" / "01_hello.ipynb")
-    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "nb")
+    only_notebook(tmp_path, monkeypatch, "01_hello.ipynb", [
+        nbformat.v4.new_markdown_cell("# Title, not counted"),
+        nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
+        nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")])
     lines = []
     pipeline.run("smoke", log=lines.append, timeout=120)
     assert lines[0] == "[smoke] no recorded stage times yet: no estimate"
