@@ -23,11 +23,13 @@ reproduce: setup latex  ## the main job: notebooks 01-05 of PROFILE (papermill),
 paper:              ## paper/main.pdf from paper/tables (smoke: runs/smoke/paper/main.pdf)
 	$(MAKE) -C paper $(if $(filter smoke,$(PROFILE)),smoke,pdf)
 
-test: setup latex   ## what CI runs: unit tests, nbval over the notebooks (smoke), smoke paper
+test: setup latex   ## what CI runs: import layers, unit tests, nbval over the notebooks (smoke), smoke paper
+	lint-imports
 	$(ENV) $(PY) -m pytest -q tests notebooks $(NBVAL)
 	$(MAKE) -C paper smoke
 
-test-fast:          ## unit tests without the slow ones (no setup, no notebooks)
+test-fast:          ## import layers and unit tests without the slow ones (no setup, no notebooks)
+	lint-imports
 	$(ENV) $(PY) -m pytest -q tests -m "not slow"
 
 refresh-notebooks:  ## re-run the notebooks on smoke; store their nbval reference outputs

@@ -68,7 +68,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from atm_repro.cache import HOOK_TEMPLATE, ActivationCache, CacheError, cache_dir, capture_residuals
+from atm_repro.cache import ActivationCache, CacheError, cache_dir, capture_residuals
 from atm_repro.config import (
     REPO_ROOT,
     ConfigError,
@@ -78,8 +78,26 @@ from atm_repro.config import (
     from_dict,
     to_dict,
 )
+from atm_repro.corpus import load_articles
+from atm_repro.evals.absorption import prepare_absorption, run_absorption
+from atm_repro.evals.probing import prepare_probing, run_probing
+from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_json, atomic_write_text
+from atm_repro.models import TINY_MODEL, load_model
 from atm_repro.pipeline import PipelineError
+from atm_repro.profiles import eval_configs
+from atm_repro.runs import bench_dir
+from atm_repro.saes import build_config
+from atm_repro.saes.io import load_sae
+from atm_repro.train import (
+    BatchOrder,
+    init_b_dec,
+    init_sample,
+    input_scale,
+    sae_meta,
+    summarize,
+    train_sae,
+)
 
 DEFAULT_STEPS = 100
 TRAIN_ROUNDS = 2  # interleaved training rounds per spec in the training section; fastest counts
@@ -181,10 +199,6 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
-def bench_dir(profile: Profile) -> Path:
-    return profile.run_dir / "bench"
-
-
 def open_cache(profile: Profile) -> ActivationCache:
     """The profile's complete clean cache; a clear error says how to build it."""
     path = cache_dir(profile)
@@ -205,9 +219,6 @@ def first_spec(profile: Profile, variant: str) -> str | None:
 
 def _load(profile: Profile):
     """The profile's model (the tiny test model trains its tokenizer on the corpus)."""
-    from atm_repro.corpus import load_articles
-    from atm_repro.models import TINY_MODEL, load_model
-
     texts = load_articles(profile.corpus) if profile.model.name == TINY_MODEL else None
     return load_model(profile.model, corpus_texts=texts)
 
@@ -216,19 +227,13 @@ def _train(profile: Profile, cache: ActivationCache, name: str, steps: int, out:
            fresh: bool, spec: SAESpec | None = None):
     """``train.saes[name]`` (or ``spec`` in its place) trained ``steps`` steps into
     ``out`` (``fresh``: from scratch)."""
-    from atm_repro.saes.io import SAEMeta
-    from atm_repro.train import train_sae
-
     tcfg = dataclasses.replace(profile.train, tokens=steps * profile.train.batch_size,
                                checkpoint_every=0)
     layer = tcfg.layer
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
-    meta = SAEMeta(model_name=cache.manifest["model"], hook_name=HOOK_TEMPLATE.format(layer=layer),
-                   layer=layer, context_size=cache.manifest["context"],
-                   dataset_path=profile.corpus.name)
     return train_sae(name, spec or tcfg.saes[name], tcfg.seeds[0], tcfg,
-                     cache.source(layer, "train"), out, meta,
+                     cache.source(layer, "train"), out, sae_meta(profile, cache, layer),
                      eval_source=cache.source(layer, "eval"), progress=False)
 
 
@@ -367,10 +372,7 @@ def _saelens_sae(sae_lens, variant: str, cfg, steps: int, device: str):
 def train_saelens(sae_lens, profile: Profile, name: str, steps: int, source, eval_source) -> dict:
     """Train ``train.saes[name]`` with SAELens's ``SAETrainer`` on ``source`` rows in our
     trainer's order and input scale; tokens/s of its loop and our summary metrics."""
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-
-    from atm_repro.saes import build_config
-    from atm_repro.train import BatchOrder, init_b_dec, init_sample, input_scale, summarize
+    from sae_lens.config import LoggingConfig, SAETrainerConfig  # optional (.[bench])
 
     tcfg, spec = profile.train, profile.train.saes[name]
     seed, B = tcfg.seeds[0], tcfg.batch_size
@@ -404,7 +406,7 @@ def train_saelens(sae_lens, profile: Profile, name: str, steps: int, source, eva
 def bench_saelens(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     """Our trainer vs SAELens's, first standard and first TopK spec (module docstring)."""
     try:
-        import sae_lens
+        import sae_lens  # optional (.[bench]): only this section needs it
     except ImportError:
         return [Row("saelens", SAELENS_MISSING, None)], {"installed": False}
     cache = open_cache(profile)
@@ -432,9 +434,8 @@ def bench_saelens(profile: Profile, steps: int) -> tuple[list[Row], dict]:
 
 def _eval_saes(profile: Profile, steps: int) -> dict[str, tuple[Path, str]]:
     """{name: (SAE dir, where from)}: trained main runs (lowest seed), else bench runs."""
-    from atm_repro.evaluate import discover
-
-    main = sorted((r for r in discover(profile) if r.group == "main"), key=lambda r: -r.seed)
+    main = sorted((r for r in discover_saes(profile) if r.group == "main"),
+                  key=lambda r: -r.seed)
     found = {r.name: (r.path, f"trained run, seed {r.seed}") for r in main}  # lowest seed last
     missing = [n for n in profile.train.saes if n not in found]
     if missing:
@@ -448,11 +449,6 @@ def _eval_saes(profile: Profile, steps: int) -> dict[str, tuple[Path, str]]:
 
 def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     """Absorption and probing: prepare (cold) once, then seconds per SAE."""
-    from atm_repro.evals.absorption import prepare_absorption, run_absorption
-    from atm_repro.evals.probing import prepare_probing, run_probing
-    from atm_repro.evaluate import eval_configs
-    from atm_repro.saes.io import load_sae
-
     saes = _eval_saes(profile, steps)
     cfgs = eval_configs(profile)
     loaded = _load(profile)

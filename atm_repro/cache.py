@@ -29,16 +29,18 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from atm_repro import code_version
-from atm_repro.config import Profile, fingerprint, to_dict
+from atm_repro.config import ConfigError, Profile, fingerprint, from_dict, to_dict
 from atm_repro.corpus import check_corpus_name, load_articles, tokenize_splits
 from atm_repro.files import atomic_save_npy, atomic_write_json, sha256_file
 from atm_repro.models import LoadedModel, check_model_name, load_model
+from atm_repro.runs import cache_root
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 SPLITS = ("train", "eval")
@@ -106,6 +108,54 @@ def mask_tokens(tokens_NS: np.ndarray, prob: float, mask_id: int, seed: int) -> 
 # --------------------------------------------------------------------------- manifest
 
 
+@dataclass
+class ShardRecord:
+    """One shard of both splits' files, recorded once written."""
+
+    index: int
+    n_tokens: int
+    files: dict[str, str]  # file name -> sha256
+
+
+@dataclass
+class CacheManifest:
+    """``manifest.json`` of a cache directory, typed and validated on read."""
+
+    key: dict[str, Any]  # ``cache_key``: everything the cache's bytes depend on
+    model: str
+    model_fingerprint: str
+    d_model: int
+    n_layers_model: int
+    layers: list[int]
+    hooks: dict[str, str]  # layer -> SAELens hook name
+    dtype: str
+    context: int
+    bos_cached: bool
+    corpus_fingerprint: dict[str, str]  # split -> fingerprint of its token sequences
+    n_sequences: dict[str, int]
+    n_tokens: dict[str, int]  # split -> cached rows (non-BOS tokens)
+    shard_sequences: int
+    token_mask_prob: float
+    code_version: str
+    shards: dict[str, list[ShardRecord]]
+    complete: bool = False
+
+    @classmethod
+    def read(cls, path: Path) -> CacheManifest:
+        try:
+            return from_dict(cls, json.loads(Path(path).read_text()), str(path))
+        except ConfigError as exc:
+            raise CacheError(f"malformed cache manifest: {exc}") from None
+
+    def write(self, path: Path) -> None:
+        atomic_write_json(path, to_dict(self))
+
+    @property
+    def data_key(self) -> str:
+        """Fingerprint of the cached data (part of a trained SAE's run key)."""
+        return fingerprint({"key": self.key, "corpus": self.corpus_fingerprint})
+
+
 def cache_key(profile: Profile, masked: bool) -> dict:
     """Everything the cache's bytes depend on."""
     cache_cfg = to_dict(profile.cache)
@@ -131,7 +181,7 @@ def cache_layers(profile: Profile, masked: bool) -> list[int]:
 def cache_dir(profile: Profile, masked: bool = False) -> Path:
     """Where the (clean or token-masked) cache of ``profile`` lives."""
     key = fingerprint(cache_key(profile, masked))[:12]
-    return profile.run_dir / "cache" / f"{'masked' if masked else 'clean'}-{key}"
+    return cache_root(profile) / f"{'masked' if masked else 'clean'}-{key}"
 
 
 # --------------------------------------------------------------------------- build
@@ -160,12 +210,9 @@ def build_cache(
     layers = cache_layers(profile, masked)
     out = cache_dir(profile, masked)
     manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("complete"):
-            return out
-    else:
-        manifest = None
+    manifest = CacheManifest.read(manifest_path) if manifest_path.exists() else None
+    if manifest is not None and manifest.complete:
+        return out
 
     texts = load_articles(profile.corpus)
     if loaded is None:
@@ -191,41 +238,40 @@ def build_cache(
         tokens = {s: mask_tokens(t, ccfg.token_mask_prob, mask_id, profile.seed + i)
                   for i, (s, t) in enumerate(tokens.items())}
 
-    fresh = {
-        "key": cache_key(profile, masked),
-        "model": loaded.name,
-        "model_fingerprint": loaded.fingerprint,
-        "d_model": loaded.d_model,
-        "n_layers_model": loaded.n_layers,
-        "layers": layers,
-        "hooks": {str(layer): HOOK_TEMPLATE.format(layer=layer) for layer in layers},
-        "dtype": ccfg.dtype,
-        "context": profile.corpus.context,
-        "bos_cached": False,
-        "corpus_fingerprint": {"train": train.fingerprint, "eval": evals.fingerprint},
-        "n_sequences": {s: int(len(t)) for s, t in tokens.items()},
-        "n_tokens": {s: int(len(t)) * body for s, t in tokens.items()},
-        "shard_sequences": ccfg.shard_sequences,
-        "token_mask_prob": ccfg.token_mask_prob if masked else 0.0,
-        "code_version": code_version(*CACHE_CODE),
-        "shards": {s: [] for s in SPLITS},
-        "complete": False,
-    }
-    if manifest is None or manifest["key"] != fresh["key"] or \
-            manifest["corpus_fingerprint"] != fresh["corpus_fingerprint"]:
+    fresh = CacheManifest(
+        key=cache_key(profile, masked),
+        model=loaded.name,
+        model_fingerprint=loaded.fingerprint,
+        d_model=loaded.d_model,
+        n_layers_model=loaded.n_layers,
+        layers=layers,
+        hooks={str(layer): HOOK_TEMPLATE.format(layer=layer) for layer in layers},
+        dtype=ccfg.dtype,
+        context=profile.corpus.context,
+        bos_cached=False,
+        corpus_fingerprint={"train": train.fingerprint, "eval": evals.fingerprint},
+        n_sequences={s: int(len(t)) for s, t in tokens.items()},
+        n_tokens={s: int(len(t)) * body for s, t in tokens.items()},
+        shard_sequences=ccfg.shard_sequences,
+        token_mask_prob=ccfg.token_mask_prob if masked else 0.0,
+        code_version=code_version(*CACHE_CODE),
+        shards={s: [] for s in SPLITS},
+    )
+    if manifest is None or manifest.key != fresh.key or \
+            manifest.corpus_fingerprint != fresh.corpus_fingerprint:
         manifest = fresh
     out.mkdir(parents=True, exist_ok=True)
     _check_disk(out, manifest, layers)
 
     written = 0
-    total = sum(manifest["n_tokens"].values())
-    done = sum(sh["n_tokens"] for s in SPLITS for sh in manifest["shards"][s])
+    total = sum(manifest.n_tokens.values())
+    done = sum(sh.n_tokens for s in SPLITS for sh in manifest.shards[s])
     bar = tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
                desc=f"cache {out.name}")
     np_dtype = np.dtype(ccfg.dtype)
     for split in SPLITS:
         for i, start in enumerate(range(0, len(tokens[split]), ccfg.shard_sequences)):
-            if i < len(manifest["shards"][split]):
+            if i < len(manifest.shards[split]):
                 continue  # resumed: already written and recorded
             if max_new_shards is not None and written >= max_new_shards:
                 bar.close()
@@ -243,24 +289,24 @@ def build_cache(
                             f"beyond {ccfg.dtype}'s range: set cache.dtype to float32")
                     acts[layer].append(a.astype(np_dtype))
                 bar.update(ids.shape[0] * body)
-            record = {"index": i, "n_tokens": int(len(shard_tok)) * body, "files": {}}
+            record = ShardRecord(i, int(len(shard_tok)) * body, {})
             name = f"{split}_tokens_{i:05d}.npy"
-            record["files"][name] = atomic_save_npy(out / name, shard_tok)
+            record.files[name] = atomic_save_npy(out / name, shard_tok)
             for layer in layers:
                 name = f"{split}_L{layer}_{i:05d}.npy"
-                record["files"][name] = atomic_save_npy(out / name, np.concatenate(acts[layer]))
-            manifest["shards"][split].append(record)
-            atomic_write_json(manifest_path, manifest)
+                record.files[name] = atomic_save_npy(out / name, np.concatenate(acts[layer]))
+            manifest.shards[split].append(record)
+            manifest.write(manifest_path)
             written += 1
     bar.close()
-    manifest["complete"] = True
-    atomic_write_json(manifest_path, manifest)
+    manifest.complete = True
+    manifest.write(manifest_path)
     return out
 
 
-def _check_disk(out: Path, manifest: dict, layers: list[int]) -> None:
-    itemsize = np.dtype(manifest["dtype"]).itemsize
-    need = sum(manifest["n_tokens"].values()) * manifest["d_model"] * itemsize * len(layers)
+def _check_disk(out: Path, manifest: CacheManifest, layers: list[int]) -> None:
+    itemsize = np.dtype(manifest.dtype).itemsize
+    need = sum(manifest.n_tokens.values()) * manifest.d_model * itemsize * len(layers)
     free = shutil.disk_usage(out).free
     if need * 1.05 > free:
         raise CacheError(
@@ -315,7 +361,7 @@ class ActivationCache:
     """A complete, verified cache directory (see module docstring)."""
 
     path: Path
-    manifest: dict
+    manifest: CacheManifest
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = True) -> "ActivationCache":
@@ -324,9 +370,9 @@ class ActivationCache:
         if not mpath.exists():
             raise CacheError(f"no activation cache at {path} (missing {MANIFEST}); build it "
                              "with atm_repro.cache.build_cache or notebook 01")
-        manifest = json.loads(mpath.read_text())
-        if not manifest.get("complete"):
-            done = {s: len(manifest["shards"][s]) for s in SPLITS}
+        manifest = CacheManifest.read(mpath)
+        if not manifest.complete:
+            done = {s: len(manifest.shards[s]) for s in SPLITS}
             raise CacheError(f"the cache at {path} is incomplete (shards written: {done}); "
                              "rerun build_cache to resume it")
         cache = cls(path, manifest)
@@ -337,8 +383,8 @@ class ActivationCache:
     def verify(self) -> None:
         """Check every shard's sha256; a mismatch names the shard."""
         for split in SPLITS:
-            for record in self.manifest["shards"][split]:
-                for name, sha in record["files"].items():
+            for record in self.manifest.shards[split]:
+                for name, sha in record.files.items():
                     f = self.path / name
                     if not f.exists():
                         raise CacheError(f"cache shard {f} is missing")
@@ -348,20 +394,20 @@ class ActivationCache:
 
     @property
     def d_model(self) -> int:
-        return self.manifest["d_model"]
+        return self.manifest.d_model
 
     @property
     def layers(self) -> list[int]:
-        return self.manifest["layers"]
+        return self.manifest.layers
 
     def n_tokens(self, split: str = "train") -> int:
-        return self.manifest["n_tokens"][split]
+        return self.manifest.n_tokens[split]
 
     def _files(self, split: str, stem: str) -> list[np.ndarray]:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return [np.load(self.path / f"{split}_{stem}_{r['index']:05d}.npy", mmap_mode="r")
-                for r in self.manifest["shards"][split]]
+        return [np.load(self.path / f"{split}_{stem}_{r.index:05d}.npy", mmap_mode="r")
+                for r in self.manifest.shards[split]]
 
     def source(self, layer: int, split: str = "train") -> ShardedSource:
         """Memory-mapped activations of ``layer`` (rows = non-BOS tokens)."""
@@ -378,7 +424,7 @@ class ActivationCache:
 def summarize(cache: ActivationCache, sample: int = 4096, seed: int = 0) -> dict:
     """Tokens and activation-norm statistics per layer (for notebook 01)."""
     rng = np.random.default_rng(seed)
-    summary = {"n_tokens": dict(cache.manifest["n_tokens"]), "layers": {}}
+    summary = {"n_tokens": dict(cache.manifest.n_tokens), "layers": {}}
     for layer in cache.layers:
         src = cache.source(layer)
         idx = rng.choice(len(src), size=min(sample, len(src)), replace=False)

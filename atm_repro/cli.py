@@ -7,8 +7,12 @@ import sys
 
 import yaml
 
-from atm_repro.config import ConfigError, load_profile, to_dict
+from atm_repro.bench import format_table, run_bench
+from atm_repro.cache import build_cache
+from atm_repro.config import ConfigError, to_dict
+from atm_repro.crosscheck import run_crosscheck
 from atm_repro.pipeline import PipelineError, refresh_references, run
+from atm_repro.profiles import load_profile
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -56,18 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             print(yaml.safe_dump(to_dict(profile), sort_keys=False))
         elif args.command == "cache":
-            from atm_repro.cache import build_cache
-
             print(build_cache(profile))
             if any(s.token_masked for s in profile.train.saes.values()):
                 print(build_cache(profile, masked=True))
         elif args.command == "bench":
-            from atm_repro.bench import format_table, run_bench
-
             print(format_table(run_bench(profile, args.steps, args.only)))
         elif args.command == "crosscheck":
-            from atm_repro.crosscheck import run_crosscheck
-
             print(run_crosscheck(profile, args.saes).to_string(index=False))
         else:
             for stage in run(args.profile, overrides, args.only, args.timeout):

@@ -1,14 +1,14 @@
-"""Typed, schema-validated configuration: one profile (YAML) -> one ``Profile``.
+"""The configuration schema: typed dataclasses and their strict dict conversion.
 
-Every stage reads its parameters from a ``Profile``. Loading is strict:
+Every stage reads its parameters from a ``Profile``. Conversion is strict:
 an unknown key anywhere, a wrong type, or an out-of-range value raises
-``ConfigError`` naming the dotted path, before any model or data is touched.
-Overrides are a nested dict or dotted keys (``{"train.width": 1024}``).
+``ConfigError`` naming the dotted path. This module imports nothing from the
+project; loading a profile file, overrides and the runs a profile derives
+live in ``atm_repro.profiles``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 REPO_ROOT = Path(os.environ.get("ATM_REPRO_ROOT", Path(__file__).resolve().parent.parent))
-PROFILES_DIR = REPO_ROOT / "profiles"
 
 
 class ConfigError(ValueError):
@@ -317,94 +314,11 @@ class Profile:
             unknown = sorted(set(names) - set(self.train.saes))
             require(not unknown, f"{where}: {unknown} not in train.saes {sorted(self.train.saes)}")
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(os.environ.get("ATM_REPRO_RUNS", REPO_ROOT / "runs")) / self.name
-
-
-# ----------------------------------------------------------------------------
-# Loading
-# ----------------------------------------------------------------------------
-
-
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` with ``overrides`` applied: a dotted key (``"train.saes"``) replaces
-    the value at that path; a plain key whose value is a mapping deep-merges into
-    the mapping there (``{"train": {"width": 64}}`` keeps the other train keys)."""
-    out = copy.deepcopy(raw)
-    for key, value in overrides.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a mapping")
-        leaf = parts[-1]
-        if len(parts) == 1 and isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            node[leaf] = _merge(node[leaf], value)
-        else:
-            node[leaf] = copy.deepcopy(value)
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``extra`` into a copy of ``base`` (dicts merge, the rest replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = None) -> Profile:
-    """Load ``profiles/<profile>.yaml`` (or a path), apply overrides, validate.
-
-    Overrides: see ``apply_overrides``; a string is parsed as YAML/JSON (papermill
-    passes ``-p overrides '{...}'`` as text). Raises ``ConfigError`` for an unknown
-    profile, unknown key or bad value.
-    """
-    path = Path(profile)
-    if path.suffix not in (".yaml", ".yml"):
-        path = PROFILES_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"unknown profile {str(profile)!r}: no file {path}; "
-            f"available profiles: {available_profiles()}"
-        )
-    if isinstance(overrides, str):  # papermill's `-p overrides '{...}'` passes text
-        overrides = yaml.safe_load(overrides) or {}
-    if not isinstance(overrides or {}, dict):
-        raise ConfigError(f"overrides must be a mapping, got {overrides!r}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a profile must be a mapping")
-    merged = apply_overrides(raw, overrides or {})
-    cfg = from_dict(Profile, merged)
-    # Variant parameters are validated by each variant's config (import here:
-    # the SAE registry imports torch, which config loading should not need).
-    from atm_repro.evals import EVAL_CONFIGS
-    from atm_repro.saes import validate_spec
-
-    for name, spec in cfg.train.saes.items():
-        validate_spec(spec, d_in=1, width=cfg.train.width, where=f"train.saes.{name}")
-    for name, spec in derived_specs(cfg).items():
-        validate_spec(spec, d_in=1, width=cfg.train.width, where=f"ablations ({name})")
-    unknown = sorted(set(cfg.evals) - set(EVAL_CONFIGS))
-    require(not unknown, f"evals: unknown eval(s) {unknown}; known: {sorted(EVAL_CONFIGS)}")
-    for name, params in cfg.evals.items():
-        from_dict(EVAL_CONFIGS[name], params, f"evals.{name}")
-    return cfg
-
 
 @dataclass(frozen=True)
 class DerivedRun:
-    """One notebook-03 run: ``base`` spec with ``param`` set to ``value``."""
+    """One run derived from a named spec with one parameter changed: a notebook-03
+    ablation or sparsity-sweep point, or a toy-benchmark sweep point."""
 
     name: str  # e.g. "atm-beta0.9", "topk-k80"
     base: str
@@ -413,29 +327,8 @@ class DerivedRun:
     spec: SAESpec
 
 
-def derived_runs(cfg: Profile) -> list[DerivedRun]:
-    """The ablation and sparsity-sweep SAEs of notebook 03. A value equal to the
-    base spec's own (resolved) value is left out: the main-set run is that point."""
-    from atm_repro.saes import build_config
-
-    abl = cfg.ablations
-    plan = [(abl.sae, param, values) for param, values in abl.factors.items()]
-    plan += [(base, sweep.param, sweep.values) for base, sweep in abl.sparsity_sweeps.items()]
-    out = []
-    for base, param, values in plan:
-        spec = cfg.train.saes[base]
-        resolved = build_config(spec.variant, spec.params, 1, cfg.train.width,
-                                f"train.saes.{base}")
-        if not hasattr(resolved, param):
-            raise ConfigError(f"ablations: {spec.variant} has no parameter {param!r}")
-        for value in values:
-            if value != getattr(resolved, param):
-                out.append(DerivedRun(f"{base}-{param}{value:g}", base, param, value,
-                                      dataclasses.replace(spec, params={**spec.params,
-                                                                        param: value})))
-    return out
-
-
-def derived_specs(cfg: Profile) -> dict[str, SAESpec]:
-    """``derived_runs`` as {run name: spec}."""
-    return {run.name: run.spec for run in derived_runs(cfg)}
+def derive(base: str, spec: SAESpec, param: str, value: float) -> DerivedRun:
+    """``spec`` (named ``base``) with ``param`` set to ``value``; the run is named
+    ``<base>-<param><value>``."""
+    return DerivedRun(f"{base}-{param}{value:g}", base, param, value,
+                      dataclasses.replace(spec, params={**spec.params, param: value}))

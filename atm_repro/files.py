@@ -29,6 +29,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
@@ -41,3 +48,14 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> str:
         np.save(f, array)
     os.replace(tmp, path)
     return sha256_file(path)
+
+
+def keyed_json(path: Path, key) -> dict | None:
+    """The JSON record at ``path`` if it exists and was written for ``key`` (its
+    ``"key"`` field), else None: the one test behind every "skip this work when
+    its key is unchanged" (trained SAEs, eval results, prepared eval inputs)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("key") == key else None

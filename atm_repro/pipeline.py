@@ -4,17 +4,41 @@ Executed copies go to ``runs/<profile>/notebooks/``. A failing notebook stops
 the chain with ``PipelineError`` naming the notebook, the failing cell and
 the saved partial copy. The profile and overrides are validated before any
 notebook starts.
+
+Progress: before the chain, an estimate per notebook from the last run's
+recorded wall times (``runs/<profile>/stage_times.json``); while a notebook
+runs, one line per code cell as it starts (``[cpu] 02_train_saes cell 5/8
+(01:12) results = train_profile(...)``), the notebook's own printed lines (its stdout;
+progress bars go to stderr and are not relayed) and, after ``HEARTBEAT_S``
+without a line, a heartbeat; at the end, where the outputs are and the headline
+table.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from atm_repro.config import REPO_ROOT, load_profile
+import nbformat
+import papermill as pm
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+
+from atm_repro.config import REPO_ROOT, Profile
+from atm_repro.profiles import load_profile
+from atm_repro.report.provenance import output_dirs
+from atm_repro.report.results import per_sae, read_results
+from atm_repro.report.summaries import labelled, main_table
+from atm_repro.runs import notebooks_dir, read_stage_times, record_stage_time
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+ENGINE = "atm-repro-progress"
+HEARTBEAT_S = 60.0
+HEADLINE = ["n_seeds", "core/l0", "core/explained_variance",
+            "absorption/mean_full_absorption", "absorption/mean_absorption_fraction",
+            "probing/mean_top1", "stability/max_cos_mean"]
 
 
 class PipelineError(RuntimeError):
@@ -40,35 +64,147 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return chosen
 
 
+def clock(seconds: float) -> str:
+    """``mm:ss`` (``h:mm:ss`` from an hour on)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class CellProgress:
+    """Progress lines of one executing notebook: told by ``ProgressEngine`` when a
+    cell starts, and written the notebook's stdout (a file-like ``stdout_file``)."""
+
+    def __init__(self, label: str, n_cells: int, log, heartbeat_s: float = HEARTBEAT_S):
+        self.label, self.n_cells, self.log = label, n_cells, log
+        self.heartbeat_s = heartbeat_s
+        self.started = self.last_line = time.perf_counter()
+        self.cell, self.partial = 0, ""
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.beat = threading.Thread(target=self._heartbeat, daemon=True)
+
+    def __enter__(self) -> CellProgress:
+        self.beat.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.beat.join()
+        if self.partial.strip():
+            self._line(f"| {self.partial.rstrip()}")
+
+    def _line(self, text: str) -> None:
+        with self.lock:
+            now = time.perf_counter()
+            self.last_line = now
+            self.log(f"{self.label} cell {self.cell}/{self.n_cells} "
+                     f"({clock(now - self.started)}) {text}".rstrip())
+
+    def cell_started(self, cell) -> None:
+        """A code cell starts (markdown cells are not counted)."""
+        if cell.cell_type != "code":
+            return
+        self.cell += 1
+        first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+        self._line(first[:90] + ("..." if len(first) > 90 else ""))
+
+    def write(self, text: str) -> None:
+        """The notebook's stdout: relayed line by line, indented under its cell."""
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._line(f"| {line.rstrip()}")
+
+    def flush(self) -> None:
+        pass
+
+    def _heartbeat(self) -> None:
+        while not self.stopped.wait(min(self.heartbeat_s, 5.0)):
+            if time.perf_counter() - self.last_line >= self.heartbeat_s:
+                self._line("... still running")
+
+
+class ProgressEngine(NBClientEngine):
+    """papermill's nbclient engine, also reporting each cell start to ``progress``."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, progress: CellProgress | None = None,
+                                 **kwargs):
+        if progress is not None:
+            start = nb_man.cell_start
+
+            def cell_start(cell, cell_index=None, **kw):
+                start(cell, cell_index, **kw)
+                progress.cell_started(cell)
+
+            nb_man.cell_start = cell_start
+            kwargs["stdout_file"] = progress
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+papermill_engines.register(ENGINE, ProgressEngine)
+
+
+def estimate(cfg: Profile, chosen: list[Path]) -> str:
+    """Expected wall time per notebook from the last recorded run (or that none is)."""
+    times = read_stage_times(cfg)
+    known = {nb.name: times[nb.name] for nb in chosen if nb.name in times}
+    if not known:
+        return f"[{cfg.name}] no recorded stage times yet: no estimate"
+    parts = [f"{nb.stem} {clock(known[nb.name]) if nb.name in known else '?'}" for nb in chosen]
+    return (f"[{cfg.name}] estimate from the last run: {', '.join(parts)}; "
+            f"total about {clock(sum(known.values()))}")
+
+
+def summary(cfg: Profile) -> list[str]:
+    """Where the outputs are and the headline table (if there are results)."""
+    figures, tables = output_dirs(cfg)
+    lines = [f"[{cfg.name}] executed notebooks: {notebooks_dir(cfg)}",
+             f"[{cfg.name}] tables and numbers: {tables}", f"[{cfg.name}] figures: {figures}"]
+    tidy = read_results(cfg)
+    if len(tidy):
+        main = main_table(per_sae(tidy))
+        lines += ["", labelled(main[[c for c in HEADLINE if c in main]]).to_string()]
+    return lines
+
+
 def run(profile: str, overrides: dict | None = None, only: list[str] | None = None,
         timeout: int = 3600, log=print) -> list[StageResult]:
-    """Execute the notebooks for ``profile``; returns per-stage wall times."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
+    """Execute the notebooks for ``profile``, showing progress (module docstring);
+    returns per-stage wall times (also recorded for the next run's estimate)."""
     overrides = overrides or {}
     cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
-    out_dir = cfg.run_dir / "notebooks"
+    out_dir = notebooks_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = notebooks(only)
+    log(estimate(cfg, chosen))
     results = []
-    for nb in notebooks(only):
+    for nb in chosen:
         out = out_dir / nb.name
+        n_cells = sum(c.cell_type == "code"  # + the injected parameters cell
+                      for c in nbformat.read(nb, as_version=4).cells) + 1
         log(f"[{cfg.name}] {nb.name} ...")
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(nb), str(out), parameters={"profile": profile, "overrides": overrides},
-                cwd=str(NOTEBOOK_DIR), execution_timeout=timeout, progress_bar=False,
-                log_output=False,
-            )
+            with CellProgress(f"[{cfg.name}] {nb.stem}", n_cells, log) as progress:
+                pm.execute_notebook(
+                    str(nb), str(out), parameters={"profile": profile, "overrides": overrides},
+                    cwd=str(NOTEBOOK_DIR), execution_timeout=timeout, progress_bar=False,
+                    log_output=False, engine_name=ENGINE, progress=progress,
+                )
         except PapermillExecutionError as exc:
             raise PipelineError(
                 f"{nb.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
                 f"partial copy: {out}"
             ) from None
         seconds = time.perf_counter() - t0
-        log(f"[{cfg.name}] {nb.name} done in {seconds:.0f} s")
+        record_stage_time(cfg, nb.name, seconds)
+        log(f"[{cfg.name}] {nb.name} done in {clock(seconds)}")
         results.append(StageResult(nb.name, out, seconds))
+    for line in summary(cfg):
+        log(line)
     return results
 
 
@@ -80,8 +216,6 @@ def refresh_references(only: list[str] | None = None, timeout: int = 1800,
     """Re-execute the notebooks on the smoke profile and store, in the committed
     notebooks, the outputs of ``# NBVAL_CHECK_OUTPUT`` cells only (every other
     output is cleared): the references that ``pytest --nbval-lax`` compares."""
-    import nbformat
-
     results = run("smoke", only=only, timeout=timeout, log=log)
     changed = []
     for stage in results:

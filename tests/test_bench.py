@@ -14,6 +14,7 @@ from atm_repro import bench
 from atm_repro.bench import Row, format_table, render_markdown, run_bench, update_doc
 from atm_repro.cache import build_cache
 from atm_repro.config import ConfigError
+from atm_repro.runs import bench_dir
 
 
 def _rows(result: dict) -> dict[tuple[str, str], dict]:
@@ -26,7 +27,7 @@ def test_caching_and_training_sections(tiny_profile, tmp_path):
     result = run_bench(tiny_profile, steps=2, only=["training", "caching"], doc_path=doc,
                        progress=False)
 
-    out = tiny_profile.run_dir / "bench"
+    out = bench_dir(tiny_profile)
     assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(result))
     assert result["sections"] == ["caching", "training"]  # SECTIONS order, not --only's
     assert result["command"].endswith("--steps 2 --only caching training")

@@ -9,10 +9,11 @@ import math
 
 import pytest
 
-from atm_repro.config import ConfigError, load_profile
+from atm_repro.config import ConfigError
 from atm_repro.crosscheck import TOLERANCE, compare, crosscheck_tex, run_crosscheck
 from atm_repro.evals.results import EvalResult
-from atm_repro.tables import Stamp
+from atm_repro.profiles import load_profile
+from atm_repro.report.provenance import Stamp
 
 
 def ours(letters: str, full: float, frac: float) -> EvalResult:

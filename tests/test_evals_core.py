@@ -14,8 +14,6 @@ from atm_repro.config import CorpusConfig, ModelConfig, Profile, from_dict
 from atm_repro.corpus import load_articles
 from atm_repro.evals.core import (
     CoreConfig,
-    CoreStats,
-    core_metrics,
     density_histogram,
     next_token_log_probs,
     run_core,
@@ -23,8 +21,9 @@ from atm_repro.evals.core import (
     splice_metrics,
     splice_sequences,
 )
-from atm_repro.evals.results import load_results, write_result
+from atm_repro.evals.results import read_result, result_path, write_result
 from atm_repro.models import load_model
+from atm_repro.sae_metrics import CoreStats, core_metrics
 from atm_repro.saes.base import SAE, SAEConfig
 
 LAYER = 1
@@ -219,8 +218,8 @@ def test_run_core_identity_and_determinism(loaded, cache, tmp_path):
     assert c.metrics == a.metrics
 
     write_result(tmp_path, a)
-    frame = load_results(tmp_path)
-    assert frame.loc[0, "l0"] == pytest.approx(a.metrics["l0"])
+    saved = read_result(result_path(tmp_path, "relu", "core"))
+    assert saved["metrics"]["l0"] == pytest.approx(a.metrics["l0"])
 
 
 def test_run_core_rejects_a_foreign_baseline(loaded, cache, baseline):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import nbformat
 import pytest
-from conftest import TINY_OVERRIDES
+from helpers import TINY_OVERRIDES
 
 from atm_repro import cli, pipeline
 from atm_repro.cache import ActivationCache, build_cache
-from atm_repro.config import ConfigError, load_profile
-from atm_repro.evaluate import discover, evaluate_profile, results_dir, results_table
-from atm_repro.report import main_table
+from atm_repro.config import ConfigError
+from atm_repro.evaluate import discover_saes, evaluate_profile
+from atm_repro.profiles import load_profile
+from atm_repro.report.results import per_sae, read_results
+from atm_repro.report.summaries import main_table
+from atm_repro.runs import results_dir
 from atm_repro.train import train_ablations, train_profile
 
 
@@ -36,17 +42,23 @@ def test_notebook_selection():
         pipeline.notebooks(["09"])
 
 
-def test_failing_notebook_names_cell_and_partial_copy(tmp_path, monkeypatch, runs_dir):
+def only_notebook(tmp_path, monkeypatch, name: str, cells: list) -> None:
+    """Make ``name`` (a parameters cell, then ``cells``) the chain's only notebook."""
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.cells = [params, *cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     (tmp_path / "nb").mkdir()
-    nbformat.write(nb, tmp_path / "nb" / "01_fails.ipynb")
+    nbformat.write(nb, tmp_path / "nb" / name)
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "nb")
+
+
+def test_failing_notebook_names_cell_and_partial_copy(tmp_path, monkeypatch, runs_dir):
+    only_notebook(tmp_path, monkeypatch, "01_fails.ipynb",
+                  [nbformat.v4.new_code_cell("x = 1"),
+                   nbformat.v4.new_code_cell("raise RuntimeError('boom')")])
     with pytest.raises(pipeline.PipelineError, match=r"01_fails.ipynb failed in cell \d+ "
                                                      r"\(RuntimeError: boom\); partial copy"):
         pipeline.run("smoke", log=lambda *a: None, timeout=120)
@@ -75,10 +87,10 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     cache = ActivationCache.open(build_cache(cfg, progress=False))
     train_profile(cfg, cache, names=["topk"], progress=False)
     train_ablations(cfg, cache, progress=False)
-    assert [r.sae_id for r in discover(cfg)] == ["L1-topk-k4-s0", "L1-topk-s0", "L1-topk-s1"]
+    assert [r.sae_id for r in discover_saes(cfg)] == ["L1-topk-k4-s0", "L1-topk-s0", "L1-topk-s1"]
 
     evaluate_profile(cfg, progress=False)
-    table = results_table(cfg).set_index("sae_id")
+    table = per_sae(read_results(cfg)).set_index("sae_id")
     assert table.loc["L1-topk-k4-s0", "group"] == "ablation"
     assert table.loc["L1-topk-k4-s0", "core/l0"] == pytest.approx(4.0)
     assert "probing/mean_top1" not in table.columns or \
@@ -88,8 +100,39 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
         assert 0 <= table.loc[sae, "probing/mean_top1"] <= 1
         assert "core/ce_loss_score" in table.columns
         assert 0 < table.loc[sae, "stability/max_cos_mean"] <= 1
-    assert list(main_table(results_table(cfg)).index) == ["topk"]
+    assert list(main_table(per_sae(read_results(cfg))).index) == ["topk"]
 
     files = {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")}
     evaluate_profile(cfg, progress=False)
     assert {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")} == files
+
+
+def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monkeypatch,
+                                                                 runs_dir):
+    only_notebook(tmp_path, monkeypatch, "01_hello.ipynb", [
+        nbformat.v4.new_markdown_cell("# Title, not counted"),
+        nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
+        nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")])
+    lines = []
+    pipeline.run("smoke", log=lines.append, timeout=120)
+    assert lines[0] == "[smoke] no recorded stage times yet: no estimate"
+    cells = [line for line in lines if " cell " in line]
+    assert not any("Title" in line for line in lines)
+    assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) # say hello", cells[2])
+    assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) \| hello", cells[3])
+    assert cells[4].endswith("| two") and not any("bar" in line for line in lines)
+    assert any(line.startswith("[smoke] figures: ") for line in lines)
+    again = []
+    pipeline.run("smoke", log=again.append, timeout=120)
+    assert re.fullmatch(r"\[smoke\] estimate from the last run: 01_hello 00:\d\d; "
+                        r"total about 00:\d\d", again[0])
+
+
+def test_cell_progress_heartbeat_and_partial_lines():
+    lines = []
+    with pipeline.CellProgress("[x] nb", 3, lines.append, heartbeat_s=0.05) as progress:
+        progress.write("no newline yet")
+        time.sleep(0.3)
+    assert any(line.endswith("... still running") for line in lines)
+    assert lines[-1].endswith("| no newline yet")
+    assert pipeline.clock(3725) == "1:02:05" and pipeline.clock(72) == "01:12"

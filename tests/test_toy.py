@@ -13,7 +13,7 @@ import torch
 
 from atm_repro.cache import ArraySource
 from atm_repro.config import ConfigError, from_dict
-from atm_repro.evals.results import load_results, read_result, result_path
+from atm_repro.evals.results import read_result, result_path
 from atm_repro.evals.toy import (
     EVAL_NAME,
     ToyAbsorptionConfig,
@@ -24,12 +24,12 @@ from atm_repro.evals.toy import (
     parent_labels,
     prepare_toy_probes,
     run_toy_absorption,
-    run_toy_benchmark,
     toy_absorption,
     toy_probe_absorption,
     toy_runs,
 )
 from atm_repro.saes.base import SAE, SAEConfig
+from atm_repro.toybench import run_toy_benchmark
 
 CFG = ToyConfig(d=32, n_features=24, n_parents=3, children_per_parent=3,
                 child_given_parent=0.75, n_tokens=6000)
@@ -290,7 +290,7 @@ def test_benchmark_end_to_end_and_reuse(tmp_path):
     assert df["explained_variance"].between(0.0, 1.0).all()
     for name in names:
         assert read_result(result_path(tmp_path / "evals", name, EVAL_NAME))["sae_id"] == name
-    assert len(load_results(tmp_path / "evals")) == 4
+    assert len(list((tmp_path / "evals").glob("*/*.json"))) == 4
 
     before = _mtimes(tmp_path)
     again = run_toy_benchmark(cfg, tmp_path, progress=False)

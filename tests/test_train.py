@@ -13,18 +13,16 @@ import yaml
 
 from atm_repro.cache import ActivationCache, ArraySource, build_cache
 from atm_repro.config import REPO_ROOT, ConfigError, Profile, SAESpec, TrainConfig, from_dict
+from atm_repro.runs import METRICS, TRAIN_LOG, run_dir, sae_dir
 from atm_repro.saes import SAE, VARIANTS, SAEConfigError, build_config, build_sae
 from atm_repro.saes.base import LossOutput, reconstruction_loss
 from atm_repro.saes.io import SAEMeta, load_sae
 from atm_repro.train import (
     CHECKPOINT,
-    LOG,
-    METRICS,
     BatchOrder,
     geometric_median,
     input_scale,
     lr_multiplier,
-    sae_dir,
     summarize,
     train_profile,
     train_sae,
@@ -54,7 +52,7 @@ def tcfg(**kw) -> TrainConfig:
 
 
 def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in (path / LOG).read_text().splitlines()]
+    return [json.loads(line) for line in (path / TRAIN_LOG).read_text().splitlines()]
 
 
 def checkpoint(path: Path) -> dict:
@@ -213,7 +211,8 @@ def test_resume_is_bit_identical(tmp_path, variant, params):
                      stop_after_steps=13)
     assert part.status == "interrupted" and part.steps == 13 and part.metrics is None
     assert not (tmp_path / "part" / METRICS).exists()
-    with (tmp_path / "part" / LOG).open("a") as f:  # logged after the checkpoint, then "crashed"
+    # logged after the checkpoint, then "crashed"
+    with (tmp_path / "part" / TRAIN_LOG).open("a") as f:
         f.write(json.dumps({"step": 14, "loss": -1.0}) + "\n")
     resumed = train_sae(variant, spec, 0, cfg, source, tmp_path / "part", META, progress=False)
     assert resumed.status == "trained" and resumed.steps == full.steps == 30
@@ -264,7 +263,7 @@ def test_bad_spec_fails_before_training(tmp_path, spec, match):
     with pytest.raises(SAEConfigError, match=match):
         train_sae("x", SAESpec(**spec), 0, tcfg(), synthetic_source(), tmp_path, META,
                   progress=False)
-    assert not (tmp_path / LOG).exists() and not (tmp_path / CHECKPOINT).exists()
+    assert not (tmp_path / TRAIN_LOG).exists() and not (tmp_path / CHECKPOINT).exists()
 
 
 def test_bad_lr_and_device():
@@ -330,7 +329,7 @@ def test_every_variant_learns_on_smoke_cache(smoke, tmp_path):
     profile, cache = smoke
     assert set(SMOKE_SPECS) == set(VARIANTS)
     train, evals = cache.source(1, "train"), cache.source(1, "eval")
-    meta = SAEMeta(model_name=cache.manifest["model"], hook_name="blocks.1.hook_resid_post",
+    meta = SAEMeta(model_name=cache.manifest.model, hook_name="blocks.1.hook_resid_post",
                    layer=1, context_size=32, dataset_path="wiki-vital")
     for name, spec in SMOKE_SPECS.items():
         result = train_sae(name, spec, 0, profile.train, train, tmp_path / name, meta,
@@ -354,7 +353,7 @@ def test_train_profile_on_smoke_cache(smoke):
                   "saes": {"tk": {"variant": "topk", "params": {"k": 8}},
                            "mreg": {"variant": "batchtopk", "params": {"k": 8},
                                     "token_masked": True}}}})
-    assert profile.run_dir == base.run_dir
+    assert run_dir(profile) == run_dir(base)
     with pytest.raises(ConfigError, match="masked cache"):
         train_profile(profile, cache, progress=False)
     with pytest.raises(ConfigError, match="unknown SAE name"):
@@ -366,7 +365,7 @@ def test_train_profile_on_smoke_cache(smoke):
     assert results[1].path == path and path.parts[-3:] == ("saes", "L1", "tk-s1")
     cfg = json.loads((path / "cfg.json").read_text())
     assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
-    assert cfg["metadata"]["model_name"] == cache.manifest["model"]
+    assert cfg["metadata"]["model_name"] == cache.manifest.model
     assert cfg["metadata"]["context_size"] == 32 and cfg["k"] == 8
     assert results[0].metrics["n_tokens"] == cache.n_tokens("eval")
     again = train_profile(profile, cache, names=["tk"], seeds=[1], progress=False)

@@ -44,19 +44,22 @@ from atm_repro.evals.absorption import (
     scoring_prompts,
     word_token_pos,
 )
-from atm_repro.evaluate import discover, eval_configs
+from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_text
 from atm_repro.models import cache_root, load_model
-from atm_repro.saes.io import load_sae
-from atm_repro.tables import (
+from atm_repro.profiles import eval_configs
+from atm_repro.report.latex import booktabs_table
+from atm_repro.report.provenance import (
     TABLES_DIR,
     Stamp,
-    booktabs_table,
     check_output_allowed,
     write_generated,
 )
+from atm_repro.runs import crosscheck_dir, eval_cache_dir
+from atm_repro.saes.io import load_sae
 
 SAEBENCH_VERSION = "0.6.0"
+CROSSCHECK_MACRO = "CrosscheckSummary"  # the summary sentence paper/main.tex quotes
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "saebench_driver.py"
 REQUIREMENTS = HERE / "saebench-requirements.txt"
@@ -93,7 +96,8 @@ def saebench_python(progress: bool = True) -> Path:
 def select_saes(profile: Profile, wanted: list[str] | None):
     """Records of the requested SAEs of the main layer ("atm-s0" or "L8-atm-s0")."""
     layer = profile.train.layer
-    records = {r.sae_id: r for r in discover(profile) if r.group == "main" and r.layer == layer}
+    records = {r.sae_id: r for r in discover_saes(profile)
+               if r.group == "main" and r.layer == layer}
     names = list(wanted or DEFAULT_SAES)
     ids = [n if n.startswith("L") and "-" in n else f"L{layer}-{n}" for n in names]
     missing = [n for n, i in zip(names, ids) if i not in records]
@@ -112,14 +116,14 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
     records = select_saes(profile, wanted)
     cfg = eval_configs(profile)["absorption"]
     layer = profile.train.layer
-    out_dir = profile.run_dir / "crosscheck"
+    out_dir = crosscheck_dir(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     python = saebench_python(progress)
 
     loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
     words, word_meta = sample_words(loaded.tokenizer, cfg)
     # the eval cache of notebook 05: the layer's preparation is shared with it
-    data = prepare_absorption(loaded, [layer], cfg, profile.run_dir / "eval_cache",
+    data = prepare_absorption(loaded, [layer], cfg, eval_cache_dir(profile),
                               progress)[layer]
     ours, ours_s = {}, {}
     for r in records:
@@ -163,7 +167,7 @@ def crosscheck_tex(table: pd.DataFrame, stamp: Stamp) -> str:
     summary = (f"largest gaps {table['full_gap'].max():.3f} in full absorption and "
                f"{table['fraction_gap'].max():.3f} in absorption fraction, tolerance "
                f"{TOLERANCE}; the same letters kept for {same} of {len(table)} SAEs")
-    macro = f"\\newcommand{{\\CrosscheckSummary}}{{{summary}}}\n"
+    macro = f"\\newcommand{{\\{CROSSCHECK_MACRO}}}{{{summary}}}\n"
     cols = {"sae": "SAE", "n_letters_ours": "ours", "n_letters_saebench": "SAEBench",
             "full_ours": "ours", "full_saebench": "SAEBench",
             "fraction_ours": "ours", "fraction_saebench": "SAEBench"}

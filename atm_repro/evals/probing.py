@@ -26,7 +26,6 @@ texts, tokenizer or truncation recomputes.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +40,12 @@ from tqdm.auto import tqdm
 from atm_repro.cache import capture_residuals
 from atm_repro.config import fingerprint, require
 from atm_repro.evals.results import EvalResult
-from atm_repro.files import atomic_save_npy, atomic_write_json, sha256_file
+from atm_repro.files import atomic_save_npy, atomic_write_json, keyed_json, sha256_file
 from atm_repro.models import LoadedModel
 from atm_repro.probing_data import DATASET_NAMES, load_dataset
 
 EVAL_NAME = "probing"
-PROBE_C = 1.0  # inverse L2 strength of every probe (METRICS.md)
+PROBE_C = 1.0  # inverse L2 strength of every probe (docs/metrics.md)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -250,11 +249,8 @@ class ProbingData:
 
 
 def _load_cached(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    if meta.get("key") != key:
+    meta = keyed_json(path / "meta.json", key)
+    if meta is None:
         return None
     for name, sha in meta["sha256"].items():
         if not (path / name).is_file() or sha256_file(path / name) != sha:

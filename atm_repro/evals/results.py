@@ -1,7 +1,7 @@
 """One JSON per (SAE, eval): config, metrics, per-item details, code version.
 
-Files live at ``<root>/<sae_id>/<eval_name>.json``; ``load_results`` gathers
-the scalar metrics of every file under a root into one pandas DataFrame.
+Files live at ``<root>/<sae_id>/<eval_name>.json`` (the root of a profile is
+``runs.results_dir``); ``atm_repro.report.results`` reads them back.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from atm_repro import code_version
 from atm_repro.config import fingerprint, to_dict
-from atm_repro.files import atomic_write_json
+from atm_repro.files import atomic_write_json, keyed_json
 
 # The code an eval result depends on (beyond the SAE, whose run key covers training).
 EVAL_CODE = ("evals", "saes", "cache.py", "models.py", "corpus.py", "probing_data.py")
@@ -75,21 +75,8 @@ def result_key(*parts) -> str:
 
 def is_fresh(root: Path, sae_id: str, eval_name: str, key: str) -> bool:
     """True if a result exists for (sae_id, eval_name) and was written with ``key``."""
-    path = result_path(root, sae_id, eval_name)
-    return path.exists() and read_result(path).get("key") == key
+    return keyed_json(result_path(root, sae_id, eval_name), key) is not None
 
 
 def read_result(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-def load_results(root: Path):
-    """DataFrame with one row per (sae_id, eval_name) and one column per metric."""
-    import pandas as pd
-
-    rows = []
-    for path in sorted(Path(root).glob("*/*.json")):
-        data = read_result(path)
-        rows.append({"sae_id": data["sae_id"], "eval_name": data["eval_name"],
-                     **data["metrics"]})
-    return pd.DataFrame(rows)

@@ -125,8 +125,16 @@ def decoder_stability(W_A: torch.Tensor, W_B: torch.Tensor,
     return metrics, details
 
 
+PAIR_SEPARATOR = "__vs__"
+
+
 def pair_id(sae_id_a: str, sae_id_b: str) -> str:
-    return f"{sae_id_a}__vs__{sae_id_b}"
+    """The result id of a seed pair (``pair_members`` inverts it)."""
+    return f"{sae_id_a}{PAIR_SEPARATOR}{sae_id_b}"
+
+
+def pair_members(pair: str) -> list[str]:
+    return pair.split(PAIR_SEPARATOR)
 
 
 def run_stability(sae_a, sae_b, cfg: StabilityConfig, sae_id_a: str,

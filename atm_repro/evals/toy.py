@@ -31,32 +31,21 @@ the true-positive held-out tokens where a child fires (control: where the
 parent fires alone), same thresholds. Set beside the exact number, it shows
 whether the metric used on the real model recovers the ground truth.
 
-Benchmark (``run_toy_benchmark``): every (SAE, sweep value) of a
-``ToyBenchmarkConfig`` trained by ``atm_repro.train.train_sae`` (unchanged
-runs reused) and scored on held-out toy tokens; one row per run.
+Benchmark: ``ToyBenchmarkConfig`` names every (SAE, sweep value) run
+(``toy_runs``) and ``run_toy_absorption`` scores one trained SAE; the driver
+that trains them (an experiment, not a measurement) is ``atm_repro.toybench``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from atm_repro.cache import ArraySource
-from atm_repro.config import (
-    ConfigError,
-    DerivedRun,
-    SAESpec,
-    SweepConfig,
-    TrainConfig,
-    fingerprint,
-)
+from atm_repro.config import ConfigError, DerivedRun, SAESpec, SweepConfig, TrainConfig, derive
 from atm_repro.evals.absorption import (
     LETTERS,
     AbsorptionConfig,
@@ -65,11 +54,10 @@ from atm_repro.evals.absorption import (
     score_words,
     select_main_latents,
 )
-from atm_repro.evals.core import CoreStats
-from atm_repro.evals.results import EvalResult, write_result
+from atm_repro.evals.results import EvalResult
 from atm_repro.evals.stability import best_match_cosines, unit_rows
+from atm_repro.sae_metrics import CoreStats
 from atm_repro.saes import validate_spec
-from atm_repro.saes.io import SAEMeta, load_sae
 
 
 @dataclass(frozen=True)
@@ -474,10 +462,9 @@ class ToyBenchmarkConfig:
 
 
 def toy_runs(cfg: ToyBenchmarkConfig) -> list[DerivedRun]:
-    """Every (SAE, sweep value) of the benchmark, in config order."""
-    return [DerivedRun(f"{sae}-{sweep.param}{value:g}", sae, sweep.param, value,
-                       dataclasses.replace(cfg.saes[sae],
-                                           params={**cfg.saes[sae].params, sweep.param: value}))
+    """Every (SAE, sweep value) of the benchmark, in config order (named and built
+    as a profile's derived runs, ``config.derive``; every value runs)."""
+    return [derive(sae, cfg.saes[sae], sweep.param, value)
             for sae, sweep in cfg.sweeps.items() for value in sweep.values]
 
 
@@ -492,36 +479,3 @@ def run_toy_absorption(sae, probes: ToyProbes, cfg: ToyBenchmarkConfig,
         if "probe_main_latents" in row:
             row["probe_main_has_parent_latent"] = row["parent_latent"] in row["probe_main_latents"]
     return EvalResult(EVAL_NAME, sae_id, cfg, {**exact, **probe}, exact_details)
-
-
-def run_toy_benchmark(cfg: ToyBenchmarkConfig, out_dir: str | Path,
-                      progress: bool = True) -> pd.DataFrame:
-    """Train every sweep run on the toy data (the project trainer; unchanged runs
-    are reused) into ``out_dir/<run>/``, score it (``run_toy_absorption``), write
-    ``out_dir/evals/<run>/toy_absorption.json`` and return one row per run: the
-    run, its sweep value and the result's metrics."""
-    # atm_repro.train imports evals.core, and so this package: import it here.
-    from atm_repro.train import train_sae
-
-    out_dir = Path(out_dir)
-    runs = toy_runs(cfg)
-    train, test = make_toy_data(cfg.data).split(cfg.eval_tokens)
-    data_key = fingerprint({"data": cfg.data, "eval_tokens": cfg.eval_tokens})
-    meta = SAEMeta(model_name="toy", hook_name="toy", layer=0, context_size=1,
-                   dataset_path=f"toy:{data_key[:16]}")
-    tcfg = cfg.train_config()
-    probes = prepare_toy_probes(train, test, cfg.probe)
-    rows = []
-    for run in runs:
-        result = train_sae(run.name, run.spec, cfg.seed, tcfg, train.source(),
-                           out_dir / run.name, meta, eval_source=test.source(),
-                           data_key=data_key, progress=progress)
-        evaluated = run_toy_absorption(load_sae(result.path), probes, cfg, run.name)
-        write_result(out_dir / "evals", evaluated)
-        m = evaluated.metrics
-        if progress:
-            tqdm.write(f"{run.name}: {result.status}, L0 {m['l0']:.2f}, absorption exact "
-                       f"{m['mean_absorption']:.3f} / probe {m['mean_probe_full_absorption']:.3f}")
-        rows.append({"run": run.name, "sae": run.base, "variant": run.spec.variant,
-                     "param": run.param, "value": run.value, **m})
-    return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from atm_repro.config import ConfigError, from_dict
 from atm_repro.saes.atm import ATMSAE
 from atm_repro.saes.base import SAE, SAEConfig, SAEConfigError, StepContext
 from atm_repro.saes.batchtopk import BatchTopKSAE
@@ -33,8 +34,6 @@ def get_variant(name: str) -> type[SAE]:
 
 def build_config(variant: str, params: dict, d_in: int, d_sae: int, where: str = "") -> SAEConfig:
     """Validate ``params`` against the variant's config (unknown keys are errors)."""
-    from atm_repro.config import ConfigError, from_dict
-
     cls = get_variant(variant).config_cls
     fixed = {"d_in", "d_sae"} & set(params)
     if fixed:

@@ -60,9 +60,10 @@ _PKG = Path(__file__).resolve().parent.parent
 
 
 def sae_code_version() -> str:
-    """Version of the code a trained SAE depends on: the trainer and every SAE module."""
+    """Version of the code a trained SAE depends on: the trainer, the activation
+    metrics of its summary (``sae_metrics``) and every SAE module."""
     saes = sorted(p.relative_to(_PKG).as_posix() for p in (_PKG / "saes").glob("*.py"))
-    return code_version("train.py", *saes)
+    return code_version("train.py", "sae_metrics.py", *saes)
 
 
 @dataclass(frozen=True)

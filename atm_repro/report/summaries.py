@@ -1,8 +1,18 @@
-"""Deterministic text summaries that notebooks print (and nbval checks)."""
+"""Summaries of runs and results: what a stage will do, per-SAE tables, the
+main table and the absorption metric's health.
+
+Result summaries work on metric ids (``report.results``); ``labelled`` attaches
+display labels when a notebook shows a table. Text summaries are deterministic
+(notebooks print them and nbval checks them).
+"""
 
 from __future__ import annotations
 
-from atm_repro.config import Profile, derived_runs
+import pandas as pd
+
+from atm_repro.config import Profile
+from atm_repro.profiles import derived_runs, resolved_param
+from atm_repro.runs import parse_sae_dir, read_metrics, sae_dir
 
 
 def describe_profile(cfg: Profile, stage: str) -> str:
@@ -54,30 +64,23 @@ TRAINING_COLUMNS = {
 }
 
 
-def training_table(results):
+def training_table(results) -> pd.DataFrame:
     """One row per trained SAE (``train.TrainResult``) with its summary metrics."""
-    import pandas as pd
-
-    rows = [{"sae": r.name, "layer": int(r.path.parent.name[1:]), "seed": r.seed,
+    rows = [{"sae": r.name, "layer": parse_sae_dir(r.path)[0], "seed": r.seed,
              "status": r.status,
              **{label: r.metrics[key] for key, label in TRAINING_COLUMNS.items()}}
             for r in results]
     return pd.DataFrame(rows).round(4)
 
 
-def cross_layer_table(results):
+def cross_layer_table(results) -> pd.DataFrame:
     """``training_table`` of the cross-layer runs, sorted by SAE then layer."""
     return training_table(results).sort_values(["sae", "layer"], ignore_index=True)
 
 
-def ablation_table(cfg: Profile):
+def ablation_table(cfg: Profile) -> pd.DataFrame:
     """One row per notebook-03 point (the main-set run included as the default
     value of each factor): param, value and the training summary metrics."""
-    import pandas as pd
-
-    from atm_repro.saes import build_config
-    from atm_repro.train import read_metrics, sae_dir
-
     layer, seed = cfg.train.layer, cfg.ablations.seed
     rows = []
     for run in derived_runs(cfg):
@@ -85,8 +88,7 @@ def ablation_table(cfg: Profile):
                      **read_metrics(sae_dir(cfg, layer, run.name, seed))})
     bases = {(row["base"], row["param"]) for row in rows}
     for base, param in sorted(bases):  # the default point of each factor
-        spec = cfg.train.saes[base]
-        default = getattr(build_config(spec.variant, spec.params, 1, cfg.train.width), param)
+        default = resolved_param(cfg, base, param)
         rows.append({"base": base, "param": param, "value": default,
                      **read_metrics(sae_dir(cfg, layer, base, seed))})
     cols = ["base", "param", "value", *TRAINING_COLUMNS]
@@ -94,7 +96,8 @@ def ablation_table(cfg: Profile):
     return frame.sort_values(["base", "param", "value"], ignore_index=True).round(4)
 
 
-MAIN_COLUMNS = {
+# Display labels of the metric ids the summaries show (attached by ``labelled``).
+METRIC_LABELS = {
     "core/l0": "L0",
     "core/mse": "MSE",
     "core/cosine_similarity": "cosine",
@@ -105,24 +108,6 @@ MAIN_COLUMNS = {
     "probing/mean_top1": "probing top-1",
     "stability/max_cos_mean": "stability (max cos)",
     "stability/max_cos_frac_above_0.9": "matched > 0.9",
-}
-
-
-def main_table(table):
-    """The main-layer table: one row per main SAE name, metrics averaged over seeds
-    (``n_seeds`` says over how many), per-dataset top-1 probing included."""
-    main = table[table["group"] == "main"]
-    datasets = sorted(c.split("/")[1] for c in main.columns
-                      if c.startswith("probing/") and c.endswith("/top1")
-                      and c.count("/") == 2 and not c.startswith("probing/baseline"))
-    columns = {**MAIN_COLUMNS, **{f"probing/{d}/top1": f"{d} top-1" for d in datasets}}
-    present = {k: v for k, v in columns.items() if k in main.columns}
-    out = main.groupby("name", sort=False)[list(present)].mean().rename(columns=present)
-    out.insert(0, "n_seeds", main.groupby("name", sort=False)["seed"].nunique())
-    return out.round(4)
-
-
-HEALTH_COLUMNS = {
     "absorption/n_letters_kept": "letters kept",
     "absorption/mean_k1_f1": "mean k=1 F1",
     "absorption/max_k1_f1": "best k=1 F1",
@@ -130,15 +115,50 @@ HEALTH_COLUMNS = {
     "absorption/wrong_letter_fire_rate": "fires on other letters",
     "absorption/meaningful": "meaningful",
 }
+MAIN_METRICS = tuple(list(METRIC_LABELS)[:10])
+HEALTH_METRICS = tuple(list(METRIC_LABELS)[10:])
 
 
-def absorption_health(table):
+def label(metric: str) -> str:
+    """The display label of a metric id (per-dataset probing: "<dataset> top-1")."""
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric]
+    parts = metric.split("/")
+    if len(parts) == 3 and parts[0] == "probing" and parts[2] == "top1":
+        return f"{parts[1]} top-1"
+    return metric
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with display labels for its metric-id columns (for showing only)."""
+    return frame.rename(columns=label)
+
+
+def probing_datasets(columns) -> list[str]:
+    """The probing datasets with a per-dataset top-1 metric among ``columns``."""
+    return sorted(c.split("/")[1] for c in columns
+                  if c.startswith("probing/") and c.endswith("/top1")
+                  and c.count("/") == 2 and not c.startswith("probing/baseline"))
+
+
+def main_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The main-layer table (``results.per_sae`` in): one row per main SAE name,
+    metrics averaged over seeds (``n_seeds`` says over how many), per-dataset
+    top-1 probing included; columns are metric ids."""
+    main = table[table["group"] == "main"]
+    columns = [*MAIN_METRICS, *(f"probing/{d}/top1" for d in probing_datasets(main.columns))]
+    present = [c for c in columns if c in main.columns]
+    out = main.groupby("name", sort=False)[present].mean()
+    out.insert(0, "n_seeds", main.groupby("name", sort=False)["seed"].nunique())
+    return out.round(4)
+
+
+def absorption_health(table: pd.DataFrame) -> pd.DataFrame:
     """Whether absorption means something, per layer and SAE name (mean over seeds):
     letters kept by the ground-truth probe, the F1 of the best single main latent
     (mean over letters and best letter), letters with a letter latent, how often
     main latents fire on other letters' words, and the share of seeds where the
     metric is meaningful (``evals.absorption.health``)."""
     runs = table[table["group"].isin(["main", "cross_layer"])]
-    present = {k: v for k, v in HEALTH_COLUMNS.items() if k in runs.columns}
-    out = runs.groupby(["layer", "name"], sort=True)[list(present)].mean()
-    return out.rename(columns=present).round(3)
+    present = [c for c in HEALTH_METRICS if c in runs.columns]
+    return runs.groupby(["layer", "name"], sort=True)[present].mean().round(3)

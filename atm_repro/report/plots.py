@@ -1,25 +1,21 @@
-"""Figures the notebooks show (and notebook 05 saves): data in, matplotlib figure out."""
+"""Figures the notebooks show (and notebook 05 saves): data in, matplotlib figure out.
+
+Result figures take ``report.results.per_sae``'s table (metric-id columns);
+axis labels are attached here, when drawing.
+"""
 
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.lines import Line2D
 
-
-def read_train_logs(sae_dirs: dict[str, Path]) -> pd.DataFrame:
-    """Concatenate the ``train_log.jsonl`` of each named SAE directory."""
-    frames = []
-    for label, path in sae_dirs.items():
-        lines = (Path(path) / "train_log.jsonl").read_text().splitlines()
-        frame = pd.DataFrame([json.loads(line) for line in lines])
-        frame["sae"] = label
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+from atm_repro.report.provenance import write_generated
 
 
 def plot_training_curves(logs: pd.DataFrame, title: str = ""):
@@ -76,7 +72,7 @@ def plot_cross_layer_training(table: pd.DataFrame, title: str = ""):
 
 
 def plot_toy_benchmark(df: pd.DataFrame, title: str = ""):
-    """Planted-absorption toy (``evals.toy.run_toy_benchmark``): absorption against
+    """Planted-absorption toy (``toybench.run_toy_benchmark``): absorption against
     L0, one colour per SAE; exact (ground truth) solid, the first-letter
     pipeline's full-absorption rate on the same tokens dashed."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -147,8 +143,6 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = ""):
 
 def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
     """Full-absorption rate per first letter (columns) and SAE (rows)."""
-    import seaborn as sns
-
     if letters.empty:  # e.g. a random model: no letter's probe passes the F1 cut
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no letter passed the ground-truth probe's F1 threshold",
@@ -280,8 +274,6 @@ def save_figure(fig, out_dir: Path, name: str, stamp: str) -> list[Path]:
     """Write ``name``.pdf and .png with fixed metadata (no dates), so an unchanged
     rerun gives identical bytes; ``stamp`` (profile, commit) goes into the metadata.
     Returns the files whose bytes changed (unchanged files are not rewritten)."""
-    import io
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = {
@@ -294,7 +286,6 @@ def save_figure(fig, out_dir: Path, name: str, stamp: str) -> list[Path]:
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, **kwargs)
         path = out_dir / f"{name}.{ext}"
-        if not path.exists() or path.read_bytes() != buf.getvalue():
-            path.write_bytes(buf.getvalue())
+        if write_generated(path, buf.getvalue()):
             changed.append(path)
     return changed

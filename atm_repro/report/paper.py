@@ -1,0 +1,369 @@
+"""The paper's generated inputs: its tables, numbers and figures (notebook 05).
+
+paper/main.tex reads everything it reports from one directory (``paper/tables``
+for the canonical run, ``runs/smoke/paper/tables`` for CI):
+
+* ``profile.tex``: ``\\smoketrue``/``\\smokefalse`` (the smoke watermark), the
+  profile name and commit;
+* ``numbers.tex``: one ``\\newcommand`` per number the text quotes, named by
+  ``latex.macro_name`` from a key such as ``ours/atm/mean_full_absorption``;
+* ``<name>.tex`` for each name in ``TABLE_NAMES``: a table float labelled
+  ``tab:<name>``;
+
+and the figures ``<figures dir>/<name>.pdf`` for each name in ``FIGURE_NAMES``.
+Everything is made from ``report.results``' table, stamped and written only when
+its bytes change (``report.provenance``); smoke writes under ``runs/smoke/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atm_repro.cache import CacheManifest
+from atm_repro.config import Profile
+from atm_repro.profiles import eval_configs
+from atm_repro.report.claims import (
+    NOT_MEANINGFUL,
+    PAPER_RESULTS,
+    PAPER_VARIANTS,
+    VERDICT_RULE,
+    ours_from_results,
+    present,
+    verdict,
+)
+from atm_repro.report.latex import (
+    Tex,
+    booktabs_table,
+    escape_latex,
+    format_cell,
+    joined,
+    numbers_tex,
+    profile_tex,
+    setting_value,
+)
+from atm_repro.report.plots import save_figure
+from atm_repro.report.provenance import (
+    Stamp,
+    check_output_allowed,
+    output_dirs,
+    write_generated,
+)
+from atm_repro.report.results import per_sae
+from atm_repro.report.summaries import absorption_health, main_table
+from atm_repro.saes import build_config
+
+TABLE_NAMES = ("main_results", "paper_vs_ours", "stability", "absorption_health", "toy")
+COMMAND_TABLES = ("crosscheck",)  # written by their own command (atm-repro crosscheck)
+FIGURE_NAMES = ("pareto_l0", "ablations", "cross_layer", "toy_absorption")
+
+
+def write_paper_inputs(cfg: Profile, out_dir: Path | str, stamp: Stamp,
+                       tables: dict[str, str], numbers: dict[str, Any]) -> list[Path]:
+    """Write ``profile.tex``, ``numbers.tex`` and ``<name>.tex`` per table into
+    ``out_dir`` (guarded); returns the files that changed.
+
+    ``tables`` maps names from ``TABLE_NAMES`` to tables made with ``stamp`` and
+    labelled ``tab:<name>`` (main.tex refers to them by that label)."""
+    out_dir = check_output_allowed(cfg, out_dir)
+    if (stamp.profile, stamp.smoke) != (cfg.name, cfg.smoke):
+        raise ValueError(f"stamp {stamp} does not describe profile {cfg.name!r}")
+    unknown = sorted(set(tables) - set(TABLE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown table name(s) {unknown}; main.tex reads {list(TABLE_NAMES)}")
+    for name, text in tables.items():
+        if f"\\label{{tab:{name}}}" not in text:
+            raise ValueError(f"table {name!r} lacks \\label{{tab:{name}}}")
+        if not text.startswith(stamp.comment + "\n"):
+            raise ValueError(f"table {name!r} does not start with {stamp.comment!r}")
+    files = {"profile.tex": profile_tex(stamp), "numbers.tex": numbers_tex(numbers, stamp),
+             **{f"{name}.tex": text for name, text in sorted(tables.items())}}
+    return [out_dir / f for f, text in files.items() if write_generated(out_dir / f, text)]
+
+
+
+_TRAIN_SKIP = ("saes", "seeds", "device", "log_every", "checkpoint_every")
+
+
+def setting_numbers(cfg: Profile, manifest: CacheManifest) -> dict[str, Any]:
+    """Numbers (and names) of the run's setting the text quotes, from the profile
+    and the activation cache's manifest (``ActivationCache.manifest``):
+    ``setup/...`` (model, corpus, layers, tokens), ``train/<field>`` (scalars of
+    ``TrainConfig``), ``sae/<name>/<field>`` (every SAE's resolved config),
+    ``ablation/...`` (notebook 03's factors and sparsity sweeps) and
+    ``eval/<eval>/<field>`` (every eval's resolved config)."""
+    d_model = int(manifest.d_model)
+    train = cfg.train
+    out: dict[str, Any] = {
+        "setup/model": cfg.model.name,
+        "setup/corpus": cfg.corpus.name,
+        "setup/context": cfg.corpus.context,
+        "setup/n_layers": int(manifest.n_layers_model),
+        "setup/relative_depth": Tex(f"{100 * train.layer / manifest.n_layers_model:.0f}\\%"),
+        "setup/d_model": d_model,
+        "setup/expansion": Tex(f"{train.width / d_model:.1f}"),
+        "setup/cached_train_tokens": int(manifest.n_tokens["train"]),
+        "setup/cached_eval_tokens": int(manifest.n_tokens["eval"]),
+        "setup/token_mask_prob": setting_value(cfg.cache.token_mask_prob),
+        "setup/cross_layers": setting_value(cfg.cross_layer.layers),
+        "setup/seeds": setting_value(train.seeds),
+        "setup/n_seeds": len(train.seeds),
+        "setup/steps": train.tokens // train.batch_size,
+    }
+    for f in dataclasses.fields(train):
+        if f.name not in _TRAIN_SKIP:
+            out[f"train/{f.name}"] = setting_value(getattr(train, f.name))
+    for name, spec in sorted(train.saes.items()):
+        sae_cfg = build_config(spec.variant, spec.params, d_model, train.width,
+                               f"train.saes.{name}")
+        for field, value in sorted(dataclasses.asdict(sae_cfg).items()):
+            if field not in ("d_in", "d_sae"):
+                out[f"sae/{name}/{field}"] = setting_value(value)
+        out[f"sae/{name}/lr"] = setting_value(spec.lr if spec.lr is not None else train.lr)
+        out[f"sae/{name}/variant"] = setting_value(spec.variant)
+    abl = cfg.ablations
+    out["ablation/sae"] = setting_value(abl.sae)
+    out["ablation/factors"] = joined(
+        [f"{escape_latex(p)}: {setting_value(v)}" for p, v in sorted(abl.factors.items())])
+    out["ablation/sweeps"] = joined(
+        [f"{escape_latex(name)} {escape_latex(s.param)}: {setting_value(s.values)}"
+         for name, s in sorted(abl.sparsity_sweeps.items())])
+    for name, eval_cfg in sorted(eval_configs(cfg).items()):
+        for key, value in _flat(dataclasses.asdict(eval_cfg), f"eval/{name}"):
+            out[key] = setting_value(value)
+    return out
+
+
+def _flat(values: dict[str, Any], prefix: str):
+    """(``prefix/a/b``, value) for every scalar or list leaf of nested dicts."""
+    for key, value in sorted(values.items()):
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}/{key}")
+        else:
+            yield f"{prefix}/{key}", value
+
+
+
+def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp) -> str:
+    """The paper's reported numbers beside ours, one row per metric, with a
+    verdict column (``VERDICT_RULE``, printed under the table). ``ours`` maps
+    "atm" / "topk" / "jumprelu" to {``PaperMetric.key``: value}
+    (``claims.ours_from_results`` builds it)."""
+    unknown = sorted(set(ours) - set(PAPER_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; expected {list(PAPER_VARIANTS)}")
+    ours_cols = tuple(f"ours/{v}" for v in PAPER_VARIANTS)
+    rows = []
+    for m in PAPER_RESULTS:
+        row: dict[str, Any] = {"metric": m.label}
+        for v in PAPER_VARIANTS:
+            row[f"paper/{v}"] = m.paper.get(v)
+            value = present(ours, v, m.key)
+            row[f"ours/{v}"] = (format_cell(value, m.fmt) if value is not None else
+                                "n/a" if m.rule == "absorption_ordering"
+                                and ours.get(v, {}).get(NOT_MEANINGFUL) else None)
+        row["verdict"] = verdict(m, ours)
+        rows.append(row)
+    columns = {"metric": "Metric",
+               **{f"paper/{v}": name for v, name in PAPER_VARIANTS.items()},
+               **{f"ours/{v}": name for v, name in PAPER_VARIANTS.items()},
+               "verdict": "Verdict"}
+    n = len(PAPER_VARIANTS)
+    groups = [("", 1), ("Paper", n), ("Ours", n), ("", 1)]
+    caption = (r"The paper's reported numbers (Gemma-2-2b, layer 12, width 16384) beside ours "
+               rf"(profile \texttt{{{escape_latex(stamp.profile)}}}), metric by metric.")
+    return booktabs_table(pd.DataFrame(rows), columns, caption, "tab:paper_vs_ours", stamp,
+                          notes=VERDICT_RULE, tex_columns=("metric", *ours_cols),
+                          align="l" + "r" * 2 * n + "l", groups=groups)
+
+
+
+def result_numbers(ours: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """``paper/<variant>/<metric>`` (as the paper prints them) and
+    ``ours/<variant>/<metric>`` (as the paper-vs-ours table prints them, so text and
+    table agree) for every row of ``PAPER_RESULTS``."""
+    out: dict[str, Any] = {}
+    for m in PAPER_RESULTS:
+        for v in PAPER_VARIANTS:
+            if v in m.paper:
+                out[f"paper/{v}/{m.key}"] = m.paper[v]
+            value = present(ours, v, m.key)
+            out[f"ours/{v}/{m.key}"] = format_cell(value, m.fmt) if value is not None else None
+    return out
+
+
+
+# Main-table columns (metric ids of ``summaries.main_table``) -> LaTeX headers; the
+# per-dataset probing columns kept are the paper's "bias detection" and "sentiment".
+MAIN_TEX = {
+    "n_seeds": "seeds", "core/l0": "L0", "core/mse": "MSE", "core/cosine_similarity": "cos.",
+    "core/explained_variance": "expl.\\ var.", "core/ce_loss_score": "CE score",
+    "absorption/mean_full_absorption": "full abs.",
+    "absorption/mean_absorption_fraction": "abs.\\ frac.",
+    "probing/mean_top1": "probe top-1", "probing/gender/top1": "gender",
+    "probing/sentiment/top1": "sentiment", "stability/max_cos_mean": "stability",
+}
+MAIN_BEST = {"core/explained_variance": "max", "core/cosine_similarity": "max",
+             "core/ce_loss_score": "max", "core/mse": "min",
+             "absorption/mean_full_absorption": "min",
+             "absorption/mean_absorption_fraction": "min", "probing/mean_top1": "max",
+             "probing/gender/top1": "max", "probing/sentiment/top1": "max",
+             "stability/max_cos_mean": "max"}
+
+
+def _main_results(table: pd.DataFrame, stamp: Stamp) -> str:
+    frame = main_table(table).reset_index()
+    cols = {"name": "SAE", **{k: v for k, v in MAIN_TEX.items() if k in frame.columns}}
+    return booktabs_table(
+        frame, cols, stamp=stamp, label="tab:main_results",
+        caption="Main layer, every SAE (mean over seeds). L0, MSE (per token, raw units), "
+                "cosine and explained variance on held-out tokens; CE loss score with the "
+                "SAE spliced in; first-letter absorption (full-absorption rate and absorption "
+                "fraction, lower is better); mean top-1 sparse-probing accuracy over the six "
+                "datasets and on gender (the paper's bias detection) and sentiment; "
+                "best-match decoder cosine across two seeds.",
+        best={k: v for k, v in MAIN_BEST.items() if k in frame.columns})
+
+
+def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
+    cols = {"stability/max_cos_mean": "best-match cos.",
+            "stability/assignment_mean": "one-to-one cos.",
+            "stability/max_cos_frac_above_0.7": "matched $>0.7$",
+            "stability/max_cos_frac_above_0.9": "matched $>0.9$"}
+    main = table[table["group"] == "main"]
+    present = [c for c in cols if c in main]
+    frame = main.groupby("name", sort=False)[present].first().reset_index()
+    return booktabs_table(
+        frame, {"name": "SAE", **{c: cols[c] for c in present}}, stamp=stamp,
+        label="tab:stability",
+        caption="Feature stability across two training seeds: mean best-match decoder "
+                "cosine, mean cosine of the optimal one-to-one assignment, and the fraction "
+                "of latents whose best match exceeds 0.7 / 0.9 (both directions averaged).",
+        best={c: "max" for c in present})
+
+
+HEALTH_TEX = {"layer": "layer", "name": "SAE", "absorption/n_letters_kept": "letters",
+              "absorption/mean_k1_f1": "mean $F_1$", "absorption/max_k1_f1": "best $F_1$",
+              "absorption/n_letter_latents": "letter latents",
+              "absorption/wrong_letter_fire_rate": "other letters",
+              "absorption/meaningful": "meaningful"}
+HEALTH_FMT = {"layer": "d", "absorption/n_letters_kept": ".1f",
+              "absorption/n_letter_latents": ".1f", "absorption/mean_k1_f1": ".3f",
+              "absorption/max_k1_f1": ".3f", "absorption/wrong_letter_fire_rate": ".3f",
+              "absorption/meaningful": ".0%"}
+
+
+def _absorption_health(table: pd.DataFrame, stamp: Stamp) -> str:
+    frame = absorption_health(table).reset_index()
+    return booktabs_table(
+        frame, {k: v for k, v in HEALTH_TEX.items() if k in frame.columns}, stamp=stamp,
+        label="tab:absorption_health",
+        fmt={k: v for k, v in HEALTH_FMT.items() if k in frame.columns},
+        caption="Health of the absorption metric, per layer and SAE (mean over seeds): "
+                "letters whose ground-truth probe has $F_1 > 0.6$; test $F_1$ of the best "
+                "single main latent (mean over kept letters, and the best letter); letters "
+                "whose single main latent reaches $F_1 \\geq 0.5$; how often a letter's main "
+                "latents fire on other letters' words; the share of seeds on which "
+                "absorption is meaningful (at least 20 letters and one letter latent).")
+
+
+def _toy(toy: pd.DataFrame, stamp: Stamp) -> str:
+    cols = {"run": "run", "l0": "L0", "explained_variance": "expl. var.",
+            "mean_absorption": "absorption (exact)",
+            "mean_probe_full_absorption": "absorption (probe pipeline)",
+            "mean_absorption_alone": "control"}
+    present = {k: v for k, v in cols.items() if k in toy}
+    return booktabs_table(
+        toy.sort_values(["sae", "l0"]), present, stamp=stamp, label="tab:toy",
+        caption="Planted-absorption benchmark: every SAE across its sparsity sweep. Exact "
+                "absorption against the planted ground truth beside the first-letter "
+                "pipeline's full-absorption rate on the same tokens; the control is the "
+                "exact rule applied where the parent fires alone.")
+
+
+def number_key(metric: str) -> str:
+    """The short key of a main-table column in number names: the metric's last
+    part (``core/l0`` -> ``l0``), ``<dataset>_top1`` for per-dataset probing."""
+    parts = metric.split("/")
+    return f"{parts[1]}_top1" if len(parts) == 3 and parts[0] == "probing" else parts[-1]
+
+
+def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
+                 manifest: CacheManifest) -> list[Path]:
+    """Write the tables, profile.tex and numbers.tex from ``report.results``' tidy
+    table (and the toy benchmark's); returns the changed files."""
+    stamp = Stamp.for_profile(cfg)
+    table = per_sae(tidy)
+    tables = {"main_results": _main_results(table, stamp),
+              "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy), stamp),
+              "stability": _stability(table, stamp),
+              "absorption_health": _absorption_health(table, stamp),
+              "toy": _toy(toy, stamp)}
+    return write_paper_inputs(cfg, output_dirs(cfg)[1], stamp, tables,
+                              paper_numbers(cfg, tidy, manifest))
+
+
+def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest) -> dict[str, Any]:
+    """Every number the text may quote (``numbers.tex``), by key: the setting, the
+    claims beside ours, each main SAE's main-table values, spreads over seeds,
+    sparsity-sweep points and the absorption metric's health."""
+    table = per_sae(tidy)
+    numbers = {**setting_numbers(cfg, manifest), **result_numbers(ours_from_results(tidy))}
+    for name, row in main_table(table).iterrows():
+        for metric, value in row.items():
+            numbers[f"main/{name}/{number_key(metric)}"] = value
+    numbers.update(_spread_and_sweep_numbers(table))
+    numbers.update(_health_numbers(table))
+    return numbers
+
+
+SPREAD_METRICS = ("absorption/mean_full_absorption", "absorption/mean_absorption_fraction",
+                  "core/explained_variance")
+
+
+def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
+    """For the text: each main SAE's range over seeds (max - min) of the headline
+    metrics, and L0 / absorption / explained variance of every sparsity-sweep run
+    (``sweep/<run name>/...``)."""
+    out = {}
+    main = table[table["group"] == "main"]
+    if "absorption/n_letters_kept" in main and main["absorption/n_letters_kept"].notna().any():
+        out["absorption/letters_kept"] = int(main["absorption/n_letters_kept"].max())
+    for name, runs in main.groupby("name", sort=False):
+        for col in SPREAD_METRICS:
+            if col in runs and runs[col].notna().sum() > 1:
+                out[f"spread/{name}/{col.split('/')[-1]}"] = runs[col].max() - runs[col].min()
+    sweeps = table[table["param"].isin(["k", "l1_coefficient", "l0_coefficient"])]
+    for _, row in sweeps.iterrows():
+        for col in ("core/l0", *SPREAD_METRICS):
+            if col in row and pd.notna(row[col]):
+                out[f"sweep/{row['name']}/{col.split('/')[-1]}"] = row[col]
+    return out
+
+
+def _health_numbers(table: pd.DataFrame) -> dict:
+    """For the text: the absorption metric's health over every main and cross-layer
+    SAE (``summaries.absorption_health``): the range of letters kept, the best single
+    main-latent F1 anywhere, and how many SAE/layer rows are meaningful."""
+    health = absorption_health(table)
+    out = {}
+    if "absorption/n_letters_kept" in health:
+        out["health/letters_kept_min"] = int(health["absorption/n_letters_kept"].min())
+        out["health/letters_kept_max"] = int(health["absorption/n_letters_kept"].max())
+    if "absorption/max_k1_f1" in health:
+        out["health/best_k1_f1"] = health["absorption/max_k1_f1"].max()
+    if "absorption/meaningful" in health:
+        out["health/n_meaningful"] = int((health["absorption/meaningful"] > 0).sum())
+        out["health/n_rows"] = len(health)
+    return out
+
+
+def write_figures(cfg: Profile, figures: dict) -> list[Path]:
+    """Save each named figure as PDF and PNG (fixed metadata) into the figures dir."""
+    out_dir = check_output_allowed(cfg, output_dirs(cfg)[0])
+    stamp = Stamp.for_profile(cfg).comment.lstrip("% ")
+    return [p for name, fig in sorted(figures.items())
+            for p in save_figure(fig, out_dir, name, stamp)]

@@ -1,0 +1,92 @@
+"""Readers of a profile's eval results: one tidy table keyed by metric ids.
+
+``read_results`` reads every result JSON of the discovered SAEs once into a
+long table: one row per (SAE, metric id) with the SAE's description
+(``SAE_COLUMNS``), the metric id ``<eval>/<metric>`` (``core/l0``,
+``absorption/mean_full_absorption``, ``stability/max_cos_mean``) and its value
+(missing values are left out). A seed pair's stability numbers are rows of both
+SAEs. ``per_sae`` is the wide view (one row per SAE, one column per metric id)
+that summaries and figures use; per-item details (per letter, histograms) have
+their own readers.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from atm_repro.config import Profile
+from atm_repro.evals.results import read_result, result_path
+from atm_repro.evals.stability import PAIR_SEPARATOR, pair_members
+from atm_repro.evaluate import discover_saes
+from atm_repro.profiles import derived_runs
+from atm_repro.runs import SAERecord, results_dir
+
+SAE_COLUMNS = ["sae_id", "group", "name", "variant", "layer", "seed", "base", "param", "value"]
+
+
+def _describe(profile: Profile, record: SAERecord, derived: dict) -> dict:
+    """The SAE columns of one record: group, variant, and for a derived run the
+    base spec, the changed parameter and its value."""
+    run = derived.get(record.name)
+    spec = profile.train.saes.get(record.name) or run.spec
+    return {"sae_id": record.sae_id, "group": record.group, "name": record.name,
+            "variant": spec.variant, "layer": record.layer, "seed": record.seed,
+            "base": run.base if run else record.name, "param": run.param if run else None,
+            "value": run.value if run else None}
+
+
+def read_results(profile: Profile) -> pd.DataFrame:
+    """The tidy table of every discovered SAE's results (module docstring):
+    ``SAE_COLUMNS`` + ``metric`` + ``result``, SAEs in discovery order."""
+    derived = {run.name: run for run in derived_runs(profile)}
+    root = results_dir(profile)
+    described = {r.sae_id: _describe(profile, r, derived) for r in discover_saes(profile)}
+    rows = []
+    for sae_id, desc in described.items():
+        for path in sorted((root / sae_id).glob("*.json")):
+            data = read_result(path)
+            rows += [{**desc, "metric": f"{data['eval_name']}/{k}", "result": float(v)}
+                     for k, v in data["metrics"].items() if v is not None]
+    for path in sorted(root.glob(f"*{PAIR_SEPARATOR}*/stability.json")):
+        data = read_result(path)
+        for sae_id in pair_members(data["sae_id"]):
+            if sae_id in described:
+                rows += [{**described[sae_id], "metric": f"stability/{k}", "result": float(v)}
+                         for k, v in data["metrics"].items() if v is not None]
+    return pd.DataFrame(rows, columns=[*SAE_COLUMNS, "metric", "result"])
+
+
+def per_sae(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The wide view of ``read_results``: one row per SAE (discovery order), the
+    SAE columns, then one column per metric id (first-seen order)."""
+    rows = []
+    for _, frame in tidy.groupby("sae_id", sort=False):
+        first = frame.iloc[0]
+        rows.append({**{c: first[c] for c in SAE_COLUMNS},
+                     **dict(zip(frame["metric"], frame["result"]))})
+    return pd.DataFrame(rows)
+
+
+def _first_seed_main(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per main SAE of the first seed: sae_id and name."""
+    main = tidy[tidy["group"] == "main"].drop_duplicates("sae_id")
+    return main[main["seed"] == main["seed"].min()]
+
+
+def absorption_by_letter(profile: Profile, tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per-letter absorption of each main SAE (first seed): name, letter, rates."""
+    rows = []
+    for _, r in _first_seed_main(tidy).iterrows():
+        path = result_path(results_dir(profile), r["sae_id"], "absorption")
+        for letter, d in read_result(path)["details"]["per_letter"].items():
+            if d["n_true_positives"]:
+                rows.append({"name": r["name"], "letter": letter,
+                             "full_absorption_rate": d["full_absorption_rate"],
+                             "mean_absorption_fraction": d["mean_absorption_fraction"]})
+    return pd.DataFrame(rows)
+
+
+def density_histograms(profile: Profile, tidy: pd.DataFrame) -> dict[str, dict]:
+    """The core eval's latent-density histogram of each main SAE (first seed)."""
+    return {r["name"]: read_result(result_path(results_dir(profile), r["sae_id"], "core"))
+            ["details"]["density_histogram"] for _, r in _first_seed_main(tidy).iterrows()}

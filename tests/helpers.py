@@ -1,0 +1,108 @@
+"""Shared test constants and synthetic sources (imported by test modules and conftest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from atm_repro import cache as cache_mod
+from atm_repro import models
+from atm_repro.cache import CacheManifest
+from atm_repro.config import Profile
+from atm_repro.profiles import derived_runs
+from atm_repro.report.provenance import Stamp
+from atm_repro.report.results import SAE_COLUMNS
+from atm_repro.saes.base import SAE, SAEConfig
+
+# The smoke profile shrunk further: a cache build takes about a second.
+TINY_OVERRIDES = {
+    "corpus.max_articles": 120,
+    "corpus.context": 16,
+    "cache.layers": [1, 2],
+    "cache.train_tokens": 1500,
+    "cache.eval_tokens": 300,
+    "cache.batch_size": 8,
+    "cache.shard_sequences": 32,
+    "train.layer": 1,
+}
+
+STAMP = Stamp("cpu", False, "abc1234")
+
+
+def manifest(d_model: int = 64, n_layers: int = 4, train_tokens: int = 15000,
+             eval_tokens: int = 1984) -> CacheManifest:
+    """A cache manifest with the fields the report reads (no shards)."""
+    return CacheManifest(
+        key={}, model="tiny-gemma3", model_fingerprint="x", d_model=d_model,
+        n_layers_model=n_layers, layers=[1], hooks={"1": "blocks.1.hook_resid_post"},
+        dtype="float32", context=32, bos_cached=False, corpus_fingerprint={},
+        n_sequences={}, n_tokens={"train": train_tokens, "eval": eval_tokens},
+        shard_sequences=64, token_mask_prob=0.0, code_version="0", shards={})
+
+
+def hand_sae(W_enc_DF, W_dec_FD, b_enc_F=None) -> SAE:
+    """A plain ReLU SAE with the given weights (b_dec = 0; b_enc default 0)."""
+    W_enc_DF = np.asarray(W_enc_DF)
+    sae = SAE(SAEConfig(d_in=W_enc_DF.shape[0], d_sae=W_enc_DF.shape[1]))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.as_tensor(W_enc_DF, dtype=torch.float32))
+        sae.W_dec.copy_(torch.as_tensor(np.asarray(W_dec_FD), dtype=torch.float32))
+        sae.b_enc.copy_(torch.as_tensor(0.0 if b_enc_F is None else b_enc_F,
+                                        dtype=torch.float32).expand_as(sae.b_enc))
+        sae.b_dec.zero_()
+    return sae
+
+
+def random_sae(d: int, f: int, seed: int = 0) -> SAE:
+    """A plain ReLU SAE with the base class's seeded initialisation."""
+    sae = SAE(SAEConfig(d, f))
+    sae.init_weights(torch.Generator().manual_seed(seed))
+    return sae
+
+
+def ours_with(atm, topk, jumprelu, key="mean_full_absorption"):
+    """An ``ours`` dict of ``report.claims`` with one claim's values."""
+    return {"atm": {key: atm}, "topk": {key: topk}, "jumprelu": {key: jumprelu}}
+
+
+def body_rows(text: str) -> list[str]:
+    """The data rows of a generated table (between \\midrule and \\bottomrule)."""
+    lines = text.splitlines()
+    return lines[lines.index(r"\midrule") + 1 : lines.index(r"\bottomrule")]
+
+
+TIDY_METRICS = {
+    "core/l0": 30.0, "core/mse": 0.5, "core/cosine_similarity": 0.9,
+    "core/explained_variance": 0.8, "core/ce_loss_score": 0.7,
+    "absorption/mean_full_absorption": 0.1, "absorption/mean_absorption_fraction": 0.2,
+    "absorption/n_letters_kept": 22.0, "absorption/max_k1_f1": 0.6,
+    "absorption/mean_k1_f1": 0.4, "absorption/n_letter_latents": 5.0,
+    "absorption/wrong_letter_fire_rate": 0.05, "absorption/meaningful": 1.0,
+    "probing/mean_top1": 0.6, "probing/gender/top1": 0.7, "probing/sentiment/top1": 0.65,
+    "stability/max_cos_mean": 0.5,
+}
+
+
+def synthetic_tidy(cfg: Profile, metrics: dict[str, float] = TIDY_METRICS) -> pd.DataFrame:
+    """A ``report.results`` tidy table for ``cfg``: every main SAE at every seed and
+    every derived run, each with ``metrics`` (values nudged per SAE)."""
+    layer, rows = cfg.train.layer, []
+    sae_rows = [(name, spec.variant, seed, "main", name, None, None)
+                for name, spec in cfg.train.saes.items() for seed in cfg.train.seeds]
+    sae_rows += [(r.name, r.spec.variant, cfg.ablations.seed, "ablation", r.base, r.param,
+                  r.value) for r in derived_runs(cfg)]
+    for i, (name, variant, seed, group, base, param, value) in enumerate(sae_rows):
+        desc = dict(zip(SAE_COLUMNS, (f"L{layer}-{name}-s{seed}", group, name, variant, layer,
+                                      seed, base, param, value)))
+        rows += [{**desc, "metric": m, "result": v * (1 + 0.01 * i)} for m, v in metrics.items()]
+    return pd.DataFrame(rows)
+
+
+def forbid_model_load(monkeypatch) -> None:
+    """Make any model load fail: for tests that bad input is rejected before it."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was validated")
+
+    monkeypatch.setattr(cache_mod, "load_model", boom)
+    monkeypatch.setattr(models, "_load_gguf_gemma", boom)

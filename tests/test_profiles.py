@@ -1,0 +1,56 @@
+"""atm_repro.profiles: loading, validation and overrides of every profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from atm_repro.config import ConfigError
+from atm_repro.profiles import available_profiles, load_profile
+
+
+def test_every_profile_loads():
+    assert {"smoke", "cpu", "paper"} <= set(available_profiles())
+    for name in available_profiles():
+        assert load_profile(name).name == name
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"train.widht": 8}, r"train: unknown key\(s\) \['widht'\]"),
+        ({"bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
+        ({"cache.dtype": "int8"}, "cache.dtype"),
+        ({"train.lr": -1.0}, "train.lr must be > 0"),
+        ({"train.saes.x": {"variant": "nope"}}, "unknown SAE variant 'nope'"),
+        ({"train.saes.x": {"variant": "topk", "params": {"k": 10_000}}}, "k"),
+        ({"train.layer": 7}, "not among cache.layers"),
+    ],
+)
+def test_bad_profile_values_are_rejected(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_profile("smoke", overrides)
+
+
+def test_unknown_profile_names_the_available_ones():
+    with pytest.raises(ConfigError, match="available profiles"):
+        load_profile("no-such-profile")
+
+
+def test_dotted_keys_replace_and_mappings_merge():
+    cfg = load_profile("smoke", {"ablations.factors": {"c": [2.0]}})
+    assert cfg.ablations.factors == {"c": [2.0]}  # replaced
+    cfg = load_profile("smoke", {"ablations": {"factors": {"c": [2.0]}}})
+    assert cfg.ablations.factors["c"] == [2.0] and "beta" in cfg.ablations.factors  # merged
+
+
+def test_overrides_given_as_text_are_parsed():
+    cfg = load_profile("smoke", '{"cross_layer.layers": [2], "train.width": 64}')
+    assert cfg.cross_layer.layers == [2] and cfg.train.width == 64
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_profile("smoke", "[1, 2]")
+
+
+def test_dotted_and_nested_overrides_agree():
+    a = load_profile("smoke", {"train.width": 128, "cache": {"batch_size": 4}})
+    b = load_profile("smoke", {"train": {"width": 128}, "cache.batch_size": 4})
+    assert a == b and a.train.width == 128 and a.cache.batch_size == 4

@@ -1,0 +1,61 @@
+"""atm_repro.runs: the runs/<profile>/ layout, SAE discovery and stage times."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import TINY_OVERRIDES
+
+from atm_repro.profiles import derived_specs, load_profile
+from atm_repro.runs import (
+    METRICS,
+    discover,
+    parse_sae_dir,
+    read_stage_times,
+    record_stage_time,
+    results_dir,
+    run_dir,
+    sae_dir,
+)
+
+
+def finished(path, complete: bool = True):
+    path.mkdir(parents=True)
+    if complete:
+        (path / METRICS).write_text(json.dumps({"key": {"seed": 0}}))
+
+
+def test_run_dir_follows_the_environment(runs_dir, tiny_profile):
+    assert run_dir(tiny_profile) == runs_dir / "smoke"
+    assert results_dir(tiny_profile) == runs_dir / "smoke" / "evals"
+
+
+def test_sae_dir_round_trips():
+    cfg = load_profile("smoke")
+    path = sae_dir(cfg, 12, "masked-reg", 3)
+    assert path.parts[-3:] == ("saes", "L12", "masked-reg-s3")
+    assert parse_sae_dir(path) == (12, "masked-reg", 3)
+
+
+def test_discover_groups_and_skips(runs_dir):
+    cfg = load_profile("smoke", {**TINY_OVERRIDES, "cross_layer.layers": [1, 2],
+                                 "cross_layer.saes": ["topk"]})
+    ablations = derived_specs(cfg)
+    finished(sae_dir(cfg, 1, "topk", 0))
+    finished(sae_dir(cfg, 1, "topk", 1), complete=False)  # still training: not found
+    finished(sae_dir(cfg, 1, "atm-beta0.9", 0))
+    finished(sae_dir(cfg, 2, "topk", 0))
+    finished(sae_dir(cfg, 2, "atm", 0))  # not a cross-layer SAE: a leftover
+    finished(sae_dir(cfg, 1, "gone", 0))  # no longer in the profile
+    found = {r.sae_id: r.group for r in discover(cfg, ablations)}
+    assert found == {"L1-topk-s0": "main", "L1-atm-beta0.9-s0": "ablation",
+                     "L2-topk-s0": "cross_layer"}
+    assert {r.sae_id for r in discover(cfg, [])} == {"L1-topk-s0", "L2-topk-s0"}
+
+
+def test_stage_times_are_recorded_per_notebook(runs_dir, tiny_profile):
+    assert read_stage_times(tiny_profile) == {}
+    record_stage_time(tiny_profile, "01_cache.ipynb", 12.345)
+    record_stage_time(tiny_profile, "02_train.ipynb", 3.0)
+    record_stage_time(tiny_profile, "01_cache.ipynb", 10.0)
+    assert read_stage_times(tiny_profile) == {"01_cache.ipynb": 10.0, "02_train.ipynb": 3.0}
