@@ -231,8 +231,15 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0 = only at the end
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    # seeds of particular specs when they differ from ``seeds`` (e.g. 5 for the
+    # compared families, 3 for the rest); names must be in ``saes``
+    sae_seeds: dict[str, list[int]] = field(default_factory=dict)
     device: str = "cpu"
     saes: dict[str, SAESpec] = field(default_factory=dict)
+
+    def seeds_of(self, name: str) -> list[int]:
+        """The seeds spec ``name`` is trained with."""
+        return list(self.sae_seeds.get(name, self.seeds))
 
     def __post_init__(self) -> None:
         require(self.width > 0, "train.width must be > 0")
@@ -242,30 +249,51 @@ class TrainConfig:
         require(self.grad_clip > 0, "train.grad_clip must be > 0")
         require(0.0 <= self.lr_decay_frac < 1.0, "train.lr_decay_frac must be in [0, 1)")
         require(len(self.seeds) > 0, "train.seeds must not be empty")
+        unknown = sorted(set(self.sae_seeds) - set(self.saes))
+        require(not unknown, f"train.sae_seeds: {unknown} not in train.saes {sorted(self.saes)}")
+        for name, seeds in {"seeds": self.seeds, **self.sae_seeds}.items():
+            require(len(seeds) > 0 and len(set(seeds)) == len(seeds),
+                    f"train.sae_seeds.{name}: seeds must be distinct and not empty, got {seeds}"
+                    if name != "seeds" else
+                    f"train.seeds must be distinct and not empty, got {seeds}")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One hyperparameter of one SAE spec swept over values (one seed each)."""
+    """One hyperparameter of one SAE spec swept over values, each at ``seeds``
+    (the spec's own value is its main-set run, at the main set's seeds)."""
 
     param: str
     values: list[float]
+    seeds: list[int] = field(default_factory=lambda: [0])
 
     def __post_init__(self) -> None:
         require(len(self.values) > 0, "a sweep needs at least one value")
+        require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+                f"a sweep's seeds must be distinct and not empty, got {self.seeds}")
 
 
 @dataclass(frozen=True)
 class AblationConfig:
     """Notebook 03: one-factor-at-a-time ablations of ``sae`` around its profile
-    values, plus sparsity sweeps (absorption / explained variance against L0)
-    of any spec. One seed; same training budget as the main set, whose run is
-    the point at the profile's own value."""
+    values (numbers, or choices such as ``ema_start: [first_batch]``), plus
+    sparsity sweeps (absorption / explained variance against L0) of any spec.
+    Same training budget as the main set, whose run is the point at the
+    profile's own value. Factors run at ``seeds`` unless ``factor_seeds``
+    names their own."""
 
     sae: str = "atm"
-    factors: dict[str, list[float]] = field(default_factory=dict)
+    factors: dict[str, list[float | str]] = field(default_factory=dict)
     sparsity_sweeps: dict[str, SweepConfig] = field(default_factory=dict)
-    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    factor_seeds: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.factor_seeds) - set(self.factors))
+        require(not unknown, f"ablations.factor_seeds: {unknown} not in ablations.factors")
+        for seeds in (self.seeds, *self.factor_seeds.values()):
+            require(len(seeds) > 0 and len(set(seeds)) == len(seeds),
+                    f"ablations: seeds must be distinct and not empty, got {seeds}")
 
 
 @dataclass(frozen=True)
@@ -320,15 +348,19 @@ class DerivedRun:
     """One run derived from a named spec with one parameter changed: a notebook-03
     ablation or sparsity-sweep point, or a toy-benchmark sweep point."""
 
-    name: str  # e.g. "atm-beta0.9", "topk-k80"
+    name: str  # e.g. "atm-beta0.9", "topk-k80", "atm-ema_startfirst_batch"
     base: str
     param: str
-    value: float
+    value: float | str
     spec: SAESpec
+    seeds: tuple[int, ...] = (0,)
 
 
-def derive(base: str, spec: SAESpec, param: str, value: float) -> DerivedRun:
+def derive(base: str, spec: SAESpec, param: str, value: float | str,
+           seeds: tuple[int, ...] = (0,)) -> DerivedRun:
     """``spec`` (named ``base``) with ``param`` set to ``value``; the run is named
     ``<base>-<param><value>``."""
-    return DerivedRun(f"{base}-{param}{value:g}", base, param, value,
-                      dataclasses.replace(spec, params={**spec.params, param: value}))
+    shown = value if isinstance(value, str) else f"{value:g}"
+    return DerivedRun(f"{base}-{param}{shown}", base, param, value,
+                      dataclasses.replace(spec, params={**spec.params, param: value}),
+                      tuple(seeds))

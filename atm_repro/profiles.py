@@ -123,12 +123,14 @@ def derived_runs(cfg: Profile) -> list[DerivedRun]:
     """The ablation and sparsity-sweep SAEs of notebook 03. A value equal to the
     base spec's own (resolved) value is left out: the main-set run is that point."""
     abl = cfg.ablations
-    plan = [(abl.sae, param, values) for param, values in abl.factors.items()]
-    plan += [(base, sweep.param, sweep.values) for base, sweep in abl.sparsity_sweeps.items()]
+    plan = [(abl.sae, param, values, abl.factor_seeds.get(param, abl.seeds))
+            for param, values in abl.factors.items()]
+    plan += [(base, sweep.param, sweep.values, sweep.seeds)
+             for base, sweep in abl.sparsity_sweeps.items()]
     out = []
-    for base, param, values in plan:
+    for base, param, values, seeds in plan:
         default = resolved_param(cfg, base, param)
-        out += [derive(base, cfg.train.saes[base], param, value)
+        out += [derive(base, cfg.train.saes[base], param, value, tuple(seeds))
                 for value in values if value != default]
     return out
 

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 from atm_repro.cache import HOOK_TEMPLATE, ActivationCache
 from atm_repro.config import ConfigError, Profile, SAESpec, TrainConfig, fingerprint, to_dict
 from atm_repro.files import atomic_write_text, keyed_json
-from atm_repro.profiles import derived_specs
+from atm_repro.profiles import derived_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir
 from atm_repro.sae_metrics import activation_stats
 from atm_repro.saes import SAE, StepContext, build_config, build_sae
@@ -424,19 +424,23 @@ def train_profile(
     cache: ActivationCache,
     layer: int | None = None,
     names: list[str] | None = None,
-    seeds: list[int] | None = None,
+    seeds: list[int] | dict[str, list[int]] | None = None,
     masked_cache: ActivationCache | None = None,
     progress: bool = True,
     specs: dict[str, SAESpec] | None = None,
 ) -> list[TrainResult]:
     """Train every named spec (default ``profile.train.saes``) x seed on ``layer``
-    (default ``train.layer``) into ``sae_dir(...)``; unchanged runs are skipped,
+    (default ``train.layer``) into ``sae_dir(...)``; ``seeds`` is one list for all
+    specs, a list per name, or None for ``train.seeds_of``. Unchanged runs are skipped,
     interrupted ones resumed. Everything is validated before the first run."""
     tcfg = profile.train
     specs = tcfg.saes if specs is None else specs
     layer = tcfg.layer if layer is None else layer
     names = list(specs) if names is None else names
-    seeds = list(tcfg.seeds) if seeds is None else seeds
+    if seeds is None:
+        seeds = {name: tcfg.seeds_of(name) for name in names}
+    elif not isinstance(seeds, dict):
+        seeds = {name: list(seeds) for name in names}
     unknown = sorted(set(names) - set(specs))
     if unknown:
         raise ConfigError(f"unknown SAE name(s) {unknown}; known: {sorted(specs)}")
@@ -464,7 +468,7 @@ def train_profile(
     meta = sae_meta(profile, cache, layer)
     results = []
     for name, spec, source, data_key in jobs:
-        for seed in seeds:
+        for seed in seeds[name]:
             result = train_sae(name, spec, seed, tcfg, source, sae_dir(profile, layer, name, seed),
                                meta, eval_source=eval_source, data_key=data_key,
                                progress=progress)
@@ -478,9 +482,11 @@ def train_profile(
 
 def train_ablations(profile: Profile, cache: ActivationCache,
                     progress: bool = True) -> list[TrainResult]:
-    """Notebook 03: the ablation and sparsity-sweep runs (``profiles.derived_specs``)."""
-    return train_profile(profile, cache, specs=derived_specs(profile),
-                         seeds=[profile.ablations.seed], progress=progress)
+    """Notebook 03: the ablation and sparsity-sweep runs (``profiles.derived_runs``),
+    each at its own seeds."""
+    runs = derived_runs(profile)
+    return train_profile(profile, cache, specs={r.name: r.spec for r in runs},
+                         seeds={r.name: list(r.seeds) for r in runs}, progress=progress)
 
 
 def train_cross_layer(profile: Profile, cache: ActivationCache,

@@ -89,9 +89,9 @@ def synthetic_tidy(cfg: Profile, metrics: dict[str, float] = TIDY_METRICS) -> pd
     every derived run, each with ``metrics`` (values nudged per SAE)."""
     layer, rows = cfg.train.layer, []
     sae_rows = [(name, spec.variant, seed, "main", name, None, None)
-                for name, spec in cfg.train.saes.items() for seed in cfg.train.seeds]
-    sae_rows += [(r.name, r.spec.variant, cfg.ablations.seed, "ablation", r.base, r.param,
-                  r.value) for r in derived_runs(cfg)]
+                for name, spec in cfg.train.saes.items() for seed in cfg.train.seeds_of(name)]
+    sae_rows += [(r.name, r.spec.variant, seed, "ablation", r.base, r.param, r.value)
+                 for r in derived_runs(cfg) for seed in r.seeds]
     for i, (name, variant, seed, group, base, param, value) in enumerate(sae_rows):
         desc = dict(zip(SAE_COLUMNS, (f"L{layer}-{name}-s{seed}", group, name, variant, layer,
                                       seed, base, param, value)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from atm_repro.config import ConfigError
-from atm_repro.profiles import available_profiles, load_profile
+from atm_repro.profiles import available_profiles, derived_runs, load_profile
 
 
 def test_every_profile_loads():
@@ -24,6 +24,12 @@ def test_every_profile_loads():
         ({"train.saes.x": {"variant": "nope"}}, "unknown SAE variant 'nope'"),
         ({"train.saes.x": {"variant": "topk", "params": {"k": 10_000}}}, "k"),
         ({"train.layer": 7}, "not among cache.layers"),
+        ({"train.sae_seeds": {"nope": [0]}}, r"train.sae_seeds: \['nope'\] not in train.saes"),
+        ({"train.sae_seeds": {"topk": [0, 0]}}, "distinct"),
+        ({"ablations.factor_seeds": {"gamma": [0]}}, "not in ablations.factors"),
+        ({"ablations.sparsity_sweeps": {"topk": {"param": "k", "values": [8], "seeds": []}}},
+         "seeds must be distinct and not empty"),
+        ({"ablations.factors": {"ema_start": ["sometimes"]}}, "ema_start: .sometimes. is not one of"),
     ],
 )
 def test_bad_profile_values_are_rejected(overrides, match):
@@ -54,3 +60,19 @@ def test_dotted_and_nested_overrides_agree():
     a = load_profile("smoke", {"train.width": 128, "cache": {"batch_size": 4}})
     b = load_profile("smoke", {"train": {"width": 128}, "cache.batch_size": 4})
     assert a == b and a.train.width == 128 and a.cache.batch_size == 4
+
+
+def test_seeds_per_spec_sweep_and_factor():
+    cfg = load_profile("smoke", {
+        "train.sae_seeds": {"topk": [0, 1, 2]},
+        "ablations.factors": {"r": [2.0], "ema_start": ["first_batch"]},
+        "ablations.factor_seeds": {"ema_start": [0, 1]},
+        "ablations.sparsity_sweeps": {"topk": {"param": "k", "values": [8], "seeds": [3]}},
+    })
+    assert cfg.train.seeds_of("topk") == [0, 1, 2]
+    assert cfg.train.seeds_of("atm") == cfg.train.seeds
+    runs = {r.name: r for r in derived_runs(cfg)}
+    assert runs["atm-r2"].seeds == tuple(cfg.ablations.seeds)
+    assert runs["atm-ema_startfirst_batch"].seeds == (0, 1)
+    assert runs["atm-ema_startfirst_batch"].spec.params["ema_start"] == "first_batch"
+    assert runs["topk-k8"].seeds == (3,)

@@ -31,7 +31,8 @@ def describe_profile(cfg: Profile, stage: str) -> str:
         t = cfg.train
         lines += [
             f"layer: {t.layer}  width: {t.width}  batch: {t.batch_size}  tokens: {t.tokens:,}",
-            f"lr: {t.lr:g}  seeds: {t.seeds}",
+            f"lr: {t.lr:g}  seeds: {t.seeds}"
+            + "".join(f"  {n}: {seeds}" for n, seeds in t.sae_seeds.items()),
         ]
         for name, spec in t.saes.items():
             params = ", ".join(f"{k}={v}" for k, v in sorted(spec.params.items()))
@@ -40,9 +41,11 @@ def describe_profile(cfg: Profile, stage: str) -> str:
             lines.append(f"  {name}: {spec.variant}({params}){lr}{extra}")
     elif stage == "ablations":
         runs = derived_runs(cfg)
-        lines.append(f"layer: {cfg.train.layer}  seed: {cfg.ablations.seed}  runs: {len(runs)}")
+        lines.append(f"layer: {cfg.train.layer}  runs: {len(runs)}  "
+                     f"SAEs: {sum(len(r.seeds) for r in runs)}")
         for run in runs:
-            lines.append(f"  {run.name}: {run.base} with {run.param}={run.value:g}")
+            lines.append(f"  {run.name}: {run.base} with {run.param}={run.value}, "
+                         f"seeds {list(run.seeds)}")
     elif stage == "cross_layer":
         c = cfg.cross_layer
         lines.append(f"layers: {c.layers}  seed: {c.seed}  SAEs: {c.saes}")
@@ -79,21 +82,27 @@ def cross_layer_table(results) -> pd.DataFrame:
 
 
 def ablation_table(cfg: Profile) -> pd.DataFrame:
-    """One row per notebook-03 point (the main-set run included as the default
-    value of each factor): param, value and the training summary metrics."""
-    layer, seed = cfg.train.layer, cfg.ablations.seed
-    rows = []
+    """One row per notebook-03 point and seed (the main-set run included as the
+    default value of each factor, at the seeds it shares with the points):
+    param, value, seed and the training summary metrics."""
+    layer = cfg.train.layer
+    rows, seeds_of = [], {}
     for run in derived_runs(cfg):
-        rows.append({"base": run.base, "param": run.param, "value": run.value,
-                     **read_metrics(sae_dir(cfg, layer, run.name, seed))})
-    bases = {(row["base"], row["param"]) for row in rows}
-    for base, param in sorted(bases):  # the default point of each factor
+        seeds_of.setdefault((run.base, run.param), set()).update(run.seeds)
+        rows += [{"base": run.base, "param": run.param, "value": run.value, "seed": seed,
+                  **read_metrics(sae_dir(cfg, layer, run.name, seed))} for seed in run.seeds]
+    for (base, param), seeds in sorted(seeds_of.items()):  # the default point of each factor
         default = resolved_param(cfg, base, param)
-        rows.append({"base": base, "param": param, "value": default,
-                     **read_metrics(sae_dir(cfg, layer, base, seed))})
-    cols = ["base", "param", "value", *TRAINING_COLUMNS]
+        rows += [{"base": base, "param": param, "value": default, "seed": seed,
+                  **read_metrics(sae_dir(cfg, layer, base, seed))}
+                 for seed in sorted(seeds & set(cfg.train.seeds_of(base)))]
+    cols = ["base", "param", "value", "seed", *TRAINING_COLUMNS]
     frame = pd.DataFrame(rows)[cols].rename(columns=TRAINING_COLUMNS)
-    return frame.sort_values(["base", "param", "value"], ignore_index=True).round(4)
+    # numbers before choices (a factor may be either), each in its natural order
+    order = frame["value"].map(lambda v: (isinstance(v, str), v))
+    frame = frame.assign(_order=order).sort_values(["base", "param", "_order", "seed"],
+                                                   ignore_index=True)
+    return frame.drop(columns="_order").round(4)
 
 
 # Display labels of the metric ids the summaries show (attached by ``labelled``).
