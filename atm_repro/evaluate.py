@@ -122,7 +122,8 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
 
 
 def _stability(records: list[SAERecord], cfg, root: Path) -> None:
-    """Seed pairs (first two seeds) of every main SAE name."""
+    """Disjoint seed pairs ((s0, s1), (s2, s3), ...) of every main SAE name: with
+    five seeds, two independent pairs, so stability gets a spread too."""
     by_name: dict[str, list[SAERecord]] = {}
     for r in records:
         if r.group == "main":
@@ -130,9 +131,10 @@ def _stability(records: list[SAERecord], cfg, root: Path) -> None:
     for runs in by_name.values():
         if len(runs) < 2:
             continue
-        a, b = sorted(runs, key=lambda r: r.seed)[:2]
-        key = result_key(a.run_key, b.run_key, cfg)
-        if is_fresh(root, pair_id(a.sae_id, b.sae_id), "stability", key):
-            continue
-        _write(root, run_stability(load_sae(a.path), load_sae(b.path), cfg, a.sae_id, b.sae_id),
-               key)
+        ordered = sorted(runs, key=lambda r: r.seed)
+        for a, b in zip(ordered[0::2], ordered[1::2]):
+            key = result_key(a.run_key, b.run_key, cfg)
+            if is_fresh(root, pair_id(a.sae_id, b.sae_id), "stability", key):
+                continue
+            _write(root, run_stability(load_sae(a.path), load_sae(b.path), cfg, a.sae_id,
+                                       b.sae_id), key)

@@ -171,6 +171,20 @@ def _curve_means(points: Sequence[SweepPoint]) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _curve_replicates(points: Sequence[SweepPoint], x0: float, log_x: bool,
+                      rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """[n_boot] values of one curve at x0, each from point means over resampled seeds."""
+    xs, ys = [], []
+    for p in points:
+        px, py = np.asarray(p.x, np.float64), np.asarray(p.y, np.float64)
+        idx = rng.integers(0, len(px), size=(n_boot, len(px)))
+        with _nan_quiet():
+            xs.append(np.nanmean(px[idx], 1))
+            ys.append(np.nanmean(py[idx], 1))
+    xs_BP, ys_BP = np.stack(xs, 1), np.stack(ys, 1)
+    return np.array([interpolate(x, y, x0, log_x) for x, y in zip(xs_BP, ys_BP)])
+
+
 def matched_diff(a: Sequence[SweepPoint], b: Sequence[SweepPoint], x0: float, log_x: bool,
                  n_boot: int = N_BOOT, level: float = LEVEL, seed: int = SEED) -> Interval:
     """y_a(x0) - y_b(x0), each family's curve interpolated at x0, with a bootstrap
@@ -179,18 +193,7 @@ def matched_diff(a: Sequence[SweepPoint], b: Sequence[SweepPoint], x0: float, lo
     if not math.isfinite(est):
         return NAN_INTERVAL
     rng = np.random.default_rng(seed)
-    arrays = [[(np.asarray(p.x, np.float64), np.asarray(p.y, np.float64)) for p in fam]
-              for fam in (a, b)]
-
-    def replicate(fam) -> float:
-        xs, ys = [], []
-        for px, py in fam:
-            idx = rng.integers(0, len(px), len(px))
-            with _nan_quiet():
-                xs.append(np.nanmean(px[idx]))
-                ys.append(np.nanmean(py[idx]))
-        return interpolate(np.array(xs), np.array(ys), x0, log_x)
-
-    reps = np.array([replicate(arrays[0]) - replicate(arrays[1]) for _ in range(n_boot)])
+    reps = _curve_replicates(a, x0, log_x, rng, n_boot) - _curve_replicates(b, x0, log_x, rng,
+                                                                             n_boot)
     n = min(min(len(p.x) for p in a), min(len(p.x) for p in b))
     return _interval(est, reps, n, level)

@@ -170,11 +170,17 @@ def summary(cfg: Profile) -> list[str]:
     return lines
 
 
+def _print_now(line: str) -> None:
+    """Print and flush: progress must show at once even when stdout is a file."""
+    print(line, flush=True)
+
+
 def run(profile: str, overrides: dict | None = None, only: list[str] | None = None,
-        timeout: int = 3600, log=print) -> list[StageResult]:
+        timeout: int = 3600, log=None) -> list[StageResult]:
     """Execute the notebooks for ``profile``, showing progress (module docstring);
     returns per-stage wall times (also recorded for the next run's estimate)."""
     overrides = overrides or {}
+    log = log or _print_now
     cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
     out_dir = notebooks_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -92,9 +94,11 @@ def synthetic_tidy(cfg: Profile, metrics: dict[str, float] = TIDY_METRICS) -> pd
                 for name, spec in cfg.train.saes.items() for seed in cfg.train.seeds_of(name)]
     sae_rows += [(r.name, r.spec.variant, seed, "ablation", r.base, r.param, r.value)
                  for r in derived_runs(cfg) for seed in r.seeds]
+    specs = {**cfg.train.saes, **{r.name: r.spec for r in derived_runs(cfg)}}
     for i, (name, variant, seed, group, base, param, value) in enumerate(sae_rows):
-        desc = dict(zip(SAE_COLUMNS, (f"L{layer}-{name}-s{seed}", group, name, variant, layer,
-                                      seed, base, param, value)))
+        mask = specs[name].params.get("mask_mode", "importance") if variant == "atm" else None
+        desc = dict(zip(SAE_COLUMNS, (f"L{layer}-{name}-s{seed}", cfg.model.name, group, name,
+                                      variant, mask, layer, seed, base, param, value)))
         rows += [{**desc, "metric": m, "result": v * (1 + 0.01 * i)} for m, v in metrics.items()]
     return pd.DataFrame(rows)
 
@@ -106,3 +110,38 @@ def forbid_model_load(monkeypatch) -> None:
 
     monkeypatch.setattr(cache_mod, "load_model", boom)
     monkeypatch.setattr(models, "_load_gguf_gemma", boom)
+
+
+L0S = (40.0, 20.0, 80.0, 160.0)  # the main point, then the three sweep points
+ABSORPTION = {"atm": 0.2, "atm-random": 0.2, "atm-none": 0.5, "topk": 0.4, "matryoshka": 0.1,
+              "jumprelu": 0.3, "batchtopk": 0.4, "standard": 0.3}
+EV_OFFSET = {"atm": -0.02, "topk": 0.0}
+
+
+def curve_table(cfg: Profile, shift_l0: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per-SAE rows of the cpu profile's main set and sweeps at the main layer:
+    L0 as in L0S (times ``shift_l0[family]``), explained variance rising with log L0,
+    a constant absorption per family; standard's absorption not meaningful."""
+    rows, layer = [], cfg.train.layer
+    for family, sweep in cfg.ablations.sparsity_sweeps.items():
+        names = [(family, "main", None, None, cfg.train.seeds_of(family))]
+        names += [(f"{family}-{sweep.param}{v:g}", "ablation", sweep.param, v, sweep.seeds)
+                  for v in sweep.values]
+        for (name, group, param, value, seeds), l0 in zip(names, L0S):
+            l0 = l0 * (shift_l0 or {}).get(family, 1.0)
+            ev = 0.8 + 0.03 * math.log2(l0 / 20) + EV_OFFSET.get(family, -0.01)
+            ok = family != "standard"
+            for seed in seeds:
+                rows.append({"sae_id": f"L{layer}-{name}-s{seed}", "group": group,
+                             "name": name, "variant": cfg.train.saes[family].variant,
+                             "layer": layer, "seed": seed, "base": family, "param": param,
+                             "value": value, "core/l0": l0, "core/explained_variance": ev,
+                             "core/ce_loss_score": ev,
+                             "absorption/mean_full_absorption":
+                                 ABSORPTION[family] if ok else math.nan,
+                             "absorption/raw/mean_full_absorption": ABSORPTION[family],
+                             "absorption/mean_absorption_fraction":
+                                 ABSORPTION[family] if ok else math.nan,
+                             "absorption/raw/mean_absorption_fraction": ABSORPTION[family],
+                             "absorption/meaningful": float(ok)})
+    return pd.DataFrame(rows)

@@ -116,13 +116,22 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     written = write_tables(cfg, tidy, TOY, manifest())
     out = run_dir(cfg) / "paper" / "tables"
     assert sorted(p.name for p in written) == sorted(
-        ["profile.tex", "numbers.tex", *(f"{n}.tex" for n in TABLE_NAMES)])
+        ["results.csv", "profile.tex", "numbers.tex", *(f"{n}.tex" for n in TABLE_NAMES)])
     numbers = (out / "numbers.tex").read_text()
     assert r"\newcommand{\MainAtmGenderTopOne}{" in numbers
     assert r"\newcommand{\MainAtmExplainedVariance}{" in numbers
     assert r"\newcommand{\MainAtmNSeeds}{2.00}" in numbers
     main = (out / "main_results.tex").read_text()
-    assert "expl.\\ var." in main and "gender" in main and "explained_variance" not in main
+    assert "expl.\\ var." in main and "explained_variance" not in main
+    assert "±" in main  # two seeds: mean ± interval
+    csv = pd.read_csv(out / "results.csv")
+    assert list(csv.columns) == ["model", "layer", "group", "family", "name", "variant",
+                                 "mask_mode", "sweep_param", "sweep_value", "seed", "metric",
+                                 "value"]
+    assert len(csv) == len(tidy) and set(csv["metric"]) == set(tidy["metric"])
+    atm = csv[(csv["name"] == "atm") & (csv["metric"] == "core/l0")]
+    assert set(atm["mask_mode"]) == {"importance"} and set(atm["seed"]) == set(cfg.train.seeds)
+    assert "tab:matched" in (out / "matched.tex").read_text()
     assert write_tables(cfg, tidy, TOY, manifest()) == []
 
 

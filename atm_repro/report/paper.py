@@ -9,6 +9,8 @@ for the canonical run, ``runs/smoke/paper/tables`` for CI):
   ``latex.macro_name`` from a key such as ``ours/atm/mean_full_absorption``;
 * ``<name>.tex`` for each name in ``TABLE_NAMES``: a table float labelled
   ``tab:<name>``;
+* ``results.csv``: every SAE x metric in long form (``RESULTS_COLUMNS``), the
+  table every other one is made from, for readers' own analyses;
 
 and the figures ``<figures dir>/<name>.pdf`` for each name in ``FIGURE_NAMES``.
 Everything is made from ``report.results``' table, stamped and written only when
@@ -45,6 +47,14 @@ from atm_repro.report.latex import (
     profile_tex,
     setting_value,
 )
+from atm_repro.report.comparisons import (
+    MATCHED_RULE,
+    matched_comparisons,
+    matched_frame,
+    matched_numbers,
+    seed_interval_cells,
+    targets,
+)
 from atm_repro.report.plots import save_figure
 from atm_repro.report.provenance import (
     Stamp,
@@ -56,7 +66,8 @@ from atm_repro.report.results import per_sae
 from atm_repro.report.summaries import absorption_health, main_table
 from atm_repro.saes import build_config
 
-TABLE_NAMES = ("main_results", "paper_vs_ours", "stability", "absorption_health", "toy")
+TABLE_NAMES = ("main_results", "matched", "paper_vs_ours", "stability", "absorption_health",
+               "toy")
 COMMAND_TABLES = ("crosscheck",)  # written by their own command (atm-repro crosscheck)
 FIGURE_NAMES = ("pareto_l0", "ablations", "cross_layer", "toy_absorption")
 
@@ -206,26 +217,49 @@ MAIN_TEX = {
     "probing/mean_top1": "probe top-1", "probing/gender/top1": "gender",
     "probing/sentiment/top1": "sentiment", "stability/max_cos_mean": "stability",
 }
-MAIN_BEST = {"core/explained_variance": "max", "core/cosine_similarity": "max",
-             "core/ce_loss_score": "max", "core/mse": "min",
-             "absorption/mean_full_absorption": "min",
-             "absorption/mean_absorption_fraction": "min", "probing/mean_top1": "max",
-             "probing/gender/top1": "max", "probing/sentiment/top1": "max",
-             "stability/max_cos_mean": "max"}
+
+MAIN_INTERVAL_COLUMNS = ("core/l0", "core/explained_variance", "core/ce_loss_score",
+                         "absorption/mean_full_absorption",
+                         "absorption/mean_absorption_fraction", "probing/mean_top1",
+                         "stability/max_cos_mean")
 
 
 def _main_results(table: pd.DataFrame, stamp: Stamp) -> str:
-    frame = main_table(table).reset_index()
-    cols = {"name": "SAE", **{k: v for k, v in MAIN_TEX.items() if k in frame.columns}}
+    main = table[table["group"] == "main"]
+    cols = [c for c in MAIN_INTERVAL_COLUMNS if c in main]
+    rows = [{"name": name, "n_seeds": runs["seed"].nunique(),
+             **seed_interval_cells(runs, cols)}
+            for name, runs in main.groupby("name", sort=False)]
+    frame = pd.DataFrame(rows, columns=["name", "n_seeds", *cols])
     return booktabs_table(
-        frame, cols, stamp=stamp, label="tab:main_results",
-        caption="Main layer, every SAE (mean over seeds). L0, MSE (per token, raw units), "
-                "cosine and explained variance on held-out tokens; CE loss score with the "
-                "SAE spliced in; first-letter absorption (full-absorption rate and absorption "
-                "fraction, lower is better); mean top-1 sparse-probing accuracy over the six "
-                "datasets and on gender (the paper's bias detection) and sentiment; "
-                "best-match decoder cosine across two seeds.",
-        best={k: v for k, v in MAIN_BEST.items() if k in frame.columns})
+        frame, {"name": "SAE", **{k: MAIN_TEX[k] for k in ["n_seeds", *cols]}}, stamp=stamp,
+        label="tab:main_results", fmt={"n_seeds": "d"},
+        caption="Main layer, every SAE of the main set: mean over seeds $\pm$ half the "
+                "width of its 95\% bootstrap interval. L0 and explained variance on held-out "
+                "tokens; CE loss score with the SAE spliced in; first-letter absorption "
+                "(full-absorption rate and absorption fraction, lower is better; n/a where "
+                "the metric is not meaningful, Table~\ref{tab:absorption_health}); mean "
+                "top-1 sparse-probing accuracy; best-match decoder cosine across seed pairs. "
+                "Every value per seed is in \texttt{results.csv}.")
+
+
+def _matched(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
+    goal = targets(cfg, table)
+    frame = matched_frame(matched_comparisons(cfg, table))
+    if frame.empty:
+        frame = pd.DataFrame(columns=["other", "metric", "L0_diff", "L0_verdict", "EV_diff",
+                                      "EV_verdict"])
+    cols = {"other": "against", "metric": "metric", "L0_diff": "difference [95\% CI]",
+            "L0_verdict": "verdict", "EV_diff": "difference [95\% CI]",
+            "EV_verdict": "verdict"}
+    l0, ev = (format_cell(goal[m], f) for m, f in (("L0", ".0f"), ("EV", ".3f")))
+    return booktabs_table(
+        frame, cols, stamp=stamp, label="tab:matched", align="llrlrl",
+        groups=[("", 2), (f"at $L_0 = {l0}$", 2), (f"at explained variance {ev}", 2)],
+        caption="ATM minus each other family and minus ATM's controls (random mask at ATM's "
+                "rate; no mask), at TopK's operating point: its main set's $L_0$ and "
+                "explained variance, each family read off its sparsity curve.",
+        notes=MATCHED_RULE)
 
 
 def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
@@ -235,14 +269,21 @@ def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
             "stability/max_cos_frac_above_0.9": "matched $>0.9$"}
     main = table[table["group"] == "main"]
     present = [c for c in cols if c in main]
-    frame = main.groupby("name", sort=False)[present].first().reset_index()
+    rows = []
+    for name, runs in main.groupby("name", sort=False):
+        pairs = runs.sort_values("seed").iloc[0::2]  # a pair's numbers sit on both seeds
+        pairs = pairs[pairs[present].notna().any(axis=1)] if present else pairs.iloc[:0]
+        rows.append({"name": name, "n_pairs": len(pairs),
+                     **seed_interval_cells(pairs, present)})
+    frame = pd.DataFrame(rows, columns=["name", "n_pairs", *present])
     return booktabs_table(
-        frame, {"name": "SAE", **{c: cols[c] for c in present}}, stamp=stamp,
-        label="tab:stability",
-        caption="Feature stability across two training seeds: mean best-match decoder "
-                "cosine, mean cosine of the optimal one-to-one assignment, and the fraction "
-                "of latents whose best match exceeds 0.7 / 0.9 (both directions averaged).",
-        best={c: "max" for c in present})
+        frame, {"name": "SAE", "n_pairs": "pairs", **{c: cols[c] for c in present}},
+        stamp=stamp, label="tab:stability", fmt={"n_pairs": "d"},
+        caption="Feature stability across training seeds, over disjoint seed pairs (mean "
+                "$\\pm$ half the 95\\% bootstrap interval where there are two pairs): mean "
+                "best-match decoder cosine, mean cosine of the optimal one-to-one assignment, "
+                "and the fraction of latents whose best match exceeds 0.7 / 0.9 (both "
+                "directions averaged).")
 
 
 HEALTH_TEX = {"layer": "layer", "name": "SAE", "absorption/n_letters_kept": "letters",
@@ -297,13 +338,31 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
     table (and the toy benchmark's); returns the changed files."""
     stamp = Stamp.for_profile(cfg)
     table = per_sae(tidy)
+    out_dir = check_output_allowed(cfg, output_dirs(cfg)[1])
+    changed = [out_dir / "results.csv"] if write_generated(
+        out_dir / "results.csv", results_csv(tidy)) else []
     tables = {"main_results": _main_results(table, stamp),
+              "matched": _matched(cfg, table, stamp),
               "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy), stamp),
               "stability": _stability(table, stamp),
               "absorption_health": _absorption_health(table, stamp),
               "toy": _toy(toy, stamp)}
-    return write_paper_inputs(cfg, output_dirs(cfg)[1], stamp, tables,
-                              paper_numbers(cfg, tidy, manifest))
+    return changed + write_paper_inputs(cfg, out_dir, stamp, tables,
+                                        paper_numbers(cfg, tidy, manifest))
+
+
+# results.csv: the tidy table's columns under the names a reader expects
+RESULTS_COLUMNS = {"model": "model", "layer": "layer", "group": "group", "base": "family",
+                   "name": "name", "variant": "variant", "mask_mode": "mask_mode",
+                   "param": "sweep_param", "value": "sweep_value", "seed": "seed",
+                   "metric": "metric", "result": "value"}
+
+
+def results_csv(tidy: pd.DataFrame) -> str:
+    """``results.csv``: one row per SAE x metric (long form), sorted, full precision."""
+    frame = tidy[list(RESULTS_COLUMNS)].rename(columns=RESULTS_COLUMNS)
+    frame = frame.sort_values(["layer", "family", "name", "seed", "metric"], kind="stable")
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
 def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest) -> dict[str, Any]:
@@ -317,6 +376,7 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest) -> 
             numbers[f"main/{name}/{number_key(metric)}"] = value
     numbers.update(_spread_and_sweep_numbers(table))
     numbers.update(_health_numbers(table))
+    numbers.update(matched_numbers(matched_comparisons(cfg, table), targets(cfg, table)))
     return numbers
 
 
@@ -327,7 +387,7 @@ SPREAD_METRICS = ("absorption/mean_full_absorption", "absorption/mean_absorption
 def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
     """For the text: each main SAE's range over seeds (max - min) of the headline
     metrics, and L0 / absorption / explained variance of every sparsity-sweep run
-    (``sweep/<run name>/...``)."""
+    (``sweep/<run name>/...``, mean over its seeds)."""
     out = {}
     main = table[table["group"] == "main"]
     if "absorption/n_letters_kept" in main and main["absorption/n_letters_kept"].notna().any():
@@ -337,10 +397,11 @@ def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
             if col in runs and runs[col].notna().sum() > 1:
                 out[f"spread/{name}/{col.split('/')[-1]}"] = runs[col].max() - runs[col].min()
     sweeps = table[table["param"].isin(["k", "l1_coefficient", "l0_coefficient"])]
-    for _, row in sweeps.iterrows():
-        for col in ("core/l0", *SPREAD_METRICS):
-            if col in row and pd.notna(row[col]):
-                out[f"sweep/{row['name']}/{col.split('/')[-1]}"] = row[col]
+    cols = [c for c in ("core/l0", *SPREAD_METRICS) if c in sweeps]
+    for name, row in sweeps.groupby("name", sort=False)[cols].mean().iterrows():
+        for col in cols:
+            if pd.notna(row[col]):
+                out[f"sweep/{name}/{col.split('/')[-1]}"] = row[col]
     return out
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from atm_repro.intervals import mean_interval
 from atm_repro.report.provenance import write_generated
 
 
@@ -36,20 +37,20 @@ def plot_training_curves(logs: pd.DataFrame, title: str = ""):
 
 
 def plot_ablation_training(table: pd.DataFrame, title: str = ""):
-    """L0, explained variance and dead fraction against each ablated factor."""
+    """L0, explained variance and dead fraction against each ablated factor (mean
+    over seeds ± 95% bootstrap interval; ``summaries.ablation_table`` in)."""
     params = sorted(table["param"].unique())
     metrics = ["L0", "explained var.", "dead frac."]
     fig, axes = plt.subplots(len(metrics), len(params), figsize=(3.2 * len(params), 6.6),
                              squeeze=False)
     for j, param in enumerate(params):
-        frame = table[table["param"] == param].sort_values("value")
+        frame = table[table["param"] == param]
         for i, metric in enumerate(metrics):
             ax = axes[i][j]
-            ax.plot(frame["value"], frame[metric], marker="o")
+            _draw_factor(ax, _factor_points(frame, metric),
+                         log_x=param in ("k", "l1_coefficient", "l0_coefficient"))
             ax.set_xlabel(f"{frame['base'].iloc[0]}: {param}")
             ax.set_ylabel(metric)
-            if param in ("k", "l1_coefficient", "l0_coefficient"):
-                ax.set_xscale("log")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -115,8 +116,10 @@ def _per_name(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 def plot_pareto(table: pd.DataFrame, layer: int, title: str = ""):
     """Matched-sparsity view at the main layer: absorption (fraction and full rate)
-    and explained variance against L0. Each variant's main SAE is a point; the
-    sparsity sweeps of notebook 03 join their base SAE's point into a curve."""
+    and explained variance against L0. Each family's main-set point and its sparsity
+    sweep form a curve; each point is the mean over its seeds with a 95% bootstrap
+    interval as error bars (L0 too). Where absorption is not meaningful (metric
+    health) its raw values are drawn dashed with hollow markers, and the panel says so."""
     at = table[(table["layer"] == layer) & (table["group"].isin(["main", "ablation"]))]
     sweep_params = {"k", "l1_coefficient", "l0_coefficient"}
     at = at[(at["group"] == "main") | at["param"].isin(sweep_params)]
@@ -124,14 +127,33 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = ""):
               ("absorption/mean_full_absorption", "full absorption rate"),
               ("core/explained_variance", "explained variance")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    raw_used = [False] * len(panels)
     for i, (base, frame) in enumerate(at.groupby("base", sort=True)):
-        frame = frame.groupby(["name"], sort=False).mean(numeric_only=True)
-        frame = frame.sort_values("core/l0")
-        for ax, (col, label) in zip(axes, panels):
-            if col in frame:
-                ax.plot(frame["core/l0"], frame[col], marker="o", color=f"C{i}", label=base)
-                ax.set_ylabel(label)
-    for ax, (_, label) in zip(axes, panels):
+        for j, (ax, (col, label)) in enumerate(zip(axes, panels)):
+            raw = "absorption/raw/" + col.split("/", 1)[1]
+            measured = col in frame and frame[col].notna().any()
+            use_raw = (col.startswith("absorption/") and not measured and raw in frame
+                       and frame[raw].notna().any())
+            ycol = raw if use_raw else col
+            if ycol not in frame:
+                continue
+            raw_used[j] |= use_raw
+            pts = [(mean_interval(g["core/l0"]), mean_interval(g[ycol]))
+                   for _, g in frame.groupby("name", sort=False)]
+            pts = sorted((p for p in pts if np.isfinite(p[0].estimate)),
+                         key=lambda p: p[0].estimate)
+            x = np.array([p[0].estimate for p in pts])
+            y = np.array([p[1].estimate for p in pts])
+            xerr = _err([p[0] for p in pts])
+            yerr = _err([p[1] for p in pts])
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", color=f"C{i}", label=base,
+                        linestyle="--" if use_raw else "-", capsize=2,
+                        markerfacecolor="none" if use_raw else f"C{i}")
+            ax.set_ylabel(label)
+    for ax, (_, label), used in zip(axes, panels, raw_used):
+        if used:
+            ax.text(0.02, 0.98, "raw values: not meaningful\n(metric health)",
+                    transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.4")
         mark_not_measured(ax, label)
         ax.set_xscale("log")
         ax.set_xlabel("L0 (held-out tokens)")
@@ -139,6 +161,13 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = ""):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _err(intervals) -> np.ndarray:
+    """[2, n] distances from the estimate to the interval ends (0 where undefined)."""
+    lo = np.array([iv.estimate - iv.lo for iv in intervals])
+    hi = np.array([iv.hi - iv.estimate for iv in intervals])
+    return np.nan_to_num(np.stack([lo, hi]).reshape(2, -1), nan=0.0)
 
 
 def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
@@ -220,23 +249,48 @@ EVAL_PANELS = [("absorption/mean_absorption_fraction", "absorption fraction"),
                ("core/l0", "L0")]
 
 
-def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict[str, float],
+def _factor_points(runs: pd.DataFrame, col: str) -> list:
+    """(value, interval over seeds) per value of a factor: numbers first, in order,
+    then choices (a factor such as ``ema_start`` has string values)."""
+    groups = runs.groupby(runs["value"].map(lambda v: (isinstance(v, str), v)), sort=True)
+    return [(key[1], mean_interval(g[col])) for key, g in groups]
+
+
+def _draw_factor(ax, points: list, default=None, log_x: bool = False) -> None:
+    """Mean ± interval against the factor's values; choices on a categorical axis.
+    The profile's own value (when given) is marked."""
+    values = [v for v, _ in points]
+    numeric = all(not isinstance(v, str) for v in values)
+    x = np.array(values, dtype=float) if numeric else np.arange(len(values))
+    ivs = [iv for _, iv in points]
+    ax.errorbar(x, [iv.estimate for iv in ivs], yerr=_err(ivs), marker="o", capsize=2)
+    if numeric:
+        if default is not None:
+            ax.axvline(float(default), color="0.7", lw=0.8, ls=":")
+        if log_x:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(x, [f"{v}{' (default)' if v == default else ''}" for v in values])
+        ax.set_xlim(-0.5, len(values) - 0.5)
+
+
+def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict,
                         layer: int, title: str = ""):
-    """Each evaluated metric against each ablated factor of ``base``; the main-set
-    run (first seed) is the point at the profile's own value ``defaults[factor]``."""
+    """Each evaluated metric against each ablated factor of ``base``: mean over seeds
+    with a 95% bootstrap interval; the main-set runs (at the factor's seeds) are the
+    point at the profile's own value ``defaults[factor]``."""
     at = table[table["layer"] == layer]
-    main = at[(at["group"] == "main") & (at["name"] == base)].sort_values("seed").head(1)
+    main = at[(at["group"] == "main") & (at["name"] == base)]
     fig, axes = plt.subplots(len(EVAL_PANELS), len(defaults), squeeze=False,
                              figsize=(3.2 * len(defaults), 2.3 * len(EVAL_PANELS)))
     for j, (factor, default) in enumerate(defaults.items()):
-        runs = pd.concat([at[(at["base"] == base) & (at["param"] == factor)],
-                          main.assign(value=default)])
-        runs = runs.sort_values("value")
+        points = at[(at["base"] == base) & (at["param"] == factor)]
+        seeds = set(points["seed"])
+        runs = pd.concat([points, main[main["seed"].isin(seeds)].assign(value=default)])
         for i, (col, label) in enumerate(EVAL_PANELS):
             ax = axes[i][j]
             if col in runs:
-                ax.plot(runs["value"], runs[col], marker="o")
-                ax.axvline(default, color="0.7", lw=0.8, ls=":")
+                _draw_factor(ax, _factor_points(runs, col), default)
             ax.set_xlabel(f"{base}: {factor}")
             ax.set_ylabel(label)
             mark_not_measured(ax, label)

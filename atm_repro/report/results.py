@@ -21,18 +21,37 @@ from atm_repro.evaluate import discover_saes
 from atm_repro.profiles import derived_runs
 from atm_repro.runs import SAERecord, results_dir
 
-SAE_COLUMNS = ["sae_id", "group", "name", "variant", "layer", "seed", "base", "param", "value"]
+SAE_COLUMNS = ["sae_id", "model", "group", "name", "variant", "mask_mode", "layer", "seed",
+               "base", "param", "value"]
+# Absorption's four measures are NaN in ``metrics`` where the metric is not
+# meaningful (evals.absorption.health); the computed values are kept under
+# this prefix so that a reader can still see them, flagged by the health.
+RAW_ABSORPTION = "absorption/raw/"
 
 
 def _describe(profile: Profile, record: SAERecord, derived: dict) -> dict:
-    """The SAE columns of one record: group, variant, and for a derived run the
-    base spec, the changed parameter and its value."""
+    """The SAE columns of one record: model, group, variant, ATM's mask mode (None
+    for other variants), and for a derived run the base spec (its family), the
+    changed parameter and its value."""
     run = derived.get(record.name)
     spec = profile.train.saes.get(record.name) or run.spec
-    return {"sae_id": record.sae_id, "group": record.group, "name": record.name,
-            "variant": spec.variant, "layer": record.layer, "seed": record.seed,
+    mask_mode = (spec.params.get("mask_mode", "importance") if spec.variant == "atm"
+                 else None)
+    return {"sae_id": record.sae_id, "model": profile.model.name, "group": record.group,
+            "name": record.name, "variant": spec.variant, "mask_mode": mask_mode,
+            "layer": record.layer, "seed": record.seed,
             "base": run.base if run else record.name, "param": run.param if run else None,
             "value": run.value if run else None}
+
+
+def _result_rows(data: dict) -> dict[str, float]:
+    """Metric id -> value of one result JSON (absorption's raw measures included)."""
+    out = {f"{data['eval_name']}/{k}": float(v) for k, v in data["metrics"].items()
+           if v is not None}
+    if data["eval_name"] == "absorption":
+        out.update({f"{RAW_ABSORPTION}{k}": float(v)
+                    for k, v in data["details"].get("measures", {}).items() if v is not None})
+    return out
 
 
 def read_results(profile: Profile) -> pd.DataFrame:
@@ -44,9 +63,8 @@ def read_results(profile: Profile) -> pd.DataFrame:
     rows = []
     for sae_id, desc in described.items():
         for path in sorted((root / sae_id).glob("*.json")):
-            data = read_result(path)
-            rows += [{**desc, "metric": f"{data['eval_name']}/{k}", "result": float(v)}
-                     for k, v in data["metrics"].items() if v is not None]
+            rows += [{**desc, "metric": m, "result": v}
+                     for m, v in _result_rows(read_result(path)).items()]
     for path in sorted(root.glob(f"*{PAIR_SEPARATOR}*/stability.json")):
         data = read_result(path)
         for sae_id in pair_members(data["sae_id"]):

@@ -1,0 +1,187 @@
+"""ATM against every other family and against its own controls, at matched L0 and
+at matched explained variance, with 95% bootstrap intervals over seeds.
+
+A family is the main-set spec of that name plus its sparsity sweep
+(``ablations.sparsity_sweeps``) at the main layer: one curve of points, each
+point a setting with its seeds. Both curves are read at the target by
+interpolation (``atm_repro.intervals.matched_diff``). The targets are TopK's
+operating point: its main set's mean L0 and mean explained variance, so the
+question is "what does ATM give where TopK runs?".
+
+``MATCHED_RULE`` turns a difference into a verdict; it is printed beside the
+table. Absorption where the metric is not meaningful (``evals.absorption.health``)
+is compared on its raw values for the reader, with the verdict "not meaningful".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from atm_repro.config import Profile
+from atm_repro.intervals import NAN_INTERVAL, Interval, SweepPoint, matched_diff, mean_interval
+from atm_repro.report.results import RAW_ABSORPTION
+
+METHOD = "atm"
+REFERENCE = "topk"  # whose operating point sets the targets
+# (metric id, label, which direction is better)
+COMPARED_METRICS = (
+    ("absorption/mean_full_absorption", "full absorption", "lower"),
+    ("absorption/mean_absorption_fraction", "absorption fraction", "lower"),
+    ("core/explained_variance", "explained variance", "higher"),
+    ("core/ce_loss_score", "CE-loss score", "higher"),
+)
+MEANINGFUL = "absorption/meaningful"
+MATCHES = (("L0", "core/l0", True), ("EV", "core/explained_variance", False))
+
+MATCHED_RULE = (
+    r"\emph{Rule.} Each entry is ATM minus the other family (or ATM's control), both "
+    r"read off their sparsity curves at the same $L_0$ (interpolated in $\log L_0$) or the "
+    r"same explained variance (linearly), with a 95\% percentile-bootstrap interval over "
+    r"the seeds of every curve point. ``ATM better'' / ``ATM worse'': the interval excludes "
+    r"0; ``no difference'': it includes 0; ``n/a'': the target lies outside a curve (no "
+    r"extrapolation); ``not meaningful'': the absorption metric fails its health check on "
+    r"an SAE of either curve, and the numbers shown are the raw measures."
+)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """One comparison: ATM minus ``other`` in ``metric`` at ``match`` = ``target``."""
+
+    other: str
+    metric: str
+    match: str  # "L0" | "EV"
+    target: float
+    diff: Interval
+    meaningful: bool
+    better: str  # "lower" | "higher"
+
+    @property
+    def verdict(self) -> str:
+        if not self.meaningful:
+            return "not meaningful"
+        if not math.isfinite(self.diff.estimate):
+            return "n/a"
+        if not self.diff.excludes_zero:
+            return "no difference"
+        atm_lower = self.diff.estimate < 0
+        return "ATM better" if atm_lower == (self.better == "lower") else "ATM worse"
+
+
+def family_rows(cfg: Profile, table: pd.DataFrame, family: str) -> pd.DataFrame:
+    """The per-SAE rows (``results.per_sae``) of ``family`` at the main layer: its
+    main-set runs and the runs of its sparsity sweep."""
+    at = table[table["layer"] == cfg.train.layer]
+    sweep = cfg.ablations.sparsity_sweeps.get(family)
+    main = (at["group"] == "main") & (at["name"] == family)
+    swept = ((at["group"] == "ablation") & (at["base"] == family)
+             & (at["param"] == (sweep.param if sweep else None)))
+    return at[main | swept]
+
+
+def _column(rows: pd.DataFrame, metric: str) -> tuple[str, bool]:
+    """The column to read and whether it is meaningful: absorption measures fall
+    back to their raw values where any SAE's metric is not meaningful."""
+    if not metric.startswith("absorption/"):
+        return metric, True
+    meaningful = MEANINGFUL in rows and bool((rows[MEANINGFUL] == 1).all())
+    raw = RAW_ABSORPTION + metric.split("/", 1)[1]
+    if not meaningful and raw in rows:
+        return raw, False
+    return metric, meaningful
+
+
+def _curve(rows: pd.DataFrame, x: str, y: str) -> list[SweepPoint]:
+    if x not in rows or y not in rows:
+        return []
+    return [SweepPoint(tuple(pts[x]), tuple(pts[y]))
+            for _, pts in rows.groupby("name", sort=False)]
+
+
+def targets(cfg: Profile, table: pd.DataFrame) -> dict[str, float]:
+    """L0 and explained variance of the reference family's main set (means)."""
+    ref = family_rows(cfg, table, REFERENCE)
+    ref = ref[ref["group"] == "main"]
+    return {match: float(ref[col].mean()) if col in ref else math.nan
+            for match, col, _ in MATCHES}
+
+
+def others(cfg: Profile) -> list[str]:
+    """Every main-set family compared with ATM: the other variants, then ATM's
+    controls (same variant, another mask mode); token-masked specs are left out."""
+    specs = cfg.train.saes
+    if METHOD not in specs:
+        return []
+    rest = [n for n, s in specs.items() if n != METHOD and not s.token_masked]
+    return ([n for n in rest if specs[n].variant != "atm"]
+            + [n for n in rest if specs[n].variant == "atm"])
+
+
+def matched_comparisons(cfg: Profile, table: pd.DataFrame) -> list[Matched]:
+    """ATM minus each other family, every compared metric, at both targets."""
+    out = []
+    goal = targets(cfg, table)
+    atm = family_rows(cfg, table, METHOD)
+    for other in others(cfg):
+        rows = family_rows(cfg, table, other)
+        for metric, _, better in COMPARED_METRICS:
+            col_a, ok_a = _column(atm, metric)
+            col_b, ok_b = _column(rows, metric)
+            for match, x, log_x in MATCHES:
+                a, b = _curve(atm, x, col_a), _curve(rows, x, col_b)
+                diff = (matched_diff(a, b, goal[match], log_x)
+                        if a and b and math.isfinite(goal[match]) else NAN_INTERVAL)
+                out.append(Matched(other, metric, match, goal[match], diff, ok_a and ok_b,
+                                   better))
+    return out
+
+
+def matched_frame(comparisons: list[Matched]) -> pd.DataFrame:
+    """One row per (other family, metric); per target: difference [interval], verdict."""
+    labels = {m: label for m, label, _ in COMPARED_METRICS}
+    rows: dict[tuple[str, str], dict] = {}
+    for c in comparisons:
+        row = rows.setdefault((c.other, c.metric), {"other": c.other,
+                                                    "metric": labels[c.metric]})
+        row[f"{c.match}_diff"] = c.diff.format()
+        row[f"{c.match}_verdict"] = c.verdict
+    return pd.DataFrame(list(rows.values()))
+
+
+def matched_numbers(comparisons: list[Matched], goal: dict[str, float]) -> dict[str, float]:
+    """For the text: ``matched/<other>/<metric>/<L0|EV>/{diff,lo,hi}`` and the targets."""
+    out = {f"matched/target/{m}": v for m, v in goal.items() if math.isfinite(v)}
+    for c in comparisons:
+        key = f"matched/{c.other}/{c.metric.split('/')[-1]}/{c.match}"
+        for part, value in (("diff", c.diff.estimate), ("lo", c.diff.lo), ("hi", c.diff.hi)):
+            if math.isfinite(value):
+                out[f"{key}/{part}"] = value
+    return out
+
+
+def seed_interval_cells(runs: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """``mean ± h`` per column over the rows (seeds) of one SAE name, h half the width
+    of the 95% bootstrap interval; a single seed shows its value, none "n/a"."""
+    out = {}
+    for col in columns:
+        values = runs[col].to_numpy(dtype=float) if col in runs else np.array([])
+        iv = mean_interval(values)
+        if not math.isfinite(iv.estimate):
+            out[col] = "n/a"
+        elif not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
+            out[col] = _fmt(iv.estimate)
+        else:
+            out[col] = f"{_fmt(iv.estimate)} ± {_fmt((iv.hi - iv.lo) / 2)}"
+    return out
+
+
+def _fmt(value: float) -> str:
+    """Three significant digits, no exponent for the magnitudes in these tables."""
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(value)))))
+    return f"{value:,.{digits}f}"

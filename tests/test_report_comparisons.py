@@ -1,0 +1,87 @@
+"""atm_repro.report.comparisons: matched-L0 / matched-EV differences on curves
+whose answer is known, the verdict rule, and mean ± interval cells."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import curve_table
+
+from atm_repro.profiles import load_profile
+from atm_repro.report.comparisons import (
+    matched_comparisons,
+    matched_frame,
+    others,
+    seed_interval_cells,
+    targets,
+)
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_profile("cpu")
+
+
+def by_key(comparisons):
+    return {(c.other, c.metric.split("/")[-1], c.match): c for c in comparisons}
+
+
+def test_targets_are_topks_operating_point(cfg):
+    goal = targets(cfg, curve_table(cfg))
+    assert goal["L0"] == 40.0
+    assert goal["EV"] == pytest.approx(0.8 + 0.03)
+
+
+def test_others_lists_families_then_controls(cfg):
+    names = others(cfg)
+    assert names[-2:] == ["atm-random", "atm-none"] and "masked-reg" not in names
+    assert "atm" not in names and "topk" in names
+
+
+def test_known_differences_and_verdicts(cfg):
+    c = by_key(matched_comparisons(cfg, curve_table(cfg)))
+    full = c[("topk", "mean_full_absorption", "L0")]
+    assert full.diff.estimate == pytest.approx(0.2 - 0.4) and full.verdict == "ATM better"
+    assert c[("matryoshka", "mean_full_absorption", "L0")].verdict == "ATM worse"
+    assert c[("atm-random", "mean_full_absorption", "L0")].verdict == "no difference"
+    assert c[("atm-none", "mean_absorption_fraction", "EV")].diff.estimate == \
+        pytest.approx(0.2 - 0.5)
+    ev = c[("topk", "explained_variance", "L0")]
+    assert ev.diff.estimate == pytest.approx(-0.02) and ev.verdict == "ATM worse"
+    # at matched explained variance the EV difference is zero by construction
+    assert c[("topk", "explained_variance", "EV")].diff.estimate == pytest.approx(0, abs=1e-9)
+    # not meaningful: raw values are shown, the verdict says so
+    std = c[("standard", "mean_full_absorption", "L0")]
+    assert std.diff.estimate == pytest.approx(0.2 - 0.3) and std.verdict == "not meaningful"
+    assert c[("standard", "explained_variance", "L0")].verdict != "not meaningful"
+
+
+def test_target_outside_a_curve_is_na(cfg):
+    c = by_key(matched_comparisons(cfg, curve_table(cfg, {"jumprelu": 3.0})))
+    out = c[("jumprelu", "mean_full_absorption", "L0")]  # jumprelu's L0 spans 60-480
+    assert math.isnan(out.diff.estimate) and out.verdict == "n/a"
+    frame = matched_frame(list(c.values()))
+    row = frame[(frame["other"] == "jumprelu") & (frame["metric"] == "full absorption")]
+    assert row["L0_diff"].item() == "n/a" and row["L0_verdict"].item() == "n/a"
+
+
+def test_noisy_seeds_give_an_interval_that_can_include_zero(cfg):
+    table = curve_table(cfg)
+    rng = np.random.default_rng(0)
+    noisy = table["base"].isin(["atm", "atm-random"])
+    table.loc[noisy, "absorption/mean_full_absorption"] += rng.normal(0, 0.05, noisy.sum())
+    c = by_key(matched_comparisons(cfg, table))
+    rnd = c[("atm-random", "mean_full_absorption", "L0")]
+    assert rnd.diff.lo < rnd.diff.estimate < rnd.diff.hi
+    assert rnd.verdict == ("no difference" if rnd.diff.lo < 0 < rnd.diff.hi else rnd.verdict)
+    assert c[("topk", "mean_full_absorption", "L0")].verdict == "ATM better"  # 0.2 gap holds
+
+
+def test_seed_interval_cells():
+    runs = pd.DataFrame({"a": [1.0, 1.0, 1.0], "b": [0.1, 0.2, 0.3], "c": [math.nan] * 3})
+    cells = seed_interval_cells(runs, ["a", "b", "c", "missing"])
+    assert cells["a"] == "1.00 ± 0" or cells["a"].startswith("1.00 ± 0")
+    assert cells["b"].startswith("0.200 ± ") and cells["c"] == "n/a" and cells["missing"] == "n/a"
+    assert seed_interval_cells(runs.iloc[:1], ["b"])["b"] == "0.100"  # one seed: no interval
