@@ -12,6 +12,7 @@ from helpers import curve_table
 
 from atm_repro.profiles import load_profile
 from atm_repro.report.comparisons import (
+    main_setting_comparisons,
     matched_comparisons,
     matched_frame,
     others,
@@ -85,3 +86,22 @@ def test_seed_interval_cells():
     assert cells["a"] == "1.00 ± 0" or cells["a"].startswith("1.00 ± 0")
     assert cells["b"].startswith("0.200 ± ") and cells["c"] == "n/a" and cells["missing"] == "n/a"
     assert seed_interval_cells(runs.iloc[:1], ["b"])["b"] == "0.100"  # one seed: no interval
+
+
+def test_main_settings_compare_letters_paired(cfg):
+    table = curve_table(cfg)
+    rng = np.random.default_rng(0)
+    base = {c: rng.uniform(0, 0.8) for c in "abcdefghijklmnopqrst"}  # letters differ a lot
+    rows = [{"name": n, "seed": s, "letter": c,
+             "full_absorption_rate": base[c] + (0.0 if n == "atm" else 0.1)
+             + rng.normal(0, 0.01),
+             "mean_absorption_fraction": base[c]}
+            for n in ("atm", "topk") for s in cfg.train.seeds_of(n) for c in base]
+    c = by_key(main_setting_comparisons(cfg, table, pd.DataFrame(rows)))
+    full = c[("topk", "mean_full_absorption", "main")]
+    assert full.diff.estimate == pytest.approx(-0.1, abs=0.01) and full.verdict == "ATM better"
+    frac = c[("topk", "mean_absorption_fraction", "main")]
+    assert frac.diff.estimate == pytest.approx(0.0) and frac.verdict == "no difference"
+    # a family without per-letter results gets n/a, not 0
+    assert c[("jumprelu", "mean_full_absorption", "main")].verdict == "n/a"
+    assert c[("topk", "explained_variance", "main")].diff.estimate == pytest.approx(-0.02)

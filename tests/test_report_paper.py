@@ -28,6 +28,7 @@ from atm_repro.report.paper import (
     write_tables,
 )
 from atm_repro.report.provenance import TABLES_DIR, OutputGuardError, Stamp, write_generated
+from atm_repro.report.results import LETTER_COLUMNS
 from atm_repro.runs import run_dir
 
 PAPER_DIR = REPO_ROOT / "paper"
@@ -113,7 +114,11 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     keyed by metric ids (per-dataset probing as <dataset>_top1); a rerun writes nothing."""
     cfg = load_profile("smoke")
     tidy = synthetic_tidy(cfg)
-    written = write_tables(cfg, tidy, TOY, manifest())
+    letters = pd.DataFrame([{"name": n, "seed": s, "letter": c, "full_absorption_rate": 0.1,
+                             "mean_absorption_fraction": 0.2}
+                            for n in cfg.train.saes for s in cfg.train.seeds_of(n)
+                            for c in "abc"], columns=LETTER_COLUMNS)
+    written = write_tables(cfg, tidy, TOY, manifest(), letters)
     out = run_dir(cfg) / "paper" / "tables"
     assert sorted(p.name for p in written) == sorted(
         ["results.csv", "profile.tex", "numbers.tex", *(f"{n}.tex" for n in TABLE_NAMES)])
@@ -132,7 +137,7 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     atm = csv[(csv["name"] == "atm") & (csv["metric"] == "core/l0")]
     assert set(atm["mask_mode"]) == {"importance"} and set(atm["seed"]) == set(cfg.train.seeds)
     assert "tab:matched" in (out / "matched.tex").read_text()
-    assert write_tables(cfg, tidy, TOY, manifest()) == []
+    assert write_tables(cfg, tidy, TOY, manifest(), letters) == []
 
 
 # --------------------------------------------------------------------------- main.tex

@@ -49,6 +49,7 @@ from atm_repro.report.latex import (
 )
 from atm_repro.report.comparisons import (
     MATCHED_RULE,
+    main_setting_comparisons,
     matched_comparisons,
     matched_frame,
     matched_numbers,
@@ -235,7 +236,7 @@ def _main_results(table: pd.DataFrame, stamp: Stamp) -> str:
         frame, {"name": "SAE", **{k: MAIN_TEX[k] for k in ["n_seeds", *cols]}}, stamp=stamp,
         label="tab:main_results", fmt={"n_seeds": "d"},
         caption="Main layer, every SAE of the main set: mean over seeds $\pm$ half the "
-                "width of its 95\% bootstrap interval. L0 and explained variance on held-out "
+                "width of its 95\\% bootstrap interval. L0 and explained variance on held-out "
                 "tokens; CE loss score with the SAE spliced in; first-letter absorption "
                 "(full-absorption rate and absorption fraction, lower is better; n/a where "
                 "the metric is not meaningful, Table~\ref{tab:absorption_health}); mean "
@@ -243,19 +244,19 @@ def _main_results(table: pd.DataFrame, stamp: Stamp) -> str:
                 "Every value per seed is in \texttt{results.csv}.")
 
 
-def _matched(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
+def _matched(cfg: Profile, table: pd.DataFrame, letters: pd.DataFrame, stamp: Stamp) -> str:
     goal = targets(cfg, table)
-    frame = matched_frame(matched_comparisons(cfg, table))
-    if frame.empty:
-        frame = pd.DataFrame(columns=["other", "metric", "L0_diff", "L0_verdict", "EV_diff",
-                                      "EV_verdict"])
-    cols = {"other": "against", "metric": "metric", "L0_diff": "difference [95\% CI]",
-            "L0_verdict": "verdict", "EV_diff": "difference [95\% CI]",
-            "EV_verdict": "verdict"}
+    frame = matched_frame(matched_comparisons(cfg, table)
+                          + main_setting_comparisons(cfg, table, letters))
+    cols = {"other": "against", "metric": "metric"}
+    for match in ("L0", "EV", "main"):
+        cols |= {f"{match}_diff": r"difference [95\% CI]", f"{match}_verdict": "verdict"}
+    frame = frame.reindex(columns=list(cols))
     l0, ev = (format_cell(goal[m], f) for m, f in (("L0", ".0f"), ("EV", ".3f")))
     return booktabs_table(
-        frame, cols, stamp=stamp, label="tab:matched", align="llrlrl",
-        groups=[("", 2), (f"at $L_0 = {l0}$", 2), (f"at explained variance {ev}", 2)],
+        frame, cols, stamp=stamp, label="tab:matched", align="llrlrlrl",
+        groups=[("", 2), (f"at $L_0 = {l0}$", 2), (f"at explained variance {ev}", 2),
+                ("at the profile's settings", 2)],
         caption="ATM minus each other family and minus ATM's controls (random mask at ATM's "
                 "rate; no mask), at TopK's operating point: its main set's $L_0$ and "
                 "explained variance, each family read off its sparsity curve.",
@@ -333,16 +334,17 @@ def number_key(metric: str) -> str:
 
 
 def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
-                 manifest: CacheManifest) -> list[Path]:
-    """Write the tables, profile.tex and numbers.tex from ``report.results``' tidy
-    table (and the toy benchmark's); returns the changed files."""
+                 manifest: CacheManifest, letters: pd.DataFrame) -> list[Path]:
+    """Write results.csv, the tables, profile.tex and numbers.tex from
+    ``report.results``' tidy table, its per-letter absorption (``letters``) and the
+    toy benchmark's table; returns the changed files."""
     stamp = Stamp.for_profile(cfg)
     table = per_sae(tidy)
     out_dir = check_output_allowed(cfg, output_dirs(cfg)[1])
     changed = [out_dir / "results.csv"] if write_generated(
         out_dir / "results.csv", results_csv(tidy)) else []
     tables = {"main_results": _main_results(table, stamp),
-              "matched": _matched(cfg, table, stamp),
+              "matched": _matched(cfg, table, letters, stamp),
               "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy), stamp),
               "stability": _stability(table, stamp),
               "absorption_health": _absorption_health(table, stamp),

@@ -171,7 +171,7 @@ def _err(intervals) -> np.ndarray:
 
 
 def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
-    """Full-absorption rate per first letter (columns) and SAE (rows)."""
+    """Full-absorption rate per first letter (columns) and SAE (rows), mean over seeds."""
     if letters.empty:  # e.g. a random model: no letter's probe passes the F1 cut
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no letter passed the ground-truth probe's F1 threshold",
@@ -179,7 +179,8 @@ def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
         ax.set_axis_off()
         ax.set_title(title)
         return fig
-    grid = letters.pivot(index="name", columns="letter", values="full_absorption_rate")
+    grid = letters.pivot_table(index="name", columns="letter", values="full_absorption_rate",
+                               aggfunc="mean", sort=False)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * grid.shape[1] + 2), 0.45 * len(grid) + 1.4))
     sns.heatmap(grid, ax=ax, cmap="rocket_r", vmin=0, vmax=max(0.05, float(grid.max().max())),
                 cbar_kws={"label": "full absorption rate"}, linewidths=0.3)

@@ -91,17 +91,25 @@ def _first_seed_main(tidy: pd.DataFrame) -> pd.DataFrame:
     return main[main["seed"] == main["seed"].min()]
 
 
+LETTER_COLUMNS = ["name", "seed", "letter", "full_absorption_rate", "mean_absorption_fraction"]
+
+
 def absorption_by_letter(profile: Profile, tidy: pd.DataFrame) -> pd.DataFrame:
-    """Per-letter absorption of each main SAE (first seed): name, letter, rates."""
+    """Per-letter absorption of every main SAE at the main layer, every seed: name,
+    seed, letter and both rates (the computed values, also where the metric is not
+    meaningful; the health says whether they mean anything)."""
+    main = tidy[(tidy["group"] == "main") & (tidy["layer"] == profile.train.layer)]
     rows = []
-    for _, r in _first_seed_main(tidy).iterrows():
+    for _, r in main.drop_duplicates("sae_id").iterrows():
         path = result_path(results_dir(profile), r["sae_id"], "absorption")
+        if not path.exists():
+            continue
         for letter, d in read_result(path)["details"]["per_letter"].items():
             if d["n_true_positives"]:
-                rows.append({"name": r["name"], "letter": letter,
+                rows.append({"name": r["name"], "seed": r["seed"], "letter": letter,
                              "full_absorption_rate": d["full_absorption_rate"],
                              "mean_absorption_fraction": d["mean_absorption_fraction"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=LETTER_COLUMNS)
 
 
 def density_histograms(profile: Profile, tidy: pd.DataFrame) -> dict[str, dict]:
