@@ -235,13 +235,13 @@ def _main_results(table: pd.DataFrame, stamp: Stamp) -> str:
     return booktabs_table(
         frame, {"name": "SAE", **{k: MAIN_TEX[k] for k in ["n_seeds", *cols]}}, stamp=stamp,
         label="tab:main_results", fmt={"n_seeds": "d"},
-        caption="Main layer, every SAE of the main set: mean over seeds $\pm$ half the "
+        caption="Main layer, every SAE of the main set: mean over seeds $\\pm$ half the "
                 "width of its 95\\% bootstrap interval. L0 and explained variance on held-out "
                 "tokens; CE loss score with the SAE spliced in; first-letter absorption "
                 "(full-absorption rate and absorption fraction, lower is better; n/a where "
-                "the metric is not meaningful, Table~\ref{tab:absorption_health}); mean "
+                "the metric is not meaningful, Table~\\ref{tab:absorption_health}); mean "
                 "top-1 sparse-probing accuracy; best-match decoder cosine across seed pairs. "
-                "Every value per seed is in \texttt{results.csv}.")
+                "Every value per seed is in \\texttt{results.csv}.")
 
 
 def _matched(cfg: Profile, table: pd.DataFrame, letters: pd.DataFrame, stamp: Stamp) -> str:
