@@ -356,11 +356,16 @@ class DerivedRun:
     seeds: tuple[int, ...] = (0,)
 
 
+def format_value(value: float | str) -> str:
+    """A factor or sweep value as run names and summaries show it (``0.9``, ``8``,
+    ``first_batch``)."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
 def derive(base: str, spec: SAESpec, param: str, value: float | str,
            seeds: tuple[int, ...] = (0,)) -> DerivedRun:
     """``spec`` (named ``base``) with ``param`` set to ``value``; the run is named
     ``<base>-<param><value>``."""
-    shown = value if isinstance(value, str) else f"{value:g}"
-    return DerivedRun(f"{base}-{param}{shown}", base, param, value,
+    return DerivedRun(f"{base}-{param}{format_value(value)}", base, param, value,
                       dataclasses.replace(spec, params={**spec.params, param: value}),
                       tuple(seeds))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from atm_repro.config import Profile
+from atm_repro.config import Profile, format_value
 from atm_repro.profiles import derived_runs, resolved_param
 from atm_repro.runs import parse_sae_dir, read_metrics, sae_dir
 
@@ -44,8 +44,8 @@ def describe_profile(cfg: Profile, stage: str) -> str:
         lines.append(f"layer: {cfg.train.layer}  runs: {len(runs)}  "
                      f"SAEs: {sum(len(r.seeds) for r in runs)}")
         for run in runs:
-            lines.append(f"  {run.name}: {run.base} with {run.param}={run.value}, "
-                         f"seeds {list(run.seeds)}")
+            lines.append(f"  {run.name}: {run.base} with {run.param}="
+                         f"{format_value(run.value)}, seeds {list(run.seeds)}")
     elif stage == "cross_layer":
         c = cfg.cross_layer
         lines.append(f"layers: {c.layers}  seed: {c.seed}  SAEs: {c.saes}")
