@@ -8,10 +8,10 @@ SAEs are found on disk (``runs.discover``: each complete when its
 * ``cross_layer``: ``cross_layer.saes`` at the other ``cross_layer.layers``.
 
 What each group gets (cost decides; the downstream splice runs the 262k-vocab
-head and is the dearest eval): core activation metrics, the CE/KL splice and
-absorption for every SAE (the sweeps' CE-loss scores feed the matched
-comparisons); sparse probing for the main group and the cross-layer group;
-stability for every main name with two or more seeds.
+head and is the dearest eval, ~6 s per SAE here): core activation metrics and
+absorption for every SAE; the CE/KL splice and sparse probing for the main
+group and the cross-layer group (so the matched comparisons have no CE-loss
+score along the sweeps); stability for every main name with two or more seeds.
 Model-side work (absorption prompts and probe, probing activations, the clean
 and zero-ablated splice passes) is done once per layer and shared by all SAEs;
 the absorption prompts and probing texts run once for all layers together.
@@ -51,6 +51,7 @@ EVAL_GROUPS = {
     "absorption": {"main", "ablation", "cross_layer"},
     "probing": {"main", "cross_layer"},
 }
+SPLICE_GROUPS = {"main", "cross_layer"}
 
 
 def _pending(root: Path, records: list[SAERecord], eval_name: str, cfg):
@@ -97,8 +98,10 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     for layer, pending in todo.items():
         bar = tqdm(total=sum(map(len, pending.values())), desc=f"evals L{layer}",
                    disable=not progress)
-        cfg, baseline = cfgs["core"], None
+        core_cfg, baseline = cfgs["core"], None
         for r, key in pending["core"]:
+            cfg = core_cfg if r.group in SPLICE_GROUPS else \
+                dataclasses.replace(core_cfg, n_splice_sequences=0)
             if cfg.n_splice_sequences and baseline is None:
                 baseline = splice_baseline(loaded, splice_sequences(cache, cfg), layer,
                                            cfg.splice_batch_size)
