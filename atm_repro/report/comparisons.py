@@ -53,7 +53,8 @@ MATCHED_RULE = (
     r"$\lambda$, each family at its main point, not matched), absorption is compared letter "
     r"by letter (letters and seeds resampled) and the other metrics over seeds. ``ATM better'' / ``ATM worse'': the interval excludes "
     r"0; ``no difference'': it includes 0; ``n/a'': the target lies outside a curve (no "
-    r"extrapolation); ``not meaningful'': the absorption metric fails its health check on "
+    r"extrapolation) or the metric is not measured along it (the CE-loss score needs the "
+    r"costly splice and is measured for the main set only); ``not meaningful'': the absorption metric fails its health check on "
     r"an SAE of either curve, and the numbers shown are the raw measures."
 )
 
