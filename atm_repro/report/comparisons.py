@@ -52,7 +52,8 @@ MATCHED_RULE = (
     r"the seeds of every curve point; at the profile's own settings (ATM at the paper's "
     r"$\lambda$, each family at its main point, not matched), absorption is compared letter "
     r"by letter (letters and seeds resampled) and the other metrics over seeds. ``ATM better'' / ``ATM worse'': the interval excludes "
-    r"0; ``no difference'': it includes 0; ``n/a'': the target lies outside a curve (no "
+    r"0; ``no difference'': it includes 0; ``no interval'': a curve point has one seed; "
+    r"``n/a'': the target lies outside a curve (no "
     r"extrapolation) or the metric is not measured along it (the CE-loss score needs the "
     r"costly splice and is measured for the main set only); ``not meaningful'': the absorption metric fails its health check on "
     r"an SAE of either curve, and the numbers shown are the raw measures."
@@ -77,6 +78,8 @@ class Matched:
             return "not meaningful"
         if not math.isfinite(self.diff.estimate):
             return "n/a"
+        if not (math.isfinite(self.diff.lo) and math.isfinite(self.diff.hi)):
+            return "no interval (1 seed)"
         if not self.diff.excludes_zero:
             return "no difference"
         atm_lower = self.diff.estimate < 0
