@@ -97,7 +97,6 @@ class RegisteredGGUF:
 class ModelSource:
     """What a model name resolves to, found without loading any weights."""
 
-    name: str
     kind: Literal["tiny", "registered", "dir", "gguf", "hub"]
     path: Path | None = None  # dir / gguf
     n_layers: int | None = None  # None: unknown before loading (a hub id not cached)
@@ -205,18 +204,18 @@ def _hub_n_layers(name: str) -> int | None:
 def resolve_model(name: str) -> ModelSource:
     """What ``name`` denotes, checked without loading weights (see module docstring)."""
     if name == TINY_MODEL:
-        return ModelSource(name, "tiny", n_layers=TINY_SHAPE["num_hidden_layers"])
+        return ModelSource("tiny", n_layers=TINY_SHAPE["num_hidden_layers"])
     if name in REGISTERED:
-        return ModelSource(name, "registered", n_layers=REGISTERED[name].n_layers)
+        return ModelSource("registered", n_layers=REGISTERED[name].n_layers)
     if is_path(name):
         path = Path(name).expanduser()
         if path.is_dir():
-            return ModelSource(name, "dir", path, _dir_n_layers(name, path))
+            return ModelSource("dir", path, _dir_n_layers(name, path))
         if path.is_file():
-            return ModelSource(name, "gguf", path, _gguf_n_layers(name, path))
+            return ModelSource("gguf", path, _gguf_n_layers(name, path))
         raise ConfigError(f"model {name!r}: no such file or directory")
     if is_hub_id(name):
-        return ModelSource(name, "hub", n_layers=_hub_n_layers(name))
+        return ModelSource("hub", n_layers=_hub_n_layers(name))
     raise ConfigError(
         f"unknown model {name!r}: use one of {sorted(REGISTERED)} (offline), {TINY_MODEL!r} "
         "(tests), a local checkpoint directory or .gguf file, or a Hugging Face hub id such "
@@ -272,8 +271,8 @@ def _check_loaded(loaded: LoadedModel, source: ModelSource) -> None:
 
 
 def _load_pretrained(path: Path | str, dtype: torch.dtype, **kw):
-    """(model, tokenizer) from a transformers directory or hub id; the one place
-    where non-tiny weights are read (tests patch it to prove they are not)."""
+    """(model, tokenizer) from a transformers directory or hub id: with
+    ``_convert_gguf``, where weights are read (tests patch both to prove they are not)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
