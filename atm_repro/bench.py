@@ -83,7 +83,7 @@ from atm_repro.evals.absorption import prepare_absorption, run_absorption
 from atm_repro.evals.probing import prepare_probing, run_probing
 from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_json, atomic_write_text
-from atm_repro.models import TINY_MODEL, load_model
+from atm_repro.models import BLOCKS, TINY_MODEL, load_model
 from atm_repro.pipeline import PipelineError
 from atm_repro.profiles import eval_configs
 from atm_repro.runs import bench_dir
@@ -256,13 +256,13 @@ def bench_load(profile: Profile, steps: int) -> tuple[list[Row], dict]:
 @torch.no_grad()
 def _bare_forward(loaded, ids_BS: torch.Tensor, n_blocks: int) -> None:
     """The decoder stack's own forward, cut after ``n_blocks`` blocks, no hooks."""
-    config = loaded.model.model.config
-    full = config.num_hidden_layers
-    config.num_hidden_layers = n_blocks
+    attr = BLOCKS[loaded.model.config.model_type]
+    full = getattr(loaded.base, attr)
+    setattr(loaded.base, attr, full[:n_blocks])
     try:
-        loaded.model.model(input_ids=ids_BS, use_cache=False)
+        loaded.base(input_ids=ids_BS, use_cache=False)
     finally:
-        config.num_hidden_layers = full
+        setattr(loaded.base, attr, full)
 
 
 def bench_caching(profile: Profile, steps: int) -> tuple[list[Row], dict]:

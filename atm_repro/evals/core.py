@@ -149,7 +149,7 @@ def _final_hidden(loaded: LoadedModel, ids_BS, mask_BS, hook=None, layer: int = 
     """Final (normed) hidden states of the decoder stack, with ``hook`` on block ``layer``."""
     handle = loaded.layers[layer].register_forward_hook(hook) if hook is not None else None
     try:
-        out = loaded.model.model(input_ids=ids_BS, attention_mask=mask_BS, use_cache=False)
+        out = loaded.base(input_ids=ids_BS, attention_mask=mask_BS, use_cache=False)
     finally:
         if handle is not None:
             handle.remove()
