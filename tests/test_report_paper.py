@@ -9,12 +9,13 @@ import subprocess
 
 import pandas as pd
 import pytest
-from helpers import STAMP, body_rows, manifest, ours_with, synthetic_tidy
+from helpers import STAMP, body_rows, curve_table, manifest, ours_with, synthetic_tidy
 
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.crosscheck import CROSSCHECK_MACRO
 from atm_repro.profiles import load_profile
 from atm_repro.report.claims import NOT_MEANINGFUL, PAPER_RESULTS
+from atm_repro.report.comparisons import matched_comparisons, matched_numbers, targets
 from atm_repro.report.latex import booktabs_table, macro_name, numbers_tex, profile_tex
 from atm_repro.report.paper import (
     COMMAND_TABLES,
@@ -152,7 +153,9 @@ def canonical_macros() -> set[str]:
     """Every macro the package can generate for the canonical profile: numbers.tex
     over a complete (synthetic) result table, and the crosscheck command's."""
     cfg = load_profile("cpu")
-    keys = paper_numbers(cfg, synthetic_tidy(cfg), manifest(d_model=640, n_layers=18))
+    keys = set(paper_numbers(cfg, synthetic_tidy(cfg), manifest(d_model=640, n_layers=18)))
+    curves = curve_table(cfg)  # sweeps with real curves: the matched numbers exist
+    keys |= set(matched_numbers(matched_comparisons(cfg, curves), targets(cfg, curves)))
     return {macro_name(k)[1:] for k in keys} | {CROSSCHECK_MACRO}
 
 
