@@ -228,8 +228,12 @@ MAIN_INTERVAL_COLUMNS = ("core/l0", "core/explained_variance", "core/ce_loss_sco
 def _main_results(table: pd.DataFrame, stamp: Stamp) -> str:
     main = table[table["group"] == "main"]
     cols = [c for c in MAIN_INTERVAL_COLUMNS if c in main]
+    per_sae_cols = [c for c in cols if not c.startswith("stability/")]
+    pair_cols = [c for c in cols if c.startswith("stability/")]
     rows = [{"name": name, "n_seeds": runs["seed"].nunique(),
-             **seed_interval_cells(runs, cols)}
+             **seed_interval_cells(runs, per_sae_cols),
+             # a seed pair's numbers sit on both of its SAEs: one row per disjoint pair
+             **seed_interval_cells(runs.sort_values("seed").iloc[0::2], pair_cols)}
             for name, runs in main.groupby("name", sort=False)]
     frame = pd.DataFrame(rows, columns=["name", "n_seeds", *cols])
     return booktabs_table(
