@@ -209,9 +209,13 @@ class SAESpec:
     params: dict[str, Any] = field(default_factory=dict)
     token_masked: bool = False
     lr: float | None = None  # overrides train.lr for this SAE
+    width: int | None = None  # overrides train.width (the scale study)
+    tokens: int | None = None  # overrides train.tokens (the scale study)
 
     def __post_init__(self) -> None:
         require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.width is None or self.width > 0, f"width must be > 0, got {self.width}")
+        require(self.tokens is None or self.tokens > 0, f"tokens must be > 0, got {self.tokens}")
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,11 @@ class TrainConfig:
     def seeds_of(self, name: str) -> list[int]:
         """The seeds spec ``name`` is trained with."""
         return list(self.sae_seeds.get(name, self.seeds))
+
+    def for_spec(self, spec: SAESpec) -> TrainConfig:
+        """These settings with the spec's own width and token budget, if it sets them."""
+        return dataclasses.replace(self, width=spec.width or self.width,
+                                   tokens=spec.tokens or self.tokens)
 
     def __post_init__(self) -> None:
         require(self.width > 0, "train.width must be > 0")
@@ -298,6 +307,26 @@ class AblationConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """Notebook 03's scale study: ``saes`` retrained at other ``widths`` and at
+    other token budgets (``token_multiples`` of ``train.tokens``; a budget beyond
+    the cache repeats it in epochs), one change at a time, each at ``seeds``. The
+    main-set run is the point at ``train.width`` and 1x."""
+
+    saes: list[str] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    token_multiples: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        require(all(w > 0 for w in self.widths), f"scale.widths must be > 0, got {self.widths}")
+        require(all(m > 0 for m in self.token_multiples),
+                f"scale.token_multiples must be > 0, got {self.token_multiples}")
+        require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+                f"scale.seeds must be distinct and not empty, got {self.seeds}")
+
+
+@dataclass(frozen=True)
 class CrossLayerConfig:
     """Notebook 04: ``saes`` (names in ``train.saes``) trained at each layer
     with the main set's settings; at ``train.layer`` the main-set run is reused."""
@@ -321,6 +350,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     ablations: AblationConfig = field(default_factory=AblationConfig)
     cross_layer: CrossLayerConfig = field(default_factory=CrossLayerConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     # Per-eval settings, validated by each eval's config class (atm_repro.evals).
     evals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -337,6 +367,7 @@ class Profile:
         require(not masked, f"cross_layer.saes: {masked} train on the token-masked cache, "
                             "which holds only train.layer")
         for where, names in (("cross_layer.saes", self.cross_layer.saes),
+                             ("scale.saes", self.scale.saes),
                              ("ablations.sparsity_sweeps", list(self.ablations.sparsity_sweeps)),
                              ("ablations.sae", [self.ablations.sae] if self.ablations.factors
                               else [])):

@@ -5,6 +5,7 @@ SAEs are found on disk (``runs.discover``: each complete when its
 
 * ``main``: ``train.saes`` at ``train.layer`` (every seed);
 * ``ablation``: the notebook-03 runs (``profiles.derived_specs``) at ``train.layer``;
+* ``scale``: the notebook-03 scale study (``profiles.scale_specs``) at ``train.layer``;
 * ``cross_layer``: ``cross_layer.saes`` at the other ``cross_layer.layers``.
 
 What each group gets (cost decides; the downstream splice runs the 262k-vocab
@@ -35,20 +36,20 @@ from atm_repro.evals.probing import prepare_probing, run_baseline, run_probing
 from atm_repro.evals.results import EvalResult, is_fresh, result_key, write_result
 from atm_repro.evals.stability import pair_id, run_stability
 from atm_repro.models import load_model
-from atm_repro.profiles import derived_specs, eval_configs
+from atm_repro.profiles import derived_specs, eval_configs, scale_specs
 from atm_repro.runs import SAERecord, discover, eval_cache_dir, results_dir, run_dir
 from atm_repro.saes.io import load_sae
 
 
 def discover_saes(profile: Profile) -> list[SAERecord]:
     """The profile's complete SAE runs on disk, grouped (``runs.discover``)."""
-    return discover(profile, derived_specs(profile))
+    return discover(profile, derived_specs(profile), scale_specs(profile))
 
 
 # Which SAE groups each per-SAE eval covers (cost decides: module docstring).
 EVAL_GROUPS = {
-    "core": {"main", "ablation", "cross_layer"},
-    "absorption": {"main", "ablation", "cross_layer"},
+    "core": {"main", "ablation", "scale", "cross_layer"},
+    "absorption": {"main", "ablation", "scale", "cross_layer"},
     "probing": {"main", "cross_layer"},
 }
 SPLICE_GROUPS = {"main", "cross_layer"}

@@ -12,6 +12,7 @@ sweeps) are defined here too.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from atm_repro.config import (
     Profile,
     SAESpec,
     derive,
+    format_value,
     from_dict,
     require,
 )
@@ -96,6 +98,8 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = N
         validate_spec(spec, d_in=1, width=cfg.train.width, where=f"train.saes.{name}")
     for name, spec in derived_specs(cfg).items():
         validate_spec(spec, d_in=1, width=cfg.train.width, where=f"ablations ({name})")
+    for name, spec in scale_specs(cfg).items():
+        validate_spec(spec, d_in=1, width=spec.width or cfg.train.width, where=f"scale ({name})")
     unknown = sorted(set(cfg.evals) - set(EVAL_CONFIGS))
     require(not unknown, f"evals: unknown eval(s) {unknown}; known: {sorted(EVAL_CONFIGS)}")
     for name, params in cfg.evals.items():
@@ -138,6 +142,31 @@ def derived_runs(cfg: Profile) -> list[DerivedRun]:
 def derived_specs(cfg: Profile) -> dict[str, SAESpec]:
     """``derived_runs`` as {run name: spec}."""
     return {run.name: run.spec for run in derived_runs(cfg)}
+
+
+def scale_runs(cfg: Profile) -> list[DerivedRun]:
+    """The scale-study SAEs of notebook 03: each of ``scale.saes`` at every other
+    width (``<name>-width<w>``) and every other token budget (``<name>-tokens<m>x``,
+    value = the multiple of ``train.tokens``). Width 1x and budget 1x are the
+    main-set run."""
+    sc, t = cfg.scale, cfg.train
+    out = []
+    for base in sc.saes:
+        spec = t.saes[base]
+        out += [DerivedRun(f"{base}-width{w}", base, "width", w,
+                           dataclasses.replace(spec, width=w), tuple(sc.seeds))
+                for w in sc.widths if w != t.width]
+        out += [DerivedRun(f"{base}-tokens{format_value(m)}x", base, "tokens", m,
+                           dataclasses.replace(spec, tokens=max(t.batch_size,
+                                                                round(m * t.tokens))),
+                           tuple(sc.seeds))
+                for m in sc.token_multiples if m != 1]
+    return out
+
+
+def scale_specs(cfg: Profile) -> dict[str, SAESpec]:
+    """``scale_runs`` as {run name: spec}."""
+    return {run.name: run.spec for run in scale_runs(cfg)}
 
 
 def factor_defaults(profile: Profile) -> dict[str, float]:

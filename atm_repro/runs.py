@@ -108,7 +108,7 @@ def read_train_logs(sae_dirs: dict[str, Path]) -> pd.DataFrame:
 @dataclass(frozen=True)
 class SAERecord:
     sae_id: str  # "L8-atm-s0"
-    group: str  # main | ablation | cross_layer
+    group: str  # main | ablation | scale | cross_layer
     name: str  # the spec name ("atm", "atm-beta0.9")
     seed: int
     layer: int
@@ -120,10 +120,12 @@ class SAERecord:
         return fingerprint(read_metrics(self.path)["key"])
 
 
-def discover(profile: Profile, ablation_names: Collection[str]) -> list[SAERecord]:
+def discover(profile: Profile, ablation_names: Collection[str],
+             scale_names: Collection[str] = ()) -> list[SAERecord]:
     """The complete SAE runs of ``profile`` on disk, grouped: ``main`` (``train.saes``
     at ``train.layer``), ``ablation`` (``ablation_names``, the profile's derived
-    runs, at ``train.layer``), ``cross_layer`` (``cross_layer.saes`` at the other
+    runs, at ``train.layer``), ``scale`` (``scale_names``, the scale study, at
+    ``train.layer``), ``cross_layer`` (``cross_layer.saes`` at the other
     ``cross_layer.layers``). Runs left over from another configuration are skipped."""
     main_layer = profile.train.layer
     cross = profile.cross_layer
@@ -137,6 +139,8 @@ def discover(profile: Profile, ablation_names: Collection[str]) -> list[SAERecor
                 group = "main"
             elif layer == main_layer and name in ablation_names:
                 group = "ablation"
+            elif layer == main_layer and name in scale_names:
+                group = "scale"
             elif layer != main_layer and name in cross.saes and layer in cross.layers:
                 group = "cross_layer"
             else:

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 from atm_repro.cache import HOOK_TEMPLATE, ActivationCache
 from atm_repro.config import ConfigError, Profile, SAESpec, TrainConfig, fingerprint, to_dict
 from atm_repro.files import atomic_write_text, keyed_json
-from atm_repro.profiles import derived_runs
+from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir
 from atm_repro.sae_metrics import activation_stats
 from atm_repro.saes import SAE, StepContext, build_config, build_sae
@@ -279,6 +279,7 @@ def train_sae(
     Bad input raises before any training step.
     """
     out_dir = Path(out_dir)
+    cfg = cfg.for_spec(spec)
     d_in = source.d_model
     sae_cfg = build_config(spec.variant, spec.params, d_in, cfg.width, where=f"train.saes.{name}")
     lr = spec.lr if spec.lr is not None else cfg.lr  # both validated > 0 by config.py
@@ -462,7 +463,7 @@ def train_profile(
         if source.d_model != eval_source.d_model:
             raise ConfigError(f"train.saes.{name}: training activations have d_model "
                               f"{source.d_model}, eval activations {eval_source.d_model}")
-        build_config(spec.variant, spec.params, source.d_model, tcfg.width,
+        build_config(spec.variant, spec.params, source.d_model, tcfg.for_spec(spec).width,
                      where=f"train.saes.{name}")
         jobs.append((name, spec, source, data_key))
     meta = sae_meta(profile, cache, layer)
@@ -485,6 +486,16 @@ def train_ablations(profile: Profile, cache: ActivationCache,
     """Notebook 03: the ablation and sparsity-sweep runs (``profiles.derived_runs``),
     each at its own seeds."""
     runs = derived_runs(profile)
+    return train_profile(profile, cache, specs={r.name: r.spec for r in runs},
+                         seeds={r.name: list(r.seeds) for r in runs}, progress=progress)
+
+
+def train_scale(profile: Profile, cache: ActivationCache,
+                progress: bool = True) -> list[TrainResult]:
+    """Notebook 03: the scale-study runs (``profiles.scale_runs``), each at its seeds."""
+    runs = scale_runs(profile)
+    if not runs:
+        return []
     return train_profile(profile, cache, specs={r.name: r.spec for r in runs},
                          seeds={r.name: list(r.seeds) for r in runs}, progress=progress)
 

@@ -13,6 +13,8 @@ from atm_repro.config import ConfigError, CorpusConfig, ModelConfig
 from atm_repro.corpus import DataUnavailable, load_articles
 from atm_repro.evals import probing
 from atm_repro.evals.probing import (
+    binomial_se,
+    se_of_mean,
     ProbingConfig,
     class_quotas,
     evaluate_task,
@@ -121,6 +123,17 @@ def test_separable_features_give_accuracy_one_and_shuffled_labels_chance():
     mean_top1 = np.mean([r["top1"] for r in accs])
     # 3 tasks x 200 test texts: sd of the mean ~0.02
     assert abs(mean_all - 0.5) < 0.08 and abs(mean_top1 - 0.5) < 0.08
+    # each accuracy carries its binomial standard error on the task's test texts
+    assert result["top1_se"] == 0.0  # accuracy 1
+    for r, t in zip(accs, tasks):
+        assert r["all_se"] == pytest.approx(np.sqrt(r["all"] * (1 - r["all"]) / len(t.test_y)))
+    assert 0.03 < accs[0]["all_se"] < 0.04  # ~0.5 accuracy on 200 texts: 0.035
+
+
+def test_standard_error_of_a_mean_of_tasks():
+    assert binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert se_of_mean([0.05] * 4) == pytest.approx(0.025)  # four independent tasks: halves
+    assert se_of_mean([0.03, 0.04]) == pytest.approx(0.025)
 
 
 # --------------------------------------------------------------------------- datasets

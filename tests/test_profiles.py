@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from atm_repro.config import ConfigError
-from atm_repro.profiles import available_profiles, derived_runs, load_profile
+from atm_repro.profiles import available_profiles, derived_runs, load_profile, scale_runs
 
 
 def test_every_profile_loads():
@@ -76,3 +76,24 @@ def test_seeds_per_spec_sweep_and_factor():
     assert runs["atm-ema_startfirst_batch"].seeds == (0, 1)
     assert runs["atm-ema_startfirst_batch"].spec.params["ema_start"] == "first_batch"
     assert runs["topk-k8"].seeds == (3,)
+
+
+def test_scale_study_runs():
+    cfg = load_profile("smoke", {"scale": {"saes": ["topk", "atm"], "widths": [128, 256, 512],
+                                           "token_multiples": [0.5, 1, 4], "seeds": [0, 2]}})
+    runs = {r.name: r for r in scale_runs(cfg)}
+    # the main-set run is the point at train.width and 1x: not retrained
+    assert cfg.train.width == 256
+    assert sorted(runs) == ["atm-tokens0.5x", "atm-tokens4x", "atm-width128", "atm-width512",
+                            "topk-tokens0.5x", "topk-tokens4x", "topk-width128", "topk-width512"]
+    wide, long = runs["topk-width512"], runs["topk-tokens4x"]
+    assert (wide.spec.width, wide.spec.tokens) == (512, None)
+    assert (long.spec.width, long.spec.tokens) == (None, 4 * cfg.train.tokens)
+    assert wide.spec.params == cfg.train.saes["topk"].params and wide.seeds == (0, 2)
+    assert cfg.train.for_spec(long.spec).tokens == 4 * cfg.train.tokens
+    assert cfg.train.for_spec(wide.spec).width == 512
+    assert cfg.train.for_spec(cfg.train.saes["topk"]) == cfg.train
+    with pytest.raises(ConfigError, match="scale.saes"):
+        load_profile("smoke", {"scale.saes": ["nope"]})
+    with pytest.raises(ConfigError, match="token_multiples"):
+        load_profile("smoke", {"scale.token_multiples": [0]})

@@ -344,7 +344,7 @@ def test_every_variant_learns_on_smoke_cache(smoke, tmp_path):
 def test_train_profile_on_smoke_cache(smoke):
     base, cache = smoke
     raw = {**yaml.safe_load((REPO_ROOT / "profiles" / "smoke.yaml").read_text())}
-    del raw["ablations"], raw["cross_layer"]
+    del raw["ablations"], raw["cross_layer"], raw["scale"]
     profile = from_dict(Profile, {
         **raw, "cache": {**raw["cache"], "layers": [1], "train_tokens": 4000,
                          "eval_tokens": 1000, "shard_sequences": 16},
@@ -370,3 +370,12 @@ def test_train_profile_on_smoke_cache(smoke):
     assert results[0].metrics["n_tokens"] == cache.n_tokens("eval")
     again = train_profile(profile, cache, names=["tk"], seeds=[1], progress=False)
     assert [r.status for r in again] == ["skipped"]
+
+
+def test_spec_width_and_tokens_override_the_train_settings(tmp_path):
+    """The scale study's specs: a spec's own width and token budget win over train's."""
+    source, cfg = synthetic_source(), tcfg(tokens=64 * 10)
+    spec = SAESpec(variant="topk", params={"k": 4}, width=2 * F, tokens=64 * 15)
+    result = train_sae("t", spec, 0, cfg, source, tmp_path, META, progress=False)
+    assert load_sae(tmp_path).cfg.d_sae == 2 * F
+    assert result.steps == 15 and read_log(tmp_path)[-1]["step"] == 15

@@ -12,7 +12,9 @@ stream after block ``layer`` (model baseline) or of the SAE latents of each
 token. Top-k: the k dimensions with the largest |mean_pos - mean_neg| on train
 (raw values) feed a logistic regression (L2, C = 1, at most 1000 solver
 iterations) on the raw values, as SAEBench's ``train_sklearn_probe`` fits them;
-test accuracy for each k and for all dimensions.
+test accuracy for each k and for all dimensions, each with its binomial
+standard error sqrt(acc (1 - acc) / n_test); a dataset's and the overall mean
+carry the standard error of a mean of independent tasks (``*_se`` keys).
 
 Cost: ``prepare_probing`` runs the model (truncated forward) once per (model,
 dataset) over the selected texts only, for all requested layers at once, and
@@ -26,6 +28,7 @@ texts, tokenizer or truncation recomputes.
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,8 +378,19 @@ def evaluate_task(feats_ND: np.ndarray, task: ProbingTask, k_values: list[int],
             acc, converged = probe_accuracy(x_train[:, dims], task.train_y, x_test[:, dims],
                                             task.test_y, max_iter)
             out[key] = acc
+            out[f"{key}_se"] = binomial_se(acc, len(task.test_y))
             out["n_not_converged"] += int(not converged)
     return out
+
+
+def binomial_se(acc: float, n: int) -> float:
+    """Standard error of an accuracy measured on ``n`` independent test texts."""
+    return math.sqrt(acc * (1.0 - acc) / n)
+
+
+def se_of_mean(ses: list[float]) -> float:
+    """Standard error of the mean of independent estimates with standard errors ``ses``."""
+    return math.sqrt(sum(se * se for se in ses)) / len(ses)
 
 
 def _evaluate(data: ProbingData, cfg: ProbingConfig, sae=None) -> tuple[dict, dict]:
@@ -389,9 +403,11 @@ def _evaluate(data: ProbingData, cfg: ProbingConfig, sae=None) -> tuple[dict, di
                  for t in ds.tasks}
         for key in keys:
             metrics[f"{name}/{key}"] = float(np.mean([r[key] for r in tasks.values()]))
+            metrics[f"{name}/{key}_se"] = se_of_mean([r[f"{key}_se"] for r in tasks.values()])
         details[name] = {"tasks": tasks, **ds.sizes()}
     for key in keys:
         metrics[f"mean_{key}"] = float(np.mean([metrics[f"{n}/{key}"] for n in data.datasets]))
+        metrics[f"mean_{key}_se"] = se_of_mean([metrics[f"{n}/{key}_se"] for n in data.datasets])
     return metrics, details
 
 

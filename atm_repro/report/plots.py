@@ -195,8 +195,9 @@ def plot_probing_by_k(table: pd.DataFrame, title: str = ""):
     """Mean sparse-probing accuracy over datasets at k = 1, 2, 5 and all latents,
     per main SAE, beside the model-residual baseline (dashed)."""
     main = table[table["group"] == "main"]
-    ks = [c.split("_")[-1] for c in main.columns
-          if c.startswith("probing/mean_top") or c == "probing/mean_all"]
+    ks = [c.removeprefix("probing/mean_") for c in main.columns
+          if (c.startswith("probing/mean_top") or c == "probing/mean_all")
+          and not c.endswith("_se")]
     cols = [f"probing/mean_{k}" for k in ks]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for i, (name, row) in enumerate(_per_name(main, cols).iterrows()):

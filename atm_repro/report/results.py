@@ -18,7 +18,7 @@ from atm_repro.config import Profile
 from atm_repro.evals.results import read_result, result_path
 from atm_repro.evals.stability import PAIR_SEPARATOR, pair_members
 from atm_repro.evaluate import discover_saes
-from atm_repro.profiles import derived_runs
+from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import SAERecord, results_dir
 
 SAE_COLUMNS = ["sae_id", "model", "group", "name", "variant", "mask_mode", "layer", "seed",
@@ -57,7 +57,7 @@ def _result_rows(data: dict) -> dict[str, float]:
 def read_results(profile: Profile) -> pd.DataFrame:
     """The tidy table of every discovered SAE's results (module docstring):
     ``SAE_COLUMNS`` + ``metric`` + ``result``, SAEs in discovery order."""
-    derived = {run.name: run for run in derived_runs(profile)}
+    derived = {run.name: run for run in derived_runs(profile) + scale_runs(profile)}
     root = results_dir(profile)
     described = {r.sae_id: _describe(profile, r, derived) for r in discover_saes(profile)}
     rows = []

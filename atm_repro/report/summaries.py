@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from atm_repro.config import Profile, format_value
-from atm_repro.profiles import derived_runs, resolved_param
+from atm_repro.profiles import derived_runs, resolved_param, scale_runs
 from atm_repro.runs import parse_sae_dir, read_metrics, sae_dir
 
 
@@ -46,6 +46,12 @@ def describe_profile(cfg: Profile, stage: str) -> str:
         for run in runs:
             lines.append(f"  {run.name}: {run.base} with {run.param}="
                          f"{format_value(run.value)}, seeds {list(run.seeds)}")
+        scale = scale_runs(cfg)
+        if scale:
+            lines.append(f"scale study: {len(scale)} runs, SAEs: "
+                         f"{sum(len(r.seeds) for r in scale)}")
+            lines += [f"  {r.name}: width {r.spec.width or cfg.train.width}, tokens "
+                      f"{r.spec.tokens or cfg.train.tokens:,}" for r in scale]
     elif stage == "cross_layer":
         c = cfg.cross_layer
         lines.append(f"layers: {c.layers}  seed: {c.seed}  SAEs: {c.saes}")
