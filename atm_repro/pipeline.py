@@ -1,6 +1,10 @@
 """Batch reproduction: run the numbered notebooks in order with papermill.
 
-Executed copies go to ``runs/<profile>/notebooks/``. A failing notebook stops
+Executed copies go to ``runs/<profile>/notebooks/``; for a profile that writes the
+paper's outputs (not smoke), a cleaned copy of each (``publish``: figures inline,
+no machine paths, timings or progress bars) also goes to
+``notebooks/executed/<profile>/``, committed beside the sources so that a reader
+sees the canonical run without running it. A failing notebook stops
 the chain with ``PipelineError`` naming the notebook, the failing cell and
 the saved partial copy. The profile and overrides are validated before any
 notebook starts.
@@ -34,6 +38,7 @@ from atm_repro.report.summaries import labelled, main_table
 from atm_repro.runs import notebooks_dir, read_stage_times, record_stage_time
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+EXECUTED_DIR = NOTEBOOK_DIR / "executed"
 ENGINE = "atm-repro-progress"
 HEARTBEAT_S = 60.0
 HEADLINE = ["n_seeds", "core/l0", "core/explained_variance",
@@ -207,11 +212,54 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
             ) from None
         seconds = time.perf_counter() - t0
         record_stage_time(cfg, nb.name, seconds)
+        if not cfg.smoke:
+            publish(out, EXECUTED_DIR / cfg.name / nb.name)
         log(f"[{cfg.name}] {nb.name} done in {clock(seconds)}")
         results.append(StageResult(nb.name, out, seconds))
     for line in summary(cfg):
         log(line)
     return results
+
+
+# Machine-specific text in outputs -> a placeholder (longest first).
+def _machine_paths() -> list[tuple[str, str]]:
+    return [(str(REPO_ROOT), "<repo>"), (str(Path.home()), "~")]
+
+
+def _clean_text(text: str) -> str:
+    for path, placeholder in _machine_paths():
+        text = text.replace(path, placeholder)
+    return text
+
+
+def publish(executed: Path, target: Path) -> bool:
+    """Write a reader's copy of an executed notebook to ``target``: outputs kept
+    (figures inline), stderr (progress bars, warnings) and execution timings
+    dropped, machine paths replaced. Returns whether ``target`` changed."""
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                continue
+            if out.output_type == "stream":
+                out.text = _clean_text(out.text)
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in out.get("data", {}):
+                    out.data[mime] = _clean_text(out.data[mime])
+            kept.append(out)
+        cell.outputs = kept
+    text = nbformat.writes(nb) + "\n"
+    if target.exists() and target.read_text() == text:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return True
 
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"

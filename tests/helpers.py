@@ -12,7 +12,7 @@ from atm_repro import cache as cache_mod
 from atm_repro import models
 from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile
-from atm_repro.profiles import derived_runs
+from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.report.provenance import Stamp
 from atm_repro.report.results import SAE_COLUMNS
 from atm_repro.saes.base import SAE, SAEConfig
@@ -87,14 +87,17 @@ TIDY_METRICS = {
 
 
 def synthetic_tidy(cfg: Profile, metrics: dict[str, float] = TIDY_METRICS) -> pd.DataFrame:
-    """A ``report.results`` tidy table for ``cfg``: every main SAE at every seed and
-    every derived run, each with ``metrics`` (values nudged per SAE)."""
+    """A ``report.results`` tidy table for ``cfg``: every main SAE at every seed,
+    every derived run and every scale-study run, each with ``metrics`` (values
+    nudged per SAE)."""
     layer, rows = cfg.train.layer, []
     sae_rows = [(name, spec.variant, seed, "main", name, None, None)
                 for name, spec in cfg.train.saes.items() for seed in cfg.train.seeds_of(name)]
     sae_rows += [(r.name, r.spec.variant, seed, "ablation", r.base, r.param, r.value)
                  for r in derived_runs(cfg) for seed in r.seeds]
-    specs = {**cfg.train.saes, **{r.name: r.spec for r in derived_runs(cfg)}}
+    sae_rows += [(r.name, r.spec.variant, seed, "scale", r.base, r.param, r.value)
+                 for r in scale_runs(cfg) for seed in r.seeds]
+    specs = {**cfg.train.saes, **{r.name: r.spec for r in derived_runs(cfg) + scale_runs(cfg)}}
     for i, (name, variant, seed, group, base, param, value) in enumerate(sae_rows):
         mask = specs[name].params.get("mask_mode", "importance") if variant == "atm" else None
         desc = dict(zip(SAE_COLUMNS, (f"L{layer}-{name}-s{seed}", cfg.model.name, group, name,

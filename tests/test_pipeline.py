@@ -136,3 +136,31 @@ def test_cell_progress_heartbeat_and_partial_lines():
     assert any(line.endswith("... still running") for line in lines)
     assert lines[-1].endswith("| no newline yet")
     assert pipeline.clock(3725) == "1:02:05" and pipeline.clock(72) == "01:12"
+
+
+def test_published_notebook_keeps_figures_and_drops_machine_details(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"start_time": "2026-11-30T12:00:00", "input_path": "/x"}
+    cell = nbformat.v4.new_code_cell("print(path)")
+    cell.metadata["papermill"] = {"duration": 1.5}
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-11-30T12:00:00"}
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout",
+                               text=f"wrote {pipeline.REPO_ROOT}/figures/x.pdf\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="100%|####| 5/5 [00:01]\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=",
+                                                     "text/plain": "<Figure>"}),
+    ]
+    nb.cells = [cell]
+    src, target = tmp_path / "in.ipynb", tmp_path / "out" / "05.ipynb"
+    nbformat.write(nb, src)
+    assert pipeline.publish(src, target)
+    out = nbformat.read(target, as_version=4)
+    assert "papermill" not in out.metadata
+    (published,) = out.cells
+    assert not {"papermill", "execution"} & set(published.metadata)
+    assert [o.output_type for o in published.outputs] == ["stream", "display_data"]
+    assert published.outputs[0].text == "wrote <repo>/figures/x.pdf\n"
+    assert published.outputs[1].data["image/png"] == "iVBORw0KGgo="
+    assert str(pipeline.REPO_ROOT) not in target.read_text()
+    assert not pipeline.publish(src, target)  # unchanged: not rewritten

@@ -13,6 +13,7 @@ from helpers import STAMP, body_rows, curve_table, manifest, ours_with, syntheti
 
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.crosscheck import CROSSCHECK_MACRO
+from atm_repro.runs import record_stage_time
 from atm_repro.profiles import load_profile
 from atm_repro.report.claims import NOT_MEANINGFUL, PAPER_RESULTS
 from atm_repro.report.comparisons import matched_comparisons, matched_numbers, targets
@@ -33,7 +34,8 @@ from atm_repro.report.results import LETTER_COLUMNS
 from atm_repro.runs import run_dir
 
 PAPER_DIR = REPO_ROOT / "paper"
-TOY = pd.DataFrame({"run": ["topk-k1", "topk-k4"], "sae": ["topk", "topk"], "l0": [1.0, 4.0],
+TOY = pd.DataFrame({"run": ["topk-k1", "topk-k4"], "sae": ["topk", "topk"], "param": ["k", "k"],
+                    "value": [1, 4], "l0": [1.0, 4.0],
                     "explained_variance": [0.5, 0.9], "mean_absorption": [0.3, 0.1],
                     "mean_probe_full_absorption": [0.2, 0.1], "mean_absorption_alone": [0, 0]})
 
@@ -61,8 +63,8 @@ def test_paper_vs_ours_table_rows():
     ours["atm"]["l0"] = 512.25
     rows = body_rows(paper_vs_ours_table(ours, STAMP))
     assert rows[0] == (r"Absorption (full rate) & 0.0068 & 0.1402 & 0.0114 & 0.0050 & 0.0300 & "
-                       r"0.0100 & reproduced (ordering) \\")
-    assert rows[2] == r"$L_0$ & 3280 & 40 & -- & 512.2 & -- & -- & incomplete \\"
+                       r"0.0100 \\")
+    assert rows[2] == r"$L_0$ & 3280 & 40 & -- & 512.2 & -- & -- \\"
     assert len(rows) == len(PAPER_RESULTS)
     with pytest.raises(ValueError, match="unknown variant"):
         paper_vs_ours_table({"atm-s0": {}}, STAMP)
@@ -72,7 +74,7 @@ def test_not_meaningful_absorption_prints_n_a():
     ours = ours_with(0.1, None, 0.3)
     ours["topk"][NOT_MEANINGFUL] = 1.0
     rows = [r for r in body_rows(paper_vs_ours_table(ours, STAMP)) if r.startswith("Absorption")]
-    assert len(rows) == 2 and all("n/a" in r and "not meaningful" in r for r in rows)
+    assert len(rows) == 2 and all(r.split(" & ")[5] == "n/a" for r in rows)
 
 
 def test_result_numbers_match_the_table():
@@ -127,7 +129,7 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     assert r"\newcommand{\MainAtmGenderTopOne}{" in numbers
     assert r"\newcommand{\MainAtmExplainedVariance}{" in numbers
     assert r"\newcommand{\MainAtmNSeeds}{2.00}" in numbers
-    main = (out / "main_results.tex").read_text()
+    main = (out / "main_reconstruction.tex").read_text()
     assert "expl.\\ var." in main and "explained_variance" not in main
     assert "±" in main  # two seeds: mean ± interval
     csv = pd.read_csv(out / "results.csv")
@@ -151,19 +153,25 @@ def smoke_numbers() -> dict:
 
 def canonical_macros() -> set[str]:
     """Every macro the package can generate for the canonical profile: numbers.tex
-    over a complete (synthetic) result table, and the crosscheck command's."""
+    over a complete (synthetic) result table with recorded stage times, and the
+    crosscheck command's."""
     cfg = load_profile("cpu")
-    keys = set(paper_numbers(cfg, synthetic_tidy(cfg), manifest(d_model=640, n_layers=18)))
+    record_stage_time(cfg, "01_cache_activations.ipynb", 600.0)
+    record_stage_time(cfg, "05_evaluate.ipynb", 60.0)
+    numbers = paper_numbers(cfg, synthetic_tidy(cfg), manifest(d_model=640, n_layers=18))
+    assert numbers["compute/minutes"] == 10.0  # the training stages only, not 05
+    keys = set(numbers)
     curves = curve_table(cfg)  # sweeps with real curves: the matched numbers exist
     keys |= set(matched_numbers(matched_comparisons(cfg, curves), targets(cfg, curves)))
     return {macro_name(k)[1:] for k in keys} | {CROSSCHECK_MACRO}
 
 
-def test_every_val_in_main_tex_is_generated():
+def test_every_val_in_main_tex_is_generated(runs_dir):
     tex = (PAPER_DIR / "main.tex").read_text()
     used = set(re.findall(r"\\val\{(\w+)\}", tex))
     assert used, "main.tex quotes no \\val{} numbers"
-    assert used <= canonical_macros(), sorted(used - canonical_macros())
+    generated = canonical_macros()  # runs_dir: stage times go to a temp runs root
+    assert used <= generated, sorted(used - generated)
 
 
 def test_main_tex_uses_only_generated_macros_and_names():

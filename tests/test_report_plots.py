@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from helpers import curve_table, synthetic_tidy  # noqa: E402
 
 from atm_repro.profiles import factor_defaults, load_profile  # noqa: E402
-from atm_repro.report import plots  # noqa: E402
+from atm_repro.report import plots, style  # noqa: E402
 from atm_repro.report.results import per_sae  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def test_pareto_has_seed_error_bars_and_flags_raw_absorption():
     table.loc[table["base"] == "topk", "core/explained_variance"] += np.tile(
         [0.0, 0.01, -0.01, 0.02, -0.02], 100)[:int((table["base"] == "topk").sum())]
     fig = plots.plot_pareto(table, cfg.train.layer)
-    frac, full, ev = fig.axes
+    full, frac, ev = fig.axes
     assert any("raw values" in t.get_text() for t in full.texts)  # standard: not meaningful
     assert any(line.get_linestyle() == "--" for line in full.get_lines())
     assert not any("raw values" in t.get_text() for t in ev.texts)
@@ -79,7 +79,63 @@ def test_ablation_figures_take_choices_and_seeds():
                                  "ablations.factor_seeds": {"ema_start": [0, 1]}})
     table = per_sae(synthetic_tidy(cfg))
     fig = plots.plot_ablation_evals(table, "atm", factor_defaults(cfg), cfg.train.layer)
-    ema_axes = [ax for ax in fig.axes if ax.get_xlabel() == "atm: ema_start"]
+    ema_axes = [ax for ax in fig.axes
+                if "first_batch" in [t.get_text() for t in ax.get_xticklabels()]]
     labels = [t.get_text() for t in ema_axes[0].get_xticklabels()]
-    assert labels == ["first_batch", "zero (default)"]  # categorical axis, default marked
+    assert labels == ["first_batch", "zero*"]  # categorical axis, default marked
+    assert len(ema_axes) == len(plots.EVAL_PANELS)  # one column, every metric
+    plt.close("all")
+
+
+def _drawn_styles(fig) -> dict[str, set]:
+    """Legend label -> the colours of the lines (plain or with error bars) drawn
+    under it, over every axis of ``fig``."""
+    out: dict[str, set] = {}
+    for ax in fig.axes:
+        artists = [(c.get_label(), c.lines[0]) for c in ax.containers if hasattr(c, "lines")]
+        artists += [(line.get_label(), line) for line in ax.get_lines()]
+        for lbl, line in artists:
+            if lbl and not lbl.startswith("_"):
+                out.setdefault(lbl, set()).add(matplotlib.colors.to_hex(line.get_color()))
+    return out
+
+
+def test_one_colour_per_family_across_figures_and_figures_fit_the_page():
+    assert len({s.color for s in style.FAMILIES.values()}) == len(style.FAMILIES)
+    cfg = load_profile("cpu")
+    table = per_sae(synthetic_tidy(cfg))
+    figures = [plots.plot_pareto(curve_table(cfg), cfg.train.layer),
+               plots.plot_pareto(curve_table(cfg), cfg.train.layer, x="core/explained_variance"),
+               plots.plot_probing_by_k(table.assign(**{
+                   "probing/mean_top2": 0.6, "probing/mean_all": 0.7,
+                   "probing/baseline/mean_top1": 0.6, "probing/baseline/mean_top2": 0.6,
+                   "probing/baseline/mean_all": 0.8})),
+               plots.plot_convergence(table, cfg.train.width, cfg.train.layer, 0.5),
+               plots.plot_stability(table),
+               plots.plot_ablation_evals(table, "atm", factor_defaults(cfg), cfg.train.layer)]
+    seen: dict[str, set] = {}
+    for fig in figures:
+        assert fig.get_size_inches()[0] <= style.MAX_WIDTH
+        for lbl, colours in _drawn_styles(fig).items():
+            seen.setdefault(lbl, set()).update(colours)
+    for name, fam in style.FAMILIES.items():
+        if fam.label in seen:
+            assert seen[fam.label] == {fam.color.lower()}, name
+    assert {"ATM", "TopK", "JumpReLU", "Matryoshka"} <= set(seen)
+    plt.close("all")
+
+
+def test_convergence_figure_draws_width_and_tokens_with_the_canonical_point():
+    cfg = load_profile("cpu")
+    table = per_sae(synthetic_tidy(cfg))
+    fig = plots.plot_convergence(table, cfg.train.width, cfg.train.layer, 0.5)
+    axes = np.array(fig.axes[:8]).reshape(2, 4)
+    ev_width, ev_tokens = axes[0][0], axes[1][0]
+    # ATM: the main point at 2048 (1x) plus three widths / three token budgets
+    atm = [c for c in ev_width.containers if c.get_label() == "ATM"]
+    assert sorted(atm[0].lines[0].get_xdata()) == [1024, 2048, 4096, 8192]
+    xs = [sorted(c.lines[0].get_xdata()) for c in ev_tokens.containers]
+    assert [0.5, 1.0, 2.0, 4.0] in xs
+    f1 = axes[0][3]
+    assert any(tuple(line.get_ydata()) == (0.5, 0.5) for line in f1.get_lines())  # threshold
     plt.close("all")

@@ -1,8 +1,9 @@
-"""The original paper's claims: its reported numbers and how ours are judged.
+"""The original paper's reported numbers and our side of them.
 
 ``PAPER_RESULTS`` holds the numbers the original reports (its results table and
-text), each tied to the metric id of ours it is set beside; ``VERDICT_RULE``
-states, and ``verdict`` applies, the rule that turns the two into a verdict.
+text), each tied to the metric id of ours it is set beside, with how the two
+compare (``Rule``). The verdicts, at matched settings and with intervals, are
+``report.verdicts``'.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pandas as pd
 
 PAPER_VARIANTS = {"atm": "ATM", "topk": "TopK", "jumprelu": "JumpReLU"}
 
+# absorption_ordering / l0_ordering: compared as orderings within each run;
+# different_model / stand_in_data: shown, not comparable across the settings
 Rule = Literal["absorption_ordering", "l0_ordering", "different_model", "stand_in_data"]
 
 
@@ -54,24 +57,6 @@ PAPER_RESULTS = (
                 {"atm": "0.853"}, "stand_in_data", ".3f"),
 )
 
-VERDICT_RULE = (
-    r"\emph{Verdict rule.} Absolute values are not comparable across the two settings "
-    r"(model, layer, corpus, token budget and width all differ), so the absorption rows test "
-    r"the paper's claim as an ordering within each run: ``reproduced (ordering)'' when ATM's "
-    r"value in our run is strictly below both TopK's and JumpReLU's, ``partly'' when below "
-    r"only one, ``not reproduced (ordering)'' when below neither. Both of our absorption "
-    r"measures are judged against the paper's single absorption score, which sits beside our "
-    r"full-absorption rate. The $L_0$ row checks only whether ATM is denser than TopK, as in "
-    r"the paper; none of these comparisons is at matched $L_0$. MSE and cosine depend on the "
-    r"model and the input scale, and our probing tasks are offline stand-ins for the paper's "
-    r"datasets (bias detection: gender; sentiment: film reviews), so those rows are shown, "
-    r"not judged. ``Incomplete'': a value our run lacks. A dash: not given by the paper, or "
-    r"not measured in our run. ``Not meaningful'' (values n/a): for at least one of the "
-    r"three SAEs compared, fewer than 20 letters pass the ground-truth probe or no letter "
-    r"has a main latent with F1 $\geq$ 0.5, so absorption is not measured (metric health, "
-    r"Methods)."
-)
-
 NOT_MEANINGFUL = "absorption_not_meaningful"  # flag in ``ours``: see evals.absorption.health
 MEANINGFUL_METRIC = "absorption/meaningful"
 
@@ -80,31 +65,6 @@ def present(ours: dict[str, dict[str, float]], variant: str, key: str) -> float 
     """Our value of claim ``key`` for ``variant``; None when missing or not finite."""
     value = ours.get(variant, {}).get(key)
     return None if value is None or not np.isfinite(value) else float(value)
-
-
-def verdict(metric: PaperMetric, ours: dict[str, dict[str, float]]) -> str:
-    """The verdict of one row (plain text; the rule is ``VERDICT_RULE``)."""
-    if metric.rule == "different_model":
-        return "not comparable (model)"
-    if metric.rule == "stand_in_data":
-        return "not comparable (data)"
-    atm = present(ours, "atm", metric.key)
-    topk = present(ours, "topk", metric.key)
-    if metric.rule == "l0_ordering":
-        if atm is None or topk is None:
-            return "incomplete"
-        return "same ordering" if atm > topk else "different ordering"
-    if any(ours.get(v, {}).get(NOT_MEANINGFUL) for v in PAPER_VARIANTS):
-        return "not meaningful (metric health)"
-    jumprelu = present(ours, "jumprelu", metric.key)
-    if atm is None or topk is None or jumprelu is None:
-        return "incomplete"
-    below = {"TopK": atm < topk, "JumpReLU": atm < jumprelu}
-    if all(below.values()):
-        return "reproduced (ordering)"
-    if any(below.values()):
-        return f"partly (below {next(k for k, v in below.items() if v)} only)"
-    return "not reproduced (ordering)"
 
 
 def ours_from_results(tidy: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -44,6 +44,7 @@ COMPARED_METRICS = (
 )
 MEANINGFUL = "absorption/meaningful"
 MATCHES = (("L0", "core/l0", True), ("EV", "core/explained_variance", False))
+MATCH_COLUMNS = {match: col for match, col, _ in MATCHES}
 
 MATCHED_RULE = (
     r"\emph{Rule.} Each entry is ATM minus the other family (or ATM's control), both "
@@ -191,8 +192,11 @@ def matched_frame(comparisons: list[Matched]) -> pd.DataFrame:
     for c in comparisons:
         row = rows.setdefault((c.other, c.metric), {"other": c.other,
                                                     "metric": labels[c.metric]})
-        row[f"{c.match}_diff"] = c.diff.format()
-        row[f"{c.match}_verdict"] = c.verdict
+        if MATCH_COLUMNS.get(c.match) == c.metric:  # equal by construction
+            row[f"{c.match}_diff"], row[f"{c.match}_verdict"] = "(matched)", ""
+        else:
+            row[f"{c.match}_diff"] = c.diff.format()
+            row[f"{c.match}_verdict"] = c.verdict
     return pd.DataFrame(list(rows.values()))
 
 

@@ -1,7 +1,10 @@
 """Figures the notebooks show (and notebook 05 saves): data in, matplotlib figure out.
 
 Result figures take ``report.results.per_sae``'s table (metric-id columns);
-axis labels are attached here, when drawing.
+axis labels are attached here, when drawing. Every figure is drawn in the one
+style of ``report.style`` (a fixed colour, marker and label per SAE family, page
+widths, plain log ticks). Where seeds exist, points are the mean over seeds with
+a 95% bootstrap interval as error bars.
 """
 
 from __future__ import annotations
@@ -16,81 +19,103 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 
 from atm_repro.intervals import mean_interval
+from atm_repro.report import style
 from atm_repro.report.provenance import write_generated
 
 
+def _seedless(label: str) -> str:
+    """``atm-s0`` -> ``atm`` (a training-log label to its spec name)."""
+    head, _, seed = label.rpartition("-s")
+    return head if head and seed.isdigit() else label
+
+
+@style.styled
 def plot_training_curves(logs: pd.DataFrame, title: str = ""):
-    """Reconstruction loss, L0 and dead fraction against training tokens, one line per SAE."""
-    panels = [("mse", "reconstruction loss (scaled units)", "log"), ("l0", "L0", "log"),
+    """Reconstruction loss, L0 and dead fraction against training tokens, one line
+    per SAE (family colour; seeds share it)."""
+    panels = [("mse", "reconstruction loss (scaled)", "log"), ("l0", "L0", "log"),
               ("dead_frac", "dead fraction", "linear")]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = style.figure(1, 3, height=2.4)
     for ax, (col, label, scale) in zip(axes, panels):
+        seen = set()
         for sae, frame in logs.groupby("sae", sort=False):
-            ax.plot(frame["tokens"], frame[col], label=sae, lw=1.2)
+            fam = style.family(_seedless(sae))
+            ax.plot(frame["tokens"], frame[col], color=fam.color, lw=1.0, alpha=0.8,
+                    label=None if fam.label in seen else fam.label)
+            seen.add(fam.label)
         ax.set_xlabel("training tokens")
         ax.set_ylabel(label)
-        ax.set_yscale(scale)
-    axes[-1].legend(fontsize=7, frameon=False)
+        if scale == "log":
+            style.log_axis(ax, "y")
+    style.legend(axes[-1])
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@style.styled
 def plot_ablation_training(table: pd.DataFrame, title: str = ""):
     """L0, explained variance and dead fraction against each ablated factor (mean
     over seeds ± 95% bootstrap interval; ``summaries.ablation_table`` in)."""
     params = sorted(table["param"].unique())
     metrics = ["L0", "explained var.", "dead frac."]
-    fig, axes = plt.subplots(len(metrics), len(params), figsize=(3.2 * len(params), 6.6),
+    fig, axes = style.figure(len(metrics), len(params), height=1.6 * len(metrics),
                              squeeze=False)
     for j, param in enumerate(params):
         frame = table[table["param"] == param]
+        base = frame["base"].iloc[0]
         for i, metric in enumerate(metrics):
             ax = axes[i][j]
-            _draw_factor(ax, _factor_points(frame, metric),
+            _draw_factor(ax, _factor_points(frame, metric), color=style.family(base).color,
                          log_x=param in ("k", "l1_coefficient", "l0_coefficient"))
-            ax.set_xlabel(f"{frame['base'].iloc[0]}: {param}")
+            ax.set_xlabel(f"{style.label(base)}: {style.param_label(param)}")
             ax.set_ylabel(metric)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@style.styled
 def plot_cross_layer_training(table: pd.DataFrame, title: str = ""):
     """L0 and explained variance of each SAE across layers."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = style.figure(1, 2, height=2.4)
     for ax, metric in zip(axes, ["L0", "explained var."]):
         for sae, frame in table.groupby("sae", sort=True):
+            fam = style.family(sae)
             frame = frame.sort_values("layer")
-            ax.plot(frame["layer"], frame[metric], marker="o", label=sae)
+            ax.plot(frame["layer"], frame[metric], marker=fam.marker, color=fam.color,
+                    label=fam.label)
         ax.set_xlabel("layer")
         ax.set_ylabel(metric)
-    axes[0].set_yscale("log")
-    axes[-1].legend(fontsize=7, frameon=False)
+    style.log_axis(axes[0], "y")
+    style.legend(axes[-1])
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@style.styled
 def plot_toy_benchmark(df: pd.DataFrame, title: str = ""):
     """Planted-absorption toy (``toybench.run_toy_benchmark``): absorption against
     L0, one colour per SAE; exact (ground truth) solid, the first-letter
     pipeline's full-absorption rate on the same tokens dashed."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, (sae, frame) in enumerate(df.groupby("sae", sort=False)):
+    fig, ax = style.figure(height=2.8, width=4.8)
+    for sae, frame in df.groupby("sae", sort=False):
+        fam = style.family(sae)
         frame = frame.sort_values("l0")
-        ax.plot(frame["l0"], frame["mean_absorption"], color=f"C{i}", marker="o", lw=1.4,
-                label=sae)
-        ax.plot(frame["l0"], frame["mean_probe_full_absorption"], color=f"C{i}", marker="x",
-                lw=1.2, ls="--")
-    ax.set_xscale("log")
+        ax.plot(frame["l0"], frame["mean_absorption"], color=fam.color, marker=fam.marker,
+                lw=1.2, label=fam.label)
+        ax.plot(frame["l0"], frame["mean_probe_full_absorption"], color=fam.color,
+                marker=fam.marker, markerfacecolor="none", lw=0.9, ls="--")
+    style.log_axis(ax, "x")
     ax.set_xlabel("L0 (held-out toy tokens)")
     ax.set_ylabel("absorption (mean over parents)")
     ax.set_ylim(-0.02, 1.02)
     styles = [Line2D([], [], color="0.3", ls="-", marker="o", label="exact"),
-              Line2D([], [], color="0.3", ls="--", marker="x", label="probe pipeline")]
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + styles, fontsize=7, frameon=False,
-              loc="upper right")
+              Line2D([], [], color="0.3", ls="--", marker="o", markerfacecolor="none",
+                     label="probe pipeline")]
+    style.legend(ax, handles=ax.get_legend_handles_labels()[0] + styles,
+                 loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -105,7 +130,7 @@ def mark_not_measured(ax, label: str) -> None:
     if not any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any()
                for line in ax.get_lines()):
         ax.text(0.5, 0.5, "n/a: absorption not\nmeaningful here\n(metric health)",
-                transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
+                transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.4")
         ax.set_ylabel(label)
 
 
@@ -114,52 +139,77 @@ def _per_name(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return frame.groupby("name", sort=False)[cols].mean()
 
 
-def plot_pareto(table: pd.DataFrame, layer: int, title: str = ""):
-    """Matched-sparsity view at the main layer: absorption (fraction and full rate)
-    and explained variance against L0. Each family's main-set point and its sparsity
-    sweep form a curve; each point is the mean over its seeds with a 95% bootstrap
-    interval as error bars (L0 too). Where absorption is not meaningful (metric
-    health) its raw values are drawn dashed with hollow markers, and the panel says so."""
+def _value_column(frame: pd.DataFrame, col: str) -> tuple[str | None, bool]:
+    """The column to draw for metric ``col``: itself where measured, else (for
+    absorption) its raw value, flagged as not meaningful; None if neither exists."""
+    if col in frame and frame[col].notna().any():
+        return col, False
+    raw = "absorption/raw/" + col.split("/", 1)[1]
+    if col.startswith("absorption/") and raw in frame and frame[raw].notna().any():
+        return raw, True
+    return None, False
+
+
+def _errorbar(ax, pts: list, fam: style.FamilyStyle, raw: bool, label: str | None) -> None:
+    """(x interval, y interval) points as one line with error bars both ways;
+    raw (not meaningful) values dashed with hollow markers."""
+    pts = sorted((p for p in pts if np.isfinite(p[0].estimate)), key=lambda p: p[0].estimate)
+    if not pts:
+        return
+    ax.errorbar([p[0].estimate for p in pts], [p[1].estimate for p in pts],
+                xerr=_err([p[0] for p in pts]), yerr=_err([p[1] for p in pts]),
+                marker=fam.marker, color=fam.color, label=label, lw=1.0, elinewidth=0.7,
+                linestyle="--" if raw else "-", markerfacecolor="none" if raw else fam.color)
+
+
+def _raw_note(ax) -> None:
+    ax.text(0.02, 0.98, "dashed, hollow: raw values,\nnot meaningful (metric health)",
+            transform=ax.transAxes, ha="left", va="top", fontsize=6.5, color="0.4")
+
+
+PARETO_PANELS = [("absorption/mean_full_absorption", "full absorption rate"),
+                 ("absorption/mean_absorption_fraction", "absorption fraction"),
+                 ("core/explained_variance", "explained variance")]
+SWEEP_PARAMS = {"k", "l1_coefficient", "l0_coefficient"}
+
+
+@style.styled
+def plot_pareto(table: pd.DataFrame, layer: int, title: str = "",
+                x: str = "core/l0", x_label: str = "L0 (held-out tokens)"):
+    """Matched view at the main layer: absorption (full rate and fraction) and
+    explained variance against ``x`` (L0, or explained variance for the
+    reconstruction-matched view, whose third panel is then L0). Each family's
+    main-set point and its sparsity sweep form a curve; each point is the mean
+    over its seeds with a 95% bootstrap interval both ways. Where absorption is
+    not meaningful (metric health) its raw values are drawn dashed and hollow."""
     at = table[(table["layer"] == layer) & (table["group"].isin(["main", "ablation"]))]
-    sweep_params = {"k", "l1_coefficient", "l0_coefficient"}
-    at = at[(at["group"] == "main") | at["param"].isin(sweep_params)]
-    panels = [("absorption/mean_absorption_fraction", "absorption fraction"),
-              ("absorption/mean_full_absorption", "full absorption rate"),
-              ("core/explained_variance", "explained variance")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    at = at[(at["group"] == "main") | at["param"].isin(SWEEP_PARAMS)]
+    panels = [p if p[0] != x else ("core/l0", "L0") for p in PARETO_PANELS]
+    fig, axes = style.figure(1, len(panels), height=2.5)
     raw_used = [False] * len(panels)
-    for i, (base, frame) in enumerate(at.groupby("base", sort=True)):
+    for base, frame in at.groupby("base", sort=False):
+        fam = style.family(base)
         for j, (ax, (col, label)) in enumerate(zip(axes, panels)):
-            raw = "absorption/raw/" + col.split("/", 1)[1]
-            measured = col in frame and frame[col].notna().any()
-            use_raw = (col.startswith("absorption/") and not measured and raw in frame
-                       and frame[raw].notna().any())
-            ycol = raw if use_raw else col
-            if ycol not in frame:
+            ycol, raw = _value_column(frame, col)
+            if ycol is None:
                 continue
-            raw_used[j] |= use_raw
-            pts = [(mean_interval(g["core/l0"]), mean_interval(g[ycol]))
+            raw_used[j] |= raw
+            pts = [(mean_interval(g[x]), mean_interval(g[ycol]))
                    for _, g in frame.groupby("name", sort=False)]
-            pts = sorted((p for p in pts if np.isfinite(p[0].estimate)),
-                         key=lambda p: p[0].estimate)
-            x = np.array([p[0].estimate for p in pts])
-            y = np.array([p[1].estimate for p in pts])
-            xerr = _err([p[0] for p in pts])
-            yerr = _err([p[1] for p in pts])
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", color=f"C{i}", label=base,
-                        linestyle="--" if use_raw else "-", capsize=2,
-                        markerfacecolor="none" if use_raw else f"C{i}")
+            _errorbar(ax, pts, fam, raw, fam.label if j == 0 else None)
             ax.set_ylabel(label)
-    for ax, (_, label), used in zip(axes, panels, raw_used):
+    for ax, (col, label), used in zip(axes, panels, raw_used):
         if used:
-            ax.text(0.02, 0.98, "raw values: not meaningful\n(metric health)",
-                    transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.4")
+            _raw_note(ax)
         mark_not_measured(ax, label)
-        ax.set_xscale("log")
-        ax.set_xlabel("L0 (held-out tokens)")
-    axes[-1].legend(fontsize=7, frameon=False)
+        if x == "core/l0":
+            style.log_axis(ax, "x")
+        if col == "core/l0":
+            style.log_axis(ax, "y")
+        ax.set_xlabel(x_label)
+    style.legend(fig, loc="lower center", ncol=5, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
 
 
@@ -170,10 +220,11 @@ def _err(intervals) -> np.ndarray:
     return np.nan_to_num(np.stack([lo, hi]).reshape(2, -1), nan=0.0)
 
 
+@style.styled
 def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
     """Full-absorption rate per first letter (columns) and SAE (rows), mean over seeds."""
     if letters.empty:  # e.g. a random model: no letter's probe passes the F1 cut
-        fig, ax = plt.subplots(figsize=(6, 2))
+        fig, ax = style.figure(height=1.2)
         ax.text(0.5, 0.5, "no letter passed the ground-truth probe's F1 threshold",
                 ha="center", va="center")
         ax.set_axis_off()
@@ -181,68 +232,80 @@ def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
         return fig
     grid = letters.pivot_table(index="name", columns="letter", values="full_absorption_rate",
                                aggfunc="mean", sort=False)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * grid.shape[1] + 2), 0.45 * len(grid) + 1.4))
+    grid.index = [style.label(n) for n in grid.index]
+    fig, ax = style.figure(height=0.22 * len(grid) + 1.1)
     sns.heatmap(grid, ax=ax, cmap="rocket_r", vmin=0, vmax=max(0.05, float(grid.max().max())),
-                cbar_kws={"label": "full absorption rate"}, linewidths=0.3)
+                cbar_kws={"label": "full absorption rate", "pad": 0.02}, linewidths=0.3)
     ax.set_xlabel("first letter (letters whose probe F1 passed)")
     ax.set_ylabel("")
+    ax.tick_params(axis="x", rotation=0)
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
+@style.styled
 def plot_probing_by_k(table: pd.DataFrame, title: str = ""):
     """Mean sparse-probing accuracy over datasets at k = 1, 2, 5 and all latents,
-    per main SAE, beside the model-residual baseline (dashed)."""
+    per main SAE (mean over seeds), beside the model-residual baseline (dashed)."""
     main = table[table["group"] == "main"]
     ks = [c.removeprefix("probing/mean_") for c in main.columns
           if (c.startswith("probing/mean_top") or c == "probing/mean_all")
           and not c.endswith("_se")]
     cols = [f"probing/mean_{k}" for k in ks]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, (name, row) in enumerate(_per_name(main, cols).iterrows()):
-        ax.plot(ks, row.values, marker="o", color=f"C{i}", label=name)
+    fig, ax = style.figure(height=2.6, width=4.8)
+    for name, row in _per_name(main, cols).iterrows():
+        fam = style.family(name)
+        ax.plot(ks, row.values, marker=fam.marker, color=fam.color, label=fam.label, lw=1.0)
     base = main[[f"probing/baseline/mean_{k}" for k in ks]].mean()
-    ax.plot(ks, base.values, ls="--", color="k", marker="s", label="model residual")
+    ax.plot(ks, base.values, ls="--", color="k", marker="s", markerfacecolor="none",
+            label="model residual")
     ax.set_xlabel("latents (or residual dimensions) used")
     ax.set_ylabel("test accuracy (mean over datasets)")
-    ax.legend(fontsize=7, frameon=False)
+    style.legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
+@style.styled
 def plot_density(hists: dict[str, dict], title: str = ""):
     """Latent firing-density histograms (log10), one line per SAE; dead in the legend."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, (name, h) in enumerate(hists.items()):
+    fig, ax = style.figure(height=2.6, width=5.2)
+    for name, h in hists.items():
+        fam = style.family(name)
         edges = h["log10_edges"]
         centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-        ax.plot(centers, h["counts"], color=f"C{i}",
-                label=f"{name} (dead {h['n_dead'] / h['n_latents']:.0%})")
-    ax.set_xlabel("log10 firing density")
+        ax.plot(centers, h["counts"], color=fam.color, lw=1.0,
+                label=f"{fam.label} (dead {h['n_dead'] / h['n_latents']:.0%})")
+    ax.set_xlabel("log10 firing density (fraction of tokens)")
     ax.set_ylabel("latents")
-    ax.legend(fontsize=7, frameon=False)
+    style.legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
+STABILITY_COLUMNS = {"stability/max_cos_mean": "best-match cosine",
+                     "stability/assignment_mean": "one-to-one cosine",
+                     "stability/max_cos_frac_above_0.9": "matched > 0.9"}
+
+
+@style.styled
 def plot_stability(table: pd.DataFrame, title: str = ""):
     """Seed stability per main SAE: mean best-match cosine, one-to-one mean, and
-    the fraction of latents matched above 0.9."""
-    cols = {"stability/max_cos_mean": "best-match cosine",
-            "stability/assignment_mean": "one-to-one cosine",
-            "stability/max_cos_frac_above_0.9": "matched > 0.9"}
+    the fraction of latents matched above 0.9 (mean over seed pairs)."""
     main = table[table["group"] == "main"]
-    present = [c for c in cols if c in main]
-    frame = _per_name(main, present).rename(columns=cols)
-    ax = frame.plot.bar(figsize=(7, 3.4), rot=30, ylim=(0, 1))
-    ax.set_ylabel("across two seeds")
-    ax.legend(fontsize=7, frameon=False)
+    present = [c for c in STABILITY_COLUMNS if c in main]
+    frame = _per_name(main, present).rename(columns=STABILITY_COLUMNS)
+    frame.index = [style.label(n) for n in frame.index]
+    fig, ax = style.figure(height=2.4)
+    frame.plot.bar(ax=ax, rot=30, ylim=(0, 1), color=["0.2", "0.55", "0.8"], width=0.75)
+    ax.set_ylabel("across seed pairs")
+    style.legend(ax, ncol=3, loc="upper right")
     ax.set_title(title)
-    ax.figure.tight_layout()
-    return ax.figure
+    fig.tight_layout()
+    return fig
 
 
 EVAL_PANELS = [("absorption/mean_absorption_fraction", "absorption fraction"),
@@ -258,71 +321,146 @@ def _factor_points(runs: pd.DataFrame, col: str) -> list:
     return [(key[1], mean_interval(g[col])) for key, g in groups]
 
 
-def _draw_factor(ax, points: list, default=None, log_x: bool = False) -> None:
+def _draw_factor(ax, points: list, default=None, log_x: bool = False, color: str = "k",
+                 raw: bool = False) -> None:
     """Mean ± interval against the factor's values; choices on a categorical axis.
     The profile's own value (when given) is marked."""
     values = [v for v, _ in points]
     numeric = all(not isinstance(v, str) for v in values)
     x = np.array(values, dtype=float) if numeric else np.arange(len(values))
     ivs = [iv for _, iv in points]
-    ax.errorbar(x, [iv.estimate for iv in ivs], yerr=_err(ivs), marker="o", capsize=2)
+    ax.errorbar(x, [iv.estimate for iv in ivs], yerr=_err(ivs), marker="o", color=color,
+                lw=1.0, elinewidth=0.7, linestyle="--" if raw else "-",
+                markerfacecolor="none" if raw else color)
     if numeric:
         if default is not None:
             ax.axvline(float(default), color="0.7", lw=0.8, ls=":")
         if log_x:
-            ax.set_xscale("log")
+            style.log_axis(ax, "x")
     else:
-        ax.set_xticks(x, [f"{v}{' (default)' if v == default else ''}" for v in values])
+        ax.set_xticks(x, [f"{v}{'*' if v == default else ''}" for v in values])
         ax.set_xlim(-0.5, len(values) - 0.5)
 
 
+@style.styled
 def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict,
                         layer: int, title: str = ""):
     """Each evaluated metric against each ablated factor of ``base``: mean over seeds
     with a 95% bootstrap interval; the main-set runs (at the factor's seeds) are the
-    point at the profile's own value ``defaults[factor]``."""
+    point at the profile's own value ``defaults[factor]`` (dotted line, or * for a
+    choice). Raw absorption (not meaningful) is dashed and hollow."""
     at = table[table["layer"] == layer]
     main = at[(at["group"] == "main") & (at["name"] == base)]
-    fig, axes = plt.subplots(len(EVAL_PANELS), len(defaults), squeeze=False,
-                             figsize=(3.2 * len(defaults), 2.3 * len(EVAL_PANELS)))
+    color = style.family(base).color
+    fig, axes = style.figure(len(EVAL_PANELS), len(defaults), squeeze=False,
+                             height=1.45 * len(EVAL_PANELS) + 0.4, sharey="row")
     for j, (factor, default) in enumerate(defaults.items()):
         points = at[(at["base"] == base) & (at["param"] == factor)]
         seeds = set(points["seed"])
         runs = pd.concat([points, main[main["seed"].isin(seeds)].assign(value=default)])
         for i, (col, label) in enumerate(EVAL_PANELS):
             ax = axes[i][j]
-            if col in runs:
-                _draw_factor(ax, _factor_points(runs, col), default)
-            ax.set_xlabel(f"{base}: {factor}")
-            ax.set_ylabel(label)
-            mark_not_measured(ax, label)
+            ycol, raw = _value_column(runs, col)
+            if ycol is not None:
+                _draw_factor(ax, _factor_points(runs, ycol), default, color=color, raw=raw)
+            if i == len(EVAL_PANELS) - 1:
+                ax.set_xlabel(style.param_label(factor))
+            if j == 0:
+                ax.set_ylabel(label)
+            mark_not_measured(ax, label if j == 0 else "")
             if col == "core/l0":
-                ax.set_yscale("log")
+                style.log_axis(ax, "y")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@style.styled
 def plot_cross_layer(table: pd.DataFrame, title: str = ""):
-    """Each evaluated metric across layers, one line per SAE (first seed)."""
+    """Each evaluated metric across layers, one line per SAE (first seed); raw
+    absorption (not meaningful) dashed and hollow."""
     frame = table[table["group"].isin(["main", "cross_layer"])]
     frame = frame[frame["seed"] == frame["seed"].min()]
-    fig, axes = plt.subplots(1, len(EVAL_PANELS), figsize=(3.4 * len(EVAL_PANELS), 3.4))
-    for i, (name, runs) in enumerate(frame.groupby("name", sort=True)):
+    fig, axes = style.figure(1, len(EVAL_PANELS), height=2.4)
+    raw_used = [False] * len(EVAL_PANELS)
+    for name, runs in frame.groupby("name", sort=False):
         runs = runs.sort_values("layer")
         if runs["layer"].nunique() < 2:
             continue
-        for ax, (col, label) in zip(axes, EVAL_PANELS):
-            if col in runs:
-                ax.plot(runs["layer"], runs[col], marker="o", color=f"C{i}", label=name)
-                ax.set_ylabel(label)
-    for ax, (_, label) in zip(axes, EVAL_PANELS):
+        fam = style.family(name)
+        for j, (ax, (col, label)) in enumerate(zip(axes, EVAL_PANELS)):
+            ycol, raw = _value_column(runs, col)
+            if ycol is None:
+                continue
+            raw_used[j] |= raw
+            ax.plot(runs["layer"], runs[ycol], marker=fam.marker, color=fam.color, lw=1.0,
+                    label=fam.label if j == 0 else None, linestyle="--" if raw else "-",
+                    markerfacecolor="none" if raw else fam.color)
+            ax.set_ylabel(label)
+    for ax, (_, label), used in zip(axes, EVAL_PANELS, raw_used):
+        if used:
+            _raw_note(ax)
         mark_not_measured(ax, label)
         ax.set_xlabel("layer")
-    axes[-1].set_yscale("log")
-    axes[-1].legend(fontsize=7, frameon=False)
+    style.log_axis(axes[-1], "y")
+    style.legend(fig, loc="lower center", ncol=6, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+CONVERGENCE_PANELS = [("core/explained_variance", "explained variance"),
+                      ("absorption/mean_full_absorption", "full absorption rate"),
+                      ("absorption/mean_absorption_fraction", "absorption fraction"),
+                      ("absorption/max_k1_f1", "best letter latent F1")]
+
+
+@style.styled
+def plot_convergence(table: pd.DataFrame, width: int, layer: int,
+                     letter_latent_f1: float | None = None, title: str = ""):
+    """The scale study: each metric against the number of latents (top row) and
+    against the training tokens as a multiple of the canonical budget (bottom row),
+    one line per family. The canonical point (``width`` latents, 1x) is the main
+    set's, mean over its seeds with a 95% interval; the other points have the
+    scale study's seeds. The F1 panel marks the letter-latent threshold of the
+    metric's health (``letter_latent_f1``) and draws the mean over letters dotted."""
+    at = table[table["layer"] == layer]
+    scale = at[at["group"] == "scale"]
+    fig, axes = style.figure(2, len(CONVERGENCE_PANELS), height=3.9, squeeze=False)
+    raw_used = np.zeros((2, len(CONVERGENCE_PANELS)), dtype=bool)
+    for base in scale["base"].unique():
+        fam = style.family(base)
+        main = at[(at["group"] == "main") & (at["name"] == base)]
+        for i, (param, canonical) in enumerate((("width", width), ("tokens", 1.0))):
+            runs = pd.concat([scale[(scale["base"] == base) & (scale["param"] == param)],
+                              main.assign(value=canonical)])
+            for j, (col, label) in enumerate(CONVERGENCE_PANELS):
+                ax = axes[i][j]
+                ycol, raw = _value_column(runs, col)
+                if ycol is None:
+                    continue
+                raw_used[i][j] |= raw
+                pts = [(mean_interval(pd.Series([float(v)] * len(g))), mean_interval(g[ycol]))
+                       for v, g in runs.groupby("value", sort=True)]
+                _errorbar(ax, pts, fam, raw, fam.label if (i, j) == (0, 0) else None)
+                if col == "absorption/max_k1_f1" and "absorption/mean_k1_f1" in runs:
+                    means = runs.groupby("value", sort=True)["absorption/mean_k1_f1"].mean()
+                    ax.plot(means.index.astype(float), means.values, ls=":", lw=0.9,
+                            color=fam.color)
+                ax.set_ylabel(label)
+    for i, xlabel in enumerate(("latents", "training tokens (x canonical)")):
+        for j, (col, label) in enumerate(CONVERGENCE_PANELS):
+            ax = axes[i][j]
+            if raw_used[i][j]:
+                _raw_note(ax)
+            mark_not_measured(ax, label)
+            style.log_axis(ax, "x")
+            ax.set_xlabel(xlabel)
+            if col == "absorption/max_k1_f1" and letter_latent_f1 is not None:
+                ax.axhline(letter_latent_f1, color="0.6", lw=0.8, ls="--")
+    style.legend(fig, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

@@ -21,7 +21,7 @@ FIGURES_DIR = REPO_ROOT / "figures"
 TABLES_DIR = REPO_ROOT / "paper" / "tables"
 # Outputs of a run: they do not make the tree "dirty" for the stamp, so that
 # rewriting them does not change the next run's stamp (and bytes).
-GENERATED_PATHS = ("figures", "paper/tables", "paper/main.pdf")
+GENERATED_PATHS = ("figures", "paper/tables", "paper/main.pdf", "notebooks/executed")
 
 
 class OutputGuardError(RuntimeError):

