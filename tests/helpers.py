@@ -82,6 +82,7 @@ TIDY_METRICS = {
     "absorption/mean_k1_f1": 0.4, "absorption/n_letter_latents": 5.0,
     "absorption/wrong_letter_fire_rate": 0.05, "absorption/meaningful": 1.0,
     "probing/mean_top1": 0.6, "probing/gender/top1": 0.7, "probing/sentiment/top1": 0.65,
+    "probing/baseline/mean_top1": 0.55, "probing/mean_top1_se": 0.011,
     "stability/max_cos_mean": 0.5,
 }
 

@@ -342,6 +342,11 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
                 "meaningful); letters kept and main-latent $F_1$ are the metric's health.")
 
 
+# verdicts of the matched table, short enough for one cell beside the difference
+SHORT_VERDICT = {"ATM better": "better", "ATM worse": "worse", "no difference": "no diff.",
+                 "not meaningful": "n.m.", "no interval (1 seed)": "1 seed", "n/a": "", "": ""}
+
+
 def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.DataFrame,
              stamp: Stamp) -> str:
     goal = targets(cfg, table)
@@ -349,16 +354,24 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
     frame["other"] = frame["other"].map(style.label)
     cols = {"other": "against", "metric": "metric"}
     for match in ("L0", "EV", "main"):
-        cols |= {f"{match}_diff": r"difference [95\% CI]", f"{match}_verdict": "verdict"}
-    frame = frame.reindex(columns=list(cols))
-    l0, ev = (format_cell(goal[m], f) for m, f in (("L0", ".0f"), ("EV", ".3f")))
+        cells = []
+        for diff, verdict in zip(frame.get(f"{match}_diff", pd.Series([None] * len(frame))),
+                                 frame.get(f"{match}_verdict", pd.Series([""] * len(frame)))):
+            short = SHORT_VERDICT.get(verdict if isinstance(verdict, str) else "", verdict)
+            cells.append("n/a" if not isinstance(diff, str) else
+                         f"{diff} {short}".strip() if diff != "n/a" else "n/a")
+        frame[match] = cells
+        cols[match] = {"L0": f"at $L_0 = {format_cell(goal['L0'], '.0f')}$",
+                       "EV": f"at expl.\\ var.\\ {format_cell(goal['EV'], '.3f')}",
+                       "main": "at own settings"}[match]
     return booktabs_table(
-        frame, cols, stamp=stamp, label="tab:matched", align="llrlrlrl",
-        groups=[("", 2), (f"at $L_0 = {l0}$", 2), (f"at explained variance {ev}", 2),
-                ("at the profile's settings", 2)],
+        frame, cols, stamp=stamp, label="tab:matched", align="llrrr",
         caption="ATM minus each other family and minus ATM's controls (random mask at ATM's "
-                "rate; no mask), at TopK's operating point: its main set's $L_0$ and "
-                "explained variance, each family read off its sparsity curve.",
+                "rate; no mask), at TopK's operating point (its main set's $L_0$ and "
+                "explained variance), each family read off its sparsity curve, and at each "
+                "one's own settings: difference [95\\% CI] and verdict (better / worse: "
+                "ATM's, the interval excludes 0; no diff.: it includes 0; n.m.: absorption "
+                "not meaningful, raw values shown; 1 seed: no interval).",
         notes=MATCHED_RULE)
 
 
@@ -373,7 +386,7 @@ def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
     for name, runs in main.groupby("name", sort=False):
         pairs = runs.sort_values("seed").iloc[0::2]  # a pair's numbers sit on both seeds
         pairs = pairs[pairs[present].notna().any(axis=1)] if present else pairs.iloc[:0]
-        rows.append({"name": name, "n_pairs": len(pairs),
+        rows.append({"name": style.label(name), "n_pairs": len(pairs),
                      **seed_interval_cells(pairs, present)})
     frame = pd.DataFrame(rows, columns=["name", "n_pairs", *present])
     return booktabs_table(
@@ -399,6 +412,7 @@ HEALTH_FMT = {"layer": "d", "absorption/n_letters_kept": ".1f",
 
 def _absorption_health(table: pd.DataFrame, stamp: Stamp) -> str:
     frame = absorption_health(table).reset_index()
+    frame["name"] = frame["name"].map(style.label)
     return booktabs_table(
         frame, {k: v for k, v in HEALTH_TEX.items() if k in frame.columns}, stamp=stamp,
         label="tab:absorption_health",
@@ -416,12 +430,12 @@ def _toy(toy: pd.DataFrame, stamp: Stamp) -> str:
             "mean_absorption": "absorption (exact)",
             "mean_probe_full_absorption": "absorption (probe pipeline)",
             "mean_absorption_alone": "control"}
-    toy = toy.sort_values(["sae", "l0"]).assign(run=[
-        f"{style.label(r.sae)}, {style.param_label(r.param)} {r.value:g}"
-        for r in toy.sort_values(["sae", "l0"]).itertuples()])
+    toy = toy.sort_values(["sae", "l0"])
+    toy = toy.assign(run=[prose(f"{style.label(r.sae)}, {style.param_label(r.param)} {r.value:g}")
+                          for r in toy.itertuples()])
     present = {k: v for k, v in cols.items() if k in toy}
     return booktabs_table(
-        toy, present, stamp=stamp, label="tab:toy",
+        toy, present, stamp=stamp, label="tab:toy", tex_columns=("run",),
         caption="Planted-absorption benchmark: every SAE across its sparsity sweep. Exact "
                 "absorption against the planted ground truth beside the first-letter "
                 "pipeline's full-absorption rate on the same tokens; the control is the "
@@ -546,9 +560,22 @@ def _health_numbers(table: pd.DataFrame) -> dict:
         out["health/letters_kept_max"] = int(health["absorption/n_letters_kept"].max())
     if "absorption/max_k1_f1" in health:
         out["health/best_k1_f1"] = health["absorption/max_k1_f1"].max()
+        main_layer = table.loc[table["group"] == "main", "layer"]
+        if len(main_layer) and int(main_layer.iloc[0]) in health.index.get_level_values(0):
+            out["health/main_best_k1_f1"] = (
+                health.loc[int(main_layer.iloc[0]), "absorption/max_k1_f1"].max())
     if "absorption/meaningful" in health:
         out["health/n_meaningful"] = int((health["absorption/meaningful"] > 0).sum())
         out["health/n_rows"] = len(health)
+    main = table[table["group"] == "main"]
+    if "absorption/wrong_letter_fire_rate" in main and len(main):
+        layer = int(main["layer"].iloc[0])
+        for name, rate in health.loc[layer, "absorption/wrong_letter_fire_rate"].items():
+            out[f"health/{name}/wrong_letter_fire_rate"] = rate
+    for col, key in (("probing/baseline/mean_top1", "probing/baseline_top1"),  # residual
+                     ("probing/mean_top1_se", "probing/mean_top1_se")):  # over tasks
+        if col in main:
+            out[key] = main[col].mean()
     return out
 
 

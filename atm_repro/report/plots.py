@@ -162,9 +162,22 @@ def _errorbar(ax, pts: list, fam: style.FamilyStyle, raw: bool, label: str | Non
                 linestyle="--" if raw else "-", markerfacecolor="none" if raw else fam.color)
 
 
-def _raw_note(ax) -> None:
-    ax.text(0.02, 0.98, "dashed, hollow: raw values,\nnot meaningful (metric health)",
-            transform=ax.transAxes, ha="left", va="top", fontsize=6.5, color="0.4")
+def _figure_legend(fig, raw: bool, ncol: int) -> None:
+    """One legend below the panels: the families drawn, plus the raw-value style
+    when some absorption panel shows raw (not meaningful) values."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, lbl in zip(*ax.get_legend_handles_labels()):
+            if lbl not in labels:
+                handles.append(h)
+                labels.append(lbl)
+    if raw:
+        handles.append(style.raw_handle())
+        labels.append(handles[-1].get_label())
+    if not handles:
+        return
+    style.legend(fig, handles=handles, labels=labels, loc="lower center", ncol=ncol,
+                 bbox_to_anchor=(0.5, 0.0))
 
 
 PARETO_PANELS = [("absorption/mean_full_absorption", "full absorption rate"),
@@ -198,18 +211,17 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = "",
                    for _, g in frame.groupby("name", sort=False)]
             _errorbar(ax, pts, fam, raw, fam.label if j == 0 else None)
             ax.set_ylabel(label)
-    for ax, (col, label), used in zip(axes, panels, raw_used):
-        if used:
-            _raw_note(ax)
-        mark_not_measured(ax, label)
+    for ax, (col, label) in zip(axes, panels):
+        if col.startswith("absorption/"):
+            mark_not_measured(ax, label)
         if x == "core/l0":
             style.log_axis(ax, "x")
         if col == "core/l0":
             style.log_axis(ax, "y")
         ax.set_xlabel(x_label)
-    style.legend(fig, loc="lower center", ncol=5, bbox_to_anchor=(0.5, 0.0))
+    _figure_legend(fig, any(raw_used), ncol=4)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     return fig
 
 
@@ -249,9 +261,10 @@ def plot_probing_by_k(table: pd.DataFrame, title: str = ""):
     """Mean sparse-probing accuracy over datasets at k = 1, 2, 5 and all latents,
     per main SAE (mean over seeds), beside the model-residual baseline (dashed)."""
     main = table[table["group"] == "main"]
-    ks = [c.removeprefix("probing/mean_") for c in main.columns
-          if (c.startswith("probing/mean_top") or c == "probing/mean_all")
-          and not c.endswith("_se")]
+    ks = sorted((c.removeprefix("probing/mean_") for c in main.columns
+                 if (c.startswith("probing/mean_top") or c == "probing/mean_all")
+                 and not c.endswith("_se")),
+                key=lambda k: (k == "all", int(k[3:]) if k != "all" else 0))
     cols = [f"probing/mean_{k}" for k in ks]
     fig, ax = style.figure(height=2.6, width=4.8)
     for name, row in _per_name(main, cols).iterrows():
@@ -338,7 +351,8 @@ def _draw_factor(ax, points: list, default=None, log_x: bool = False, color: str
         if log_x:
             style.log_axis(ax, "x")
     else:
-        ax.set_xticks(x, [f"{v}{'*' if v == default else ''}" for v in values])
+        ax.set_xticks(x, [f"{str(v).replace('_', ' ')}{'*' if v == default else ''}"
+                          for v in values])
         ax.set_xlim(-0.5, len(values) - 0.5)
 
 
@@ -397,15 +411,14 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
                     label=fam.label if j == 0 else None, linestyle="--" if raw else "-",
                     markerfacecolor="none" if raw else fam.color)
             ax.set_ylabel(label)
-    for ax, (_, label), used in zip(axes, EVAL_PANELS, raw_used):
-        if used:
-            _raw_note(ax)
-        mark_not_measured(ax, label)
+    for ax, (col, label) in zip(axes, EVAL_PANELS):
+        if col.startswith("absorption/"):
+            mark_not_measured(ax, label)
         ax.set_xlabel("layer")
     style.log_axis(axes[-1], "y")
-    style.legend(fig, loc="lower center", ncol=6, bbox_to_anchor=(0.5, 0.0))
+    _figure_legend(fig, any(raw_used), ncol=4)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
 
 
@@ -448,19 +461,20 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
                     ax.plot(means.index.astype(float), means.values, ls=":", lw=0.9,
                             color=fam.color)
                 ax.set_ylabel(label)
-    for i, xlabel in enumerate(("latents", "training tokens (x canonical)")):
+    ticks = (sorted({*scale.loc[scale["param"] == "width", "value"], width}),
+             sorted({*scale.loc[scale["param"] == "tokens", "value"], 1.0}))
+    for i, xlabel in enumerate(("latents", "tokens (x canonical)")):
         for j, (col, label) in enumerate(CONVERGENCE_PANELS):
             ax = axes[i][j]
-            if raw_used[i][j]:
-                _raw_note(ax)
-            mark_not_measured(ax, label)
-            style.log_axis(ax, "x")
+            if col.startswith("absorption/mean"):
+                mark_not_measured(ax, label)
+            style.log_axis(ax, "x", ticks=[float(t) for t in ticks[i]])
             ax.set_xlabel(xlabel)
             if col == "absorption/max_k1_f1" and letter_latent_f1 is not None:
                 ax.axhline(letter_latent_f1, color="0.6", lw=0.8, ls="--")
-    style.legend(fig, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
+    _figure_legend(fig, bool(raw_used.any()), ncol=3)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 

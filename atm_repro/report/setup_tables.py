@@ -57,7 +57,7 @@ def deviations_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str
         ("learning rate (ATM)", "3e-4", ORIGINAL_SETUP,
          f"{t.saes['atm'].lr or t.lr:g}" if atm else "n/a"),
         ("compared SAEs", "standard, TopK, JumpReLU", ORIGINAL_RESULTS,
-         escape_latex(", ".join(label(n) for n in t.saes))),
+         escape_latex("; ".join(label(n) for n in t.saes))),
         ("seeds per SAE", NOT_GIVEN, "", " or ".join(map(str, seeds))),
         ("absorption eval", "first-letter task (SAEBench)", ORIGINAL_RESULTS,
          f"SAEBench 0.6.0's procedure, {absorption.n_words:,}-word sample"),
@@ -68,6 +68,9 @@ def deviations_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str
          "sparsity sweeps, matched $L_0$ and explained variance"),
     ]
     frame = pd.DataFrame(rows, columns=["item", "original", "source", "ours"])
+    for col, width in (("original", 0.24), ("ours", 0.4)):
+        frame[col] = frame[col].map(lambda v, w=width: f"\\parbox[t]{{{w}\\linewidth}}"
+                                                       f"{{\\raggedright {v}}}")
     return booktabs_table(
         frame, {"item": "", "original": "original", "source": "source", "ours": "ours"},
         stamp=stamp, label="tab:deviations", tex_columns=("item", "original", "ours"),
@@ -82,11 +85,15 @@ SHARED_FIELDS = ("batch_size", "tokens", "lr", "lr_warmup_steps", "lr_decay_frac
 
 
 def _value(v) -> str:
+    """A setting as words: numbers short, lists bracketed, None as "none" and
+    underscores of choices as spaces (``unit_norm`` -> unit norm)."""
+    if v is None:
+        return "none"
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
-    return str(v)
+    return str(v).replace("_", " ")
 
 
 def hyperparameters_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str:

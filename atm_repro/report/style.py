@@ -9,10 +9,12 @@ deficiencies); ATM and its two controls share a hue family (blues).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 TEXT_WIDTH = 6.5  # inches: the paper's text width (letter paper, 1 in margins)
 MAX_WIDTH = 7.5  # no figure is wider than this (a test checks it)
@@ -82,13 +84,28 @@ def figure(nrows: int = 1, ncols: int = 1, height: float = 2.4, width: float = T
     return plt.subplots(nrows, ncols, figsize=(min(width, MAX_WIDTH), height), **kwargs)
 
 
-def log_axis(ax, axis: str = "x") -> None:
-    """A log axis whose ticks read 10, 20, 50, 100 ... rather than 10^1, 2x10^1."""
+def log_axis(ax, axis: str = "x", ticks=None) -> None:
+    """A log axis with plain tick labels (10, 100, 1000 rather than 10^1 ...); at
+    ``ticks`` when given (e.g. 1024 ... 8192 latents), else at the powers of ten
+    (and 3x, or 2x and 5x, on an axis that spans fewer decades). Call it after
+    drawing: the span decides."""
     getattr(ax, f"set_{axis}scale")("log")
     target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    if ticks is not None:
+        target.set_major_locator(FixedLocator(list(ticks)))
+    else:  # denser labels on a short axis, so that it has at least two
+        lo, hi = (ax.get_xlim() if axis == "x" else ax.get_ylim())
+        decades = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
+        subs = (1.0, 2.0, 5.0) if decades <= 1.2 else (1.0, 3.0) if decades <= 2.2 else (1.0,)
+        target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
+
+
+def raw_handle():
+    """A legend entry for the drawing of raw absorption values (not meaningful)."""
+    return Line2D([], [], color="0.45", ls="--", marker="o", markerfacecolor="none",
+                  label="raw absorption, not meaningful")
 
 
 def legend(ax_or_fig, **kwargs):
