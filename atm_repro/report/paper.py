@@ -326,7 +326,9 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
                 ["param", "value"], sort=True):
             points.append((param, f"{value:g}" + ("x" if param == "tokens" else ""), g))
         for param, value, g in points:
-            rows.append({"family": style.label(base), "param": param, "value": value,
+            rows.append({"family": style.label(base),
+                         "param": param if param == "canonical" else style.param_label(param),
+                         "value": value,
                          **{c: float(g[c].mean()) if c in g else None
                             for c in list(SCALE_TEX)[3:]}})
     frame = pd.DataFrame(rows, columns=list(SCALE_TEX))

@@ -81,7 +81,7 @@ def _no_worse(c: Matched | None) -> str:
 def main_diff(table: pd.DataFrame, other: str, metric: str) -> Interval:
     """ATM minus ``other`` in ``metric`` at each one's main-set settings (not
     matched), over seeds."""
-    main = table[(table["group"] == "main")]
+    main = table[table["group"] == "main"]
     if metric not in main:
         return NAN_INTERVAL
     return diff_interval(main.loc[main["name"] == "atm", metric],
@@ -99,6 +99,9 @@ def stability_diff(table: pd.DataFrame, other: str = "topk",
     return diff_interval(pairs["atm"], pairs[other])
 
 
+FACTOR_TEX = {"beta": r"$\beta$", "c": "$c$", "r": "$r$"}
+
+
 def factor_effect(table: pd.DataFrame, cfg: Profile, factor: str, metric: str) -> str:
     """``metric`` of ATM at the smallest and largest value of an ablated factor,
     with the number of seeds (evidence for the mechanism claim)."""
@@ -111,12 +114,13 @@ def factor_effect(table: pd.DataFrame, cfg: Profile, factor: str, metric: str) -
         return f"{factor}: n/a"
     by_value = numeric.groupby("value")[metric].agg(["mean", "count"])
     lo, hi = by_value.index.min(), by_value.index.max()
-    return (f"{factor} {lo:g}$\\to${hi:g}: {by_value.loc[lo, 'mean']:.3f}$\\to$"
+    name = FACTOR_TEX.get(factor, escape_latex(factor))
+    return (f"{name} {lo:g}$\\to${hi:g}: {by_value.loc[lo, 'mean']:.3f}$\\to$"
             f"{by_value.loc[hi, 'mean']:.3f} ({int(by_value['count'].min())} seed)")
 
 
 def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> list[Claim]:
-    """The four claims of the original, judged on our run."""
+    """The five claims of the original, judged on our run."""
     full, frac = "absorption/mean_full_absorption", "absorption/mean_absorption_fraction"
     ev, ce = "core/explained_variance", "core/ce_loss_score"
     abs_needed = [_find(comparisons, o, m) for o in ("topk", "jumprelu") for m in (full, frac)]
