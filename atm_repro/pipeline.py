@@ -39,6 +39,7 @@ from atm_repro.runs import notebooks_dir, read_stage_times, record_stage_time
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = NOTEBOOK_DIR / "executed"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 ENGINE = "atm-repro-progress"
 HEARTBEAT_S = 60.0
 HEADLINE = ["n_seeds", "core/l0", "core/explained_variance",
@@ -234,8 +235,8 @@ def _clean_text(text: str) -> str:
 
 def publish(executed: Path, target: Path) -> bool:
     """Write a reader's copy of an executed notebook to ``target``: outputs kept
-    (figures inline), stderr (progress bars, warnings) and execution timings
-    dropped, machine paths replaced. Returns whether ``target`` changed."""
+    (figures inline), stderr and progress widgets (bars, warnings) and execution
+    timings dropped, machine paths replaced. Returns whether ``target`` changed."""
     nb = nbformat.read(executed, as_version=4)
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
@@ -246,6 +247,8 @@ def publish(executed: Path, target: Path) -> bool:
         kept = []
         for out in cell.outputs:
             if out.output_type == "stream" and out.name == "stderr":
+                continue
+            if WIDGET in out.get("data", {}):  # progress-bar widgets: no state to show
                 continue
             if out.output_type == "stream":
                 out.text = _clean_text(out.text)
