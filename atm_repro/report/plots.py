@@ -422,6 +422,7 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
     return fig
 
 
+RAW_PREFIX = "absorption/raw/"
 CONVERGENCE_PANELS = [("core/explained_variance", "explained variance"),
                       ("absorption/mean_full_absorption", "full absorption rate"),
                       ("absorption/mean_absorption_fraction", "absorption fraction"),
@@ -436,7 +437,9 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
     one line per family. The canonical point (``width`` latents, 1x) is the main
     set's, mean over its seeds with a 95% interval; the other points have the
     scale study's seeds. The F1 panel marks the letter-latent threshold of the
-    metric's health (``letter_latent_f1``) and draws the mean over letters dotted."""
+    metric's health (``letter_latent_f1``) and draws the mean over letters dotted.
+    Absorption is drawn raw at every point (dashed), meaningful or not: which
+    points have a letter latent is what the F1 panel shows."""
     at = table[table["layer"] == layer]
     scale = at[at["group"] == "scale"]
     fig, axes = style.figure(2, len(CONVERGENCE_PANELS), height=3.9, squeeze=False)
@@ -450,6 +453,9 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
             for j, (col, label) in enumerate(CONVERGENCE_PANELS):
                 ax = axes[i][j]
                 ycol, raw = _value_column(runs, col)
+                raw_col = RAW_PREFIX + col.split("/", 1)[1]
+                if col.startswith("absorption/mean") and raw_col in runs:
+                    ycol, raw = raw_col, True  # every point; the F1 panel gives the health
                 if ycol is None:
                     continue
                 raw_used[i][j] |= raw
