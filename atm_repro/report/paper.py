@@ -507,6 +507,7 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
             numbers[f"main/{name}/{number_key(metric)}"] = value
     numbers.update(_spread_and_sweep_numbers(table))
     numbers.update(_health_numbers(table))
+    numbers.update(_probing_numbers(table))
     numbers.update(matched_numbers(comparisons, targets(cfg, table)))
     numbers.update(verdicts.claim_numbers(cfg, table, comparisons))
     heavy = {nb: t for nb, t in read_stage_times(cfg).items() if not nb.startswith("05")}
@@ -554,7 +555,8 @@ SCALE_NUMBERS = ("core/l0", "core/explained_variance", "absorption/raw/mean_full
 def _health_numbers(table: pd.DataFrame) -> dict:
     """For the text: the absorption metric's health over every main and cross-layer
     SAE (``summaries.absorption_health``): the range of letters kept, the best single
-    main-latent F1 anywhere, and how many SAE/layer rows are meaningful."""
+    main-latent F1 anywhere and at the main layer, and how many SAE/layer rows are
+    meaningful."""
     health = absorption_health(table)
     out = {}
     if "absorption/n_letters_kept" in health:
@@ -562,23 +564,22 @@ def _health_numbers(table: pd.DataFrame) -> dict:
         out["health/letters_kept_max"] = int(health["absorption/n_letters_kept"].max())
     if "absorption/max_k1_f1" in health:
         out["health/best_k1_f1"] = health["absorption/max_k1_f1"].max()
-        main_layer = table.loc[table["group"] == "main", "layer"]
-        if len(main_layer) and int(main_layer.iloc[0]) in health.index.get_level_values(0):
-            out["health/main_best_k1_f1"] = (
-                health.loc[int(main_layer.iloc[0]), "absorption/max_k1_f1"].max())
+        main_layers = set(table.loc[table["group"] == "main", "layer"])
+        for layer in main_layers & set(health.index.get_level_values(0)):
+            out["health/main_best_k1_f1"] = health.loc[layer, "absorption/max_k1_f1"].max()
     if "absorption/meaningful" in health:
         out["health/n_meaningful"] = int((health["absorption/meaningful"] > 0).sum())
         out["health/n_rows"] = len(health)
-    main = table[table["group"] == "main"]
-    if "absorption/wrong_letter_fire_rate" in main and len(main):
-        layer = int(main["layer"].iloc[0])
-        for name, rate in health.loc[layer, "absorption/wrong_letter_fire_rate"].items():
-            out[f"health/{name}/wrong_letter_fire_rate"] = rate
-    for col, key in (("probing/baseline/mean_top1", "probing/baseline_top1"),  # residual
-                     ("probing/mean_top1_se", "probing/mean_top1_se")):  # over tasks
-        if col in main:
-            out[key] = main[col].mean()
     return out
+
+
+def _probing_numbers(table: pd.DataFrame) -> dict:
+    """For the text: the residual-stream top-1 baseline and the standard error of a
+    mean over tasks, averaged over the main SAEs."""
+    main = table[table["group"] == "main"]
+    return {key: main[col].mean() for col, key in (
+        ("probing/baseline/mean_top1", "probing/baseline_top1"),
+        ("probing/mean_top1_se", "probing/mean_top1_se")) if col in main}
 
 
 def write_figures(cfg: Profile, figures: dict) -> list[Path]:
