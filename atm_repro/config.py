@@ -351,10 +351,20 @@ class Profile:
     ablations: AblationConfig = field(default_factory=AblationConfig)
     cross_layer: CrossLayerConfig = field(default_factory=CrossLayerConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    # Profiles run before this one whose results its paper compares with (the
+    # cross-model table and figure): names under profiles/, without companions.
+    companions: list[str] = field(default_factory=list)
+    # Whether notebook 05 writes the paper's figures/ and paper/tables/; false (and
+    # always for smoke): under runs/<name>/ instead (a companion's own outputs).
+    writes_paper: bool = True
     # Per-eval settings, validated by each eval's config class (atm_repro.evals).
     evals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        require(self.name not in self.companions,
+                f"companions: profile {self.name!r} cannot be its own companion")
+        require(len(set(self.companions)) == len(self.companions),
+                f"companions must be distinct, got {self.companions}")
         require(
             self.train.layer in self.cache.layers,
             f"train.layer {self.train.layer} is not among cache.layers {self.cache.layers}",

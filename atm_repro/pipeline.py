@@ -188,11 +188,14 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
     overrides = overrides or {}
     log = log or _print_now
     cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
+    results = []
+    for companion in cfg.companions:  # first: this profile's notebook 05 reads their results
+        log(f"[{cfg.name}] companion profile {companion!r} first (without overrides)")
+        results += run(companion, only=only, timeout=timeout, log=log)
     out_dir = notebooks_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = notebooks(only)
     log(estimate(cfg, chosen))
-    results = []
     for nb in chosen:
         out = out_dir / nb.name
         n_cells = sum(c.cell_type == "code"  # + the injected parameters cell

@@ -104,7 +104,27 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = N
     require(not unknown, f"evals: unknown eval(s) {unknown}; known: {sorted(EVAL_CONFIGS)}")
     for name, params in cfg.evals.items():
         from_dict(EVAL_CONFIGS[name], params, f"evals.{name}")
+    companion_profiles(cfg)  # each companion loads and is a valid companion
     return cfg
+
+
+def companion_profiles(cfg: Profile) -> list[Profile]:
+    """``cfg.companions`` loaded (no overrides): each must exist, have no
+    companions of its own, be smoke exactly when ``cfg`` is, and not write the
+    paper's outputs (its own tables stay under runs/<name>/)."""
+    out = []
+    for name in cfg.companions:
+        other = load_profile(name)
+        require(not other.companions,
+                f"companions: {name!r} has companions of its own ({other.companions})")
+        require(other.smoke == cfg.smoke,
+                f"companions: {name!r} is {'' if other.smoke else 'not '}a smoke profile "
+                f"and {cfg.name!r} is {'' if cfg.smoke else 'not '}one")
+        require(not other.writes_paper,
+                f"companions: {name!r} must set writes_paper: false (only {cfg.name!r} "
+                "writes the paper's tables and figures)")
+        out.append(other)
+    return out
 
 
 def eval_configs(profile: Profile) -> dict:

@@ -80,9 +80,9 @@ def crosscheck_dir(profile: Profile) -> Path:
     return run_dir(profile) / "crosscheck"
 
 
-def smoke_output_dirs(profile: Profile) -> tuple[Path, Path]:
-    """(figures dir, paper tables dir) of a smoke run (paper/Makefile's ``smoke``
-    target reads them)."""
+def own_output_dirs(profile: Profile) -> tuple[Path, Path]:
+    """(figures dir, paper tables dir) under the run directory, for a profile that
+    does not write the paper's (smoke: paper/Makefile's ``smoke`` target reads them)."""
     return run_dir(profile) / "figures", run_dir(profile) / "paper" / "tables"
 
 

@@ -138,6 +138,20 @@ def test_cell_progress_heartbeat_and_partial_lines():
     assert pipeline.clock(3725) == "1:02:05" and pipeline.clock(72) == "01:12"
 
 
+def test_companions_run_first_without_the_overrides(tmp_path, monkeypatch, runs_dir):
+    only_notebook(tmp_path, monkeypatch, "01_hello.ipynb",
+                  [nbformat.v4.new_code_cell("print(profile, overrides)")])
+    companion = tmp_path / "buddy.yaml"
+    companion.write_text("name: buddy\nsmoke: true\nwrites_paper: false\n")
+    lines = []
+    results = pipeline.run("smoke", {"companions": [str(companion)], "seed": 3},
+                           log=lines.append, timeout=120)
+    assert [r.output.parent.parent.name for r in results] == ["buddy", "smoke"]
+    said = [line for line in lines if "| " in line]
+    assert said[0].startswith("[buddy]") and said[0].endswith(f"| {companion} {{}}")
+    assert said[1].startswith("[smoke]") and "'seed': 3" in said[1]
+
+
 def test_published_notebook_keeps_figures_and_drops_machine_details(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["papermill"] = {"start_time": "2026-11-30T12:00:00", "input_path": "/x"}

@@ -30,6 +30,10 @@ def test_every_profile_loads():
         ({"ablations.sparsity_sweeps": {"topk": {"param": "k", "values": [8], "seeds": []}}},
          "seeds must be distinct and not empty"),
         ({"ablations.factors": {"ema_start": ["sometimes"]}}, "ema_start: .sometimes. is not one of"),
+        ({"companions": ["smoke"]}, "cannot be its own companion"),
+        ({"companions": ["no-such-profile"]}, "unknown profile 'no-such-profile'"),
+        ({"companions": ["cpu"]}, "'cpu' has companions of its own"),
+        ({"companions": ["smollm2"]}, "'smollm2' is not a smoke profile"),
     ],
 )
 def test_bad_profile_values_are_rejected(overrides, match):
@@ -97,3 +101,13 @@ def test_scale_study_runs():
         load_profile("smoke", {"scale.saes": ["nope"]})
     with pytest.raises(ConfigError, match="token_multiples"):
         load_profile("smoke", {"scale.token_multiples": [0]})
+
+
+def test_companions_must_leave_the_paper_to_the_profile_naming_them(tmp_path):
+    companion = tmp_path / "other.yaml"
+    companion.write_text("name: other\n")  # writes_paper defaults to true
+    with pytest.raises(ConfigError, match="other.yaml' must set writes_paper: false"):
+        load_profile("cpu", {"companions": [str(companion)]})
+    cfg = load_profile("cpu")
+    assert cfg.companions == ["smollm2"] and cfg.writes_paper
+    assert not load_profile("smollm2").writes_paper

@@ -75,6 +75,17 @@ def test_output_guard(runs_dir, tmp_path):
         check_output_allowed(cpu, tmp_path / "elsewhere.tex")
 
 
+def test_a_profile_that_does_not_write_the_paper_stays_in_its_run_dir(runs_dir):
+    companion = Profile(name="smollm2", writes_paper=False)
+    assert output_dirs(companion) == (runs_dir / "smollm2" / "figures",
+                                      runs_dir / "smollm2" / "paper" / "tables")
+    for target in (FIGURES_DIR / "x.pdf", TABLES_DIR / "numbers.tex"):
+        with pytest.raises(OutputGuardError, match="writes_paper: false"):
+            check_output_allowed(companion, target)
+    inside = runs_dir / "smollm2" / "paper" / "tables" / "numbers.tex"
+    assert check_output_allowed(companion, inside) == inside.resolve()
+
+
 def test_output_guard_resolves_dot_dot(runs_dir):
     smoke = Profile(name="smoke", smoke=True)
     sneaky = runs_dir / "smoke" / ".." / ".." / "x.tex"

@@ -61,6 +61,11 @@ MATCHED_RULE = (
 )
 
 
+# A verdict as a table cell shows it beside the difference
+SHORT_VERDICT = {"ATM better": "better", "ATM worse": "worse", "no difference": "no diff.",
+                 "not meaningful": "n.m.", "no interval (1 seed)": "1 seed", "n/a": "", "": ""}
+
+
 @dataclass(frozen=True)
 class Matched:
     """One comparison: ATM minus ``other`` in ``metric`` at ``match`` = ``target``."""

@@ -10,7 +10,9 @@ for the canonical run, ``runs/smoke/paper/tables`` for CI):
 * ``<name>.tex`` for each name in ``TABLE_NAMES``: a table float labelled
   ``tab:<name>``;
 * ``results.csv``: every SAE x metric in long form (``RESULTS_COLUMNS``), the
-  table every other one is made from, for readers' own analyses;
+  table every other one is made from, for readers' own analyses; with the
+  companion profiles' SAEs (``Profile.companions``: another model) beside the
+  profile's own, told apart by the ``model`` column;
 
 and the figures ``<figures dir>/<name>.pdf`` for each name in ``FIGURE_NAMES``.
 Everything is made from ``report.results``' table, stamped and written only when
@@ -47,6 +49,7 @@ from atm_repro.report.latex import (
 )
 from atm_repro.report.comparisons import (
     MATCHED_RULE,
+    SHORT_VERDICT,
     main_setting_comparisons,
     matched_comparisons,
     matched_frame,
@@ -55,6 +58,13 @@ from atm_repro.report.comparisons import (
     targets,
 )
 from atm_repro.report import style, verdicts
+from atm_repro.report.cross_model import (
+    ModelResults,
+    all_models,
+    cross_model_frame,
+    cross_model_numbers,
+    cross_model_table,
+)
 from atm_repro.report.plots import save_figure
 from atm_repro.report.provenance import (
     Stamp,
@@ -69,11 +79,11 @@ from atm_repro.report.summaries import absorption_health, main_table
 from atm_repro.saes import build_config
 
 TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
-               "main_interpretability", "matched", "paper_vs_ours", "stability",
-               "absorption_health", "scale", "toy")
+               "main_interpretability", "matched", "cross_model", "paper_vs_ours",
+               "stability", "absorption_health", "scale", "toy")
 COMMAND_TABLES = ("crosscheck",)  # written by their own command (atm-repro crosscheck)
 FIGURE_NAMES = ("pareto_l0", "pareto_ev", "absorption_by_letter", "density", "ablations",
-                "cross_layer", "convergence", "toy_absorption")
+                "cross_layer", "convergence", "cross_model", "toy_absorption")
 
 
 def write_paper_inputs(cfg: Profile, out_dir: Path | str, stamp: Stamp,
@@ -345,10 +355,6 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
 
 
 # verdicts of the matched table, short enough for one cell beside the difference
-SHORT_VERDICT = {"ATM better": "better", "ATM worse": "worse", "no difference": "no diff.",
-                 "not meaningful": "n.m.", "no interval (1 seed)": "1 seed", "n/a": "", "": ""}
-
-
 def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.DataFrame,
              stamp: Stamp) -> str:
     goal = targets(cfg, table)
@@ -452,28 +458,36 @@ def number_key(metric: str) -> str:
 
 
 def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
-                 manifest: CacheManifest, letters: pd.DataFrame) -> list[Path]:
+                 manifest: CacheManifest, letters: pd.DataFrame,
+                 models: list[ModelResults] | None = None) -> list[Path]:
     """Write results.csv, the tables, profile.tex and numbers.tex from
     ``report.results``' tidy table, its per-letter absorption (``letters``) and the
-    toy benchmark's table; returns the changed files."""
+    toy benchmark's table; ``models``: every model's results for the cross-model
+    table and results.csv (``cross_model.all_models``; computed when not given).
+    Returns the changed files."""
     stamp = Stamp.for_profile(cfg)
     table = per_sae(tidy)
     comparisons = matched_comparisons(cfg, table)
+    models = all_models(cfg, tidy) if models is None else models
+    cross = cross_model_frame(models)
     out_dir = check_output_allowed(cfg, output_dirs(cfg)[1])
+    every_model = pd.concat([m.tidy for m in models], ignore_index=True)
     changed = [out_dir / "results.csv"] if write_generated(
-        out_dir / "results.csv", results_csv(tidy)) else []
+        out_dir / "results.csv", results_csv(every_model)) else []
     tables = {"claims": verdicts.claims_table(cfg, table, comparisons, stamp),
               "deviations": deviations_table(cfg, manifest, stamp),
               "hyperparameters": hyperparameters_table(cfg, manifest, stamp),
               "main_reconstruction": _main_reconstruction(table, stamp),
               "main_interpretability": _main_interpretability(table, stamp),
               "matched": _matched(cfg, table, comparisons, letters, stamp),
+              "cross_model": cross_model_table(cross, stamp),
               "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy), stamp),
               "stability": _stability(table, stamp),
               "absorption_health": _absorption_health(table, stamp),
               "scale": _scale(cfg, table, stamp),
               "toy": _toy(toy, stamp)}
-    numbers = paper_numbers(cfg, tidy, manifest, comparisons)
+    numbers = {**paper_numbers(cfg, tidy, manifest, comparisons),
+               **cross_model_numbers(cross)}
     return changed + write_paper_inputs(cfg, out_dir, stamp, tables, numbers)
 
 
@@ -487,7 +501,8 @@ RESULTS_COLUMNS = {"model": "model", "layer": "layer", "group": "group", "base":
 def results_csv(tidy: pd.DataFrame) -> str:
     """``results.csv``: one row per SAE x metric (long form), sorted, full precision."""
     frame = tidy[list(RESULTS_COLUMNS)].rename(columns=RESULTS_COLUMNS)
-    frame = frame.sort_values(["layer", "family", "name", "seed", "metric"], kind="stable")
+    frame = frame.sort_values(["model", "layer", "family", "name", "seed", "metric"],
+                              kind="stable")
     return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 

@@ -484,6 +484,56 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
     return fig
 
 
+CROSS_MODEL_PANELS = [("core/explained_variance", "explained variance"),
+                      ("absorption/mean_absorption_fraction", "absorption fraction"),
+                      ("absorption/mean_full_absorption", "full absorption rate")]
+
+
+@style.styled
+def plot_cross_model(frame: pd.DataFrame, title: str = ""):
+    """``report.cross_model.cross_model_frame`` drawn: one row of panels per model,
+    one panel per metric; ATM minus each other family (x) at the model's TopK L0,
+    with its 95% interval, in that family's colour and marker (hollow where the
+    absorption metric is not meaningful and the difference is of raw values).
+    Above the dotted zero line ATM is higher (better for explained variance, worse
+    for absorption). A difference the curves cannot give (n/a) is left out."""
+    models = list(dict.fromkeys(zip(frame["model"], frame["layer"])))
+    fig, axes = style.figure(len(models), len(CROSS_MODEL_PANELS), height=1.9 * len(models) + 0.5,
+                             squeeze=False)
+    others = list(dict.fromkeys(frame["other"]))
+    raw_used = False
+    for i, (model, layer) in enumerate(models):
+        at = frame[(frame["model"] == model) & (frame["layer"] == layer)]
+        target = at["target_l0"].iloc[0]
+        for j, (metric, label) in enumerate(CROSS_MODEL_PANELS):
+            ax = axes[i][j]
+            for x, other in enumerate(others):
+                row = at[(at["other"] == other) & (at["metric"] == metric)]
+                if row.empty or not np.isfinite(row["diff"].iloc[0]):
+                    continue
+                r = row.iloc[0]
+                fam, raw = style.family(other), not bool(r["meaningful"])
+                raw_used |= raw
+                err = np.nan_to_num([[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], nan=0.0)
+                ax.errorbar([x], [r["diff"]], yerr=err, marker=fam.marker, color=fam.color,
+                            markerfacecolor="none" if raw else fam.color, lw=0, elinewidth=0.9,
+                            label=fam.label)
+            ax.axhline(0.0, color="0.5", lw=0.7, ls=":")
+            ax.set_xticks(range(len(others)), [style.label(o) for o in others], rotation=35,
+                          ha="right")
+            ax.set_xlim(-0.6, len(others) - 0.4)
+            ax.set_ylabel(f"Δ {label}")
+            ax.set_title(f"{model}, layer {layer} (L0 = {target:.0f})", fontsize=7)
+    if raw_used:
+        style.legend(fig, handles=[Line2D([], [], color="0.45", ls="", marker="o",
+                                          markerfacecolor="none",
+                                          label="difference of raw absorption, not meaningful")],
+                     loc="lower center", bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05 if raw_used else 0, 1, 1))
+    return fig
+
+
 def save_figure(fig, out_dir: Path, name: str, stamp: str) -> list[Path]:
     """Write ``name``.pdf and .png with fixed metadata (no dates), so an unchanged
     rerun gives identical bytes; ``stamp`` (profile, commit) goes into the metadata.

@@ -3,8 +3,10 @@
 Every generated file starts with (or, for figures, carries in its metadata) a
 stamp naming the profile and the commit, and its bytes depend only on its
 inputs, so an unchanged rerun writes nothing (``write_generated``). Only
-non-smoke profiles may write into the repository's figures/ and paper/tables/
-(``check_output_allowed``); smoke writes the same files under its run directory.
+profiles that write the paper (not smoke, ``writes_paper``) may write into the
+repository's figures/ and paper/tables/ (``check_output_allowed``); the others
+(smoke, a companion model's profile) write the same files under their run
+directory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ GENERATED_PATHS = ("figures", "paper/tables", "paper/main.pdf", "notebooks/execu
 
 class OutputGuardError(RuntimeError):
     """A profile tried to write results where it may not (smoke into the paper)."""
+
+
+def writes_paper(cfg: Profile) -> bool:
+    """Whether ``cfg``'s outputs go to the repository's figures/ and paper/tables/."""
+    return cfg.writes_paper and not cfg.smoke
 
 
 
@@ -81,9 +88,10 @@ def with_stamp(stamp: Stamp, lines: list[str]) -> str:
 def check_output_allowed(cfg: Profile, path: Path | str) -> Path:
     """``path`` resolved, if ``cfg`` may write there; else ``OutputGuardError``.
 
-    Any profile may write under its own run directory (runs/<name>/); non-smoke
-    profiles may also write into the repository's figures/ and paper/tables/.
-    Nothing else: a smoke table must never land where the paper reads.
+    Any profile may write under its own run directory (runs/<name>/); profiles
+    that write the paper (``writes_paper``) may also write into the repository's
+    figures/ and paper/tables/. Nothing else: a smoke table, or a companion
+    model's, must never land where the paper reads.
     """
     target = Path(path).resolve()
     run_dir = runs.run_dir(cfg).resolve()
@@ -96,8 +104,13 @@ def check_output_allowed(cfg: Profile, path: Path | str) -> Path:
                 f"profile {cfg.name!r} is a smoke profile: its numbers are meaningless and "
                 f"may not be written to {target}; write under {run_dir} instead "
                 f"(e.g. {run_dir / 'paper' / 'tables'} and {run_dir / 'figures'})")
+        if not cfg.writes_paper:
+            raise OutputGuardError(
+                f"profile {cfg.name!r} sets writes_paper: false (a companion's results "
+                f"reach the paper through the profile that names it); it may not write "
+                f"{target}; write under {run_dir} instead")
         return target
-    allowed = [run_dir] if cfg.smoke else [run_dir, *paper_dirs]
+    allowed = [run_dir, *paper_dirs] if writes_paper(cfg) else [run_dir]
     raise OutputGuardError(
         f"profile {cfg.name!r} may not write {target}: allowed only under "
         + ", ".join(str(d) for d in allowed))
@@ -117,8 +130,9 @@ def write_generated(path: Path | str, content: str | bytes) -> bool:
 
 def output_dirs(cfg: Profile) -> tuple[Path, Path]:
     """(figures dir, tables dir) this profile writes into: the repository's for
-    real profiles, its run directory's for smoke (``check_output_allowed``)."""
-    if cfg.smoke:
-        return runs.smoke_output_dirs(cfg)
+    profiles that write the paper, its run directory's for the others
+    (``check_output_allowed``)."""
+    if not writes_paper(cfg):
+        return runs.own_output_dirs(cfg)
     return FIGURES_DIR, TABLES_DIR
 
