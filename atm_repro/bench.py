@@ -40,6 +40,17 @@ Sections (``SECTIONS``; ``--only`` picks some):
   a temp dir), then per SAE. The SAEs are the profile's trained main runs
   (lowest seed) where they exist, else bench runs of ``steps`` steps.
 
+* ``bfloat16``: float32 against bfloat16 where the machine runs bfloat16
+  natively (``hardware``): caching tokens/s with the model cast to bfloat16 and
+  the relative error of its residuals; the SAE-step matmuls under autocast; and
+  each spec's training tokens/s with ``train.dtype: bfloat16`` (autocast,
+  float32 master weights), float32 and bfloat16 rounds interleaved, fastest
+  counts. A stage's speed bar for a bfloat16 default is ``BF16_SPEEDUP``.
+* ``bf16_fidelity``: ``FIDELITY_SPECS`` x ``FIDELITY_SEEDS`` trained both ways
+  at the profile's full budget on ``train.layer``; bfloat16 minus float32 of L0,
+  explained variance and both raw absorption measures, with a 95% bootstrap
+  interval over seeds, beside float32's seed spread.
+
 Outputs: ``runs/<profile>/bench/bench.json`` and ``bench.md``; for non-smoke
 profiles the table also replaces the profile's block in ``docs/benchmarks.md``.
 """
@@ -83,10 +94,12 @@ from atm_repro.evals.absorption import prepare_absorption, run_absorption
 from atm_repro.evals.probing import prepare_probing, run_probing
 from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_json, atomic_write_text
+from atm_repro.hardware import CPU_BF16_FLAGS, bf16_native
+from atm_repro.intervals import diff_interval
 from atm_repro.models import BLOCKS, TINY_MODEL, load_model
 from atm_repro.pipeline import PipelineError
 from atm_repro.profiles import eval_configs
-from atm_repro.runs import bench_dir
+from atm_repro.runs import bench_dir, eval_cache_dir
 from atm_repro.saes import build_config
 from atm_repro.saes.io import load_sae
 from atm_repro.train import (
@@ -470,11 +483,148 @@ def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
                                            for n, (p, s) in saes.items()}}
 
 
+# --------------------------------------------------------------------------- bfloat16
+
+BF16_SPEEDUP = 1.3  # a stage defaults to bfloat16 only when at least this much faster
+FIDELITY_SPECS = ("topk", "atm")
+FIDELITY_SEEDS = (0, 1, 2)
+FIDELITY_METRICS = (("l0", "L0"), ("explained_variance", "explained variance"),
+                    ("mean_full_absorption", "full absorption (raw)"),
+                    ("mean_absorption_fraction", "absorption fraction (raw)"))
+
+
+def _with_dtypes(profile: Profile, model: str | None = None, train: str | None = None
+                 ) -> Profile:
+    """``profile`` with the model forward and / or SAE training in another dtype."""
+    return dataclasses.replace(
+        profile, model=dataclasses.replace(profile.model, dtype=model or profile.model.dtype),
+        train=dataclasses.replace(profile.train, dtype=train or profile.train.dtype))
+
+
+def _require_bf16(profile: Profile) -> None:
+    for device in {profile.model.device, profile.train.device}:
+        if not bf16_native(device):
+            raise BenchError(f"bfloat16 is not native on {device} here ({CPU_BF16_FLAGS} "
+                             "absent): nothing to compare")
+
+
+def bench_bfloat16(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """float32 against bfloat16, in one run: tokens/s of caching (``capture_residuals``,
+    the model cast to bfloat16) and the relative error of the captured residuals; a
+    bare matmul of a dense SAE step; tokens/s of training each spec with bfloat16
+    autocast (float32 master weights and Adam state), rounds interleaved, fastest
+    counts. ``>= BF16_SPEEDUP`` is the speed bar of the bfloat16 default."""
+    _require_bf16(profile)
+    cache = open_cache(profile)
+    models = {"float32": _load(_with_dtypes(profile, model="float32")),
+              "bfloat16": _load(_with_dtypes(profile, model="bfloat16"))}
+    layers = cache.layers
+    ids_BS = torch.from_numpy(cache.tokens("train")[: profile.cache.batch_size]
+                              .astype(np.int64)).to(profile.model.device)
+    seconds = interleaved_medians(
+        {dtype: (lambda m=m: capture_residuals(m, ids_BS, layers)) for dtype, m in models.items()},
+        device=profile.model.device)
+    n_tokens = ids_BS.numel()
+    rows = [Row("bfloat16", f"caching, {dtype}: capture_residuals", n_tokens / seconds[dtype],
+                "tok/s") for dtype in models]
+    rows.append(Row("bfloat16", "caching: bfloat16 / float32 speed",
+                    seconds["float32"] / seconds["bfloat16"], "x", ">=", BF16_SPEEDUP))
+    acts = {dtype: capture_residuals(m, ids_BS, layers) for dtype, m in models.items()}
+    errors = {}
+    for layer in layers:
+        a32 = acts["float32"][layer][:, 1:].reshape(-1, cache.d_model).double()  # no BOS
+        a16 = acts["bfloat16"][layer][:, 1:].reshape(-1, cache.d_model).double()
+        rel = ((a16 - a32).norm(dim=-1) / a32.norm(dim=-1))
+        cos = torch.nn.functional.cosine_similarity(a16, a32, dim=-1)
+        errors[layer] = {"mean_rel_error": float(rel.mean()), "max_rel_error": float(rel.max()),
+                         "min_cosine": float(cos.min())}
+        rows += [Row("bfloat16", f"caching, layer {layer}: mean relative error",
+                     100 * errors[layer]["mean_rel_error"], "%"),
+                 Row("bfloat16", f"caching, layer {layer}: worst per-token cosine",
+                     errors[layer]["min_cosine"], "")]
+    del models, acts
+
+    tcfg = profile.train
+    B, D, F = tcfg.batch_size, cache.d_model, tcfg.width
+    ref = {"float32": matmul_reference_seconds(B, D, F, tcfg.device),
+           "bfloat16": _bf16_matmul_seconds(B, D, F, tcfg.device)}
+    rows.append(Row("bfloat16", "SAE-step matmuls: bfloat16 / float32 speed",
+                    ref["float32"] / ref["bfloat16"], "x"))
+    dtypes = ("float32", "bfloat16")
+    _train(_with_dtypes(profile, train="bfloat16"), cache, next(iter(tcfg.saes)), 3,
+           bench_dir(profile) / "saes" / "warmup", fresh=True)
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(TRAIN_ROUNDS):
+        for name, spec in tcfg.saes.items():
+            for dtype in dtypes:
+                metrics = _train(_with_dtypes(profile, train=dtype), cache, name, steps,
+                                 bench_dir(profile) / "saes" / f"{name}-{dtype}", fresh=True,
+                                 spec=spec).metrics
+                times.setdefault((name, dtype), []).append(metrics["wall_s"])
+    step_s = {k: min(v) / steps for k, v in times.items()}
+    for name in tcfg.saes:
+        rows += [Row("bfloat16", f"training {name}, {dtype}", B / step_s[(name, dtype)],
+                     "tok/s") for dtype in dtypes]
+        rows.append(Row("bfloat16", f"training {name}: bfloat16 / float32 speed",
+                        step_s[(name, "float32")] / step_s[(name, "bfloat16")], "x",
+                        ">=", BF16_SPEEDUP))
+    return rows, {"batch_shape": list(ids_BS.shape), "caching_median_s": seconds,
+                  "activation_errors": errors, "matmul_s": ref,
+                  "train_step_s": {f"{n}/{d}": v for (n, d), v in step_s.items()}}
+
+
+def _bf16_matmul_seconds(B: int, D: int, F: int, device: str) -> float:
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        return matmul_reference_seconds(B, D, F, device)
+
+
+def bench_bf16_fidelity(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Does bfloat16 training move a headline metric beyond seed noise? ``FIDELITY_SPECS``
+    x ``FIDELITY_SEEDS`` trained both ways at the profile's full token budget (``steps``
+    is not used) on ``train.layer``; per metric, bfloat16 minus float32 (mean over
+    seeds) with a 95% bootstrap interval over seeds, beside the float32 seed spread
+    (standard deviation). Absorption is the raw measure (this layer's health check
+    fails; ``evals.absorption``), computed on the run's prepared absorption data."""
+    _require_bf16(profile)
+    cache = open_cache(profile)
+    layer = profile.train.layer
+    cfg = eval_configs(profile)["absorption"]
+    data = prepare_absorption(_load(profile), [layer], cfg, eval_cache_dir(profile))[layer]
+    meta = sae_meta(profile, cache, layer)
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for dtype in ("float32", "bfloat16"):
+        tcfg = dataclasses.replace(profile.train, dtype=dtype, checkpoint_every=0)
+        for name in FIDELITY_SPECS:
+            for seed in FIDELITY_SEEDS:
+                out = bench_dir(profile) / "fidelity" / f"{name}-{dtype}-s{seed}"
+                metrics = train_sae(name, tcfg.saes[name], seed, tcfg,
+                                    cache.source(layer, "train"), out, meta,
+                                    eval_source=cache.source(layer, "eval"),
+                                    data_key=cache.manifest.data_key, progress=False).metrics
+                absorption = run_absorption(load_sae(out), data, cfg, f"{name}-{dtype}-s{seed}")
+                measures = {**absorption.details["measures"], **metrics}
+                for key, _ in FIDELITY_METRICS:
+                    values.setdefault((name, dtype), {}).setdefault(key, []).append(
+                        float(measures[key]))
+    rows = []
+    for name in FIDELITY_SPECS:
+        for key, label in FIDELITY_METRICS:
+            f32, b16 = values[(name, "float32")][key], values[(name, "bfloat16")][key]
+            diff = diff_interval(b16, f32)
+            rows += [Row("bf16 fidelity", f"{name} {label}: bfloat16 - float32 "
+                         f"(95% CI [{diff.lo:.3g}, {diff.hi:.3g}])", diff.estimate),
+                     Row("bf16 fidelity", f"{name} {label}: float32 seed std",
+                         float(np.std(f32, ddof=1)))]
+    return rows, {"layer": layer, "seeds": list(FIDELITY_SEEDS),
+                  "values": {f"{n}/{d}": v for (n, d), v in values.items()}}
+
+
 STAGES: dict[str, Callable[[Profile, int], tuple[list[Row], dict]]] = {
     "load": bench_load, "caching": bench_caching, "training": bench_training,
-    "saelens": bench_saelens, "evals": bench_evals}
+    "saelens": bench_saelens, "evals": bench_evals, "bfloat16": bench_bfloat16,
+    "bf16_fidelity": bench_bf16_fidelity}
 SECTIONS = tuple(STAGES)
-NEEDS_CACHE = ("caching", "training", "saelens", "evals")
+NEEDS_CACHE = ("caching", "training", "saelens", "evals", "bfloat16", "bf16_fidelity")
 
 
 # --------------------------------------------------------------------------- driver
@@ -499,7 +649,9 @@ def run_bench(profile: Profile, steps: int | None = None, only: list[str] | None
     """Run the ``only`` sections (default: all) with ``steps`` training steps per SAE
     (default ``DEFAULT_STEPS``); write ``bench.json``, ``bench.md`` and, unless the
     profile is a smoke profile or ``doc_path`` is None, the profile's block of
-    ``doc_path``. Returns the bench.json content."""
+    ``doc_path`` (a run of some sections only: a block of its own, named by the
+    profile and the sections, so that it replaces no other run's rows). Returns the
+    bench.json content."""
     steps = DEFAULT_STEPS if steps is None else steps
     sections = list(SECTIONS) if only is None else list(only)
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -532,8 +684,10 @@ def run_bench(profile: Profile, steps: int | None = None, only: list[str] | None
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "bench.json", result)
     atomic_write_text(out_dir / "bench.md", render_markdown(result))
-    if doc_path is not None and not profile.smoke:
-        update_doc(Path(doc_path), profile.name, render_markdown(result))
+    if doc_path is not None and not profile.smoke:  # a partial run gets its own block
+        block = profile.name if sections == list(SECTIONS) else \
+            f"{profile.name}:{'+'.join(sections)}"
+        update_doc(Path(doc_path), block, render_markdown(result))
     return result
 
 

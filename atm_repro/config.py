@@ -240,6 +240,9 @@ class TrainConfig:
     # compared families, 3 for the rest); names must be in ``saes``
     sae_seeds: dict[str, list[int]] = field(default_factory=dict)
     device: str = "cpu"
+    # compute dtype of the SAE's forward and backward (autocast); weights, gradients
+    # and optimizer state stay float32. bfloat16 needs native support (profiles checks).
+    dtype: Literal["float32", "bfloat16"] = "float32"
     saes: dict[str, SAESpec] = field(default_factory=dict)
 
     def seeds_of(self, name: str) -> list[int]:

@@ -10,9 +10,12 @@ Recipe (docs/methods.md, "Shared recipe"; every choice is a ``TrainConfig`` valu
   of the scaled sample; decoder/encoder init by the variant (``init_weights``).
 * Adam with the variant's betas and parameter groups (``SAE.param_groups``:
   a group's lr is the scheduled lr times its ``lr_scale``); lr = spec.lr or
-  train.lr, linear warmup over ``lr_warmup_steps``, linear decay to 0 over the last ``lr_decay_frac`` of
-  steps; grad-norm clipping; unit-norm decoders get the parallel gradient
-  removed before the step and rows renormalised after it.
+  train.lr, linear warmup over ``lr_warmup_steps``, linear decay to 0 over the
+  last ``lr_decay_frac`` of steps; grad-norm clipping; unit-norm decoders get the
+  parallel gradient removed before the step and rows renormalised after it.
+* Precision (``train.dtype``): float32, or bfloat16 autocast around the SAE's
+  forward (its matmuls and their gradients in bfloat16) with float32 master
+  weights, gradients and Adam state; checked to be native by ``profiles``.
 * Dead latents in tokens: per latent, tokens since it last fired (counted per
   batch); dead once >= ``dead_tokens``. Variants see the mask in ``StepContext``.
 * Data order is a function of (seed, step) only: epoch e visits the source rows
@@ -334,6 +337,9 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
     bar = tqdm(total=total_steps * B, initial=run.step * B, unit="tok", unit_scale=True,
                disable=not progress, desc=f"{name}-s{seed}", leave=False)
     sae.train()
+    # bfloat16: matmuls in bfloat16, the float32 master weights and Adam state as they are
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                              enabled=cfg.dtype == "bfloat16")
     started = time.perf_counter()
     while run.step < end_step:
         step = run.step
@@ -341,7 +347,8 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
         ctx = StepContext(step=step, total_steps=total_steps,
                           dead_mask_F=run.since_fired_F >= cfg.dead_tokens,
                           generator=run.generator)
-        out = sae.training_forward(x_BD, ctx)
+        with autocast:
+            out = sae.training_forward(x_BD, ctx)
         run.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         if sae.unit_norm_decoder:

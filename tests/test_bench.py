@@ -4,6 +4,7 @@ SAELens. Nothing here asserts on speed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -14,6 +15,7 @@ from atm_repro import bench
 from atm_repro.bench import Row, format_table, render_markdown, run_bench, update_doc
 from atm_repro.cache import build_cache
 from atm_repro.config import ConfigError
+from atm_repro.hardware import bf16_native
 from atm_repro.runs import bench_dir
 
 
@@ -137,3 +139,51 @@ def test_saelens_side_by_side(tiny_profile):
         for m in ("ours", "SAELens", "ours / SAELens tokens/s"):
             assert math.isfinite(values[f"{name}: {m}"]) and values[f"{name}: {m}"] > 0
         assert 0 < values[f"{name}: FVU SAELens"] < 10
+
+
+@pytest.mark.skipif(not bf16_native("cpu"), reason="bfloat16 is not native on this CPU")
+def test_bfloat16_sections(tiny_profile, tmp_path):
+    build_cache(tiny_profile, progress=False)
+    result = run_bench(tiny_profile, steps=2, only=["bfloat16", "bf16_fidelity"],
+                       doc_path=tmp_path / "benchmarks.md", progress=False)
+    rows = _rows(result)
+    layers = tiny_profile.cache.layers
+    for dtype in ("float32", "bfloat16"):
+        assert rows[("bfloat16", f"caching, {dtype}: capture_residuals")]["value"] > 0
+    speed = rows[("bfloat16", "caching: bfloat16 / float32 speed")]
+    assert speed["target"] == ">= 1.3" and speed["value"] > 0
+    for layer in layers:
+        # bfloat16 keeps ~3 significant digits: the residuals move, but by well under 10%
+        err = rows[("bfloat16", f"caching, layer {layer}: mean relative error")]["value"]
+        assert 0 < err < 10
+        assert 0.9 < rows[("bfloat16", f"caching, layer {layer}: worst per-token cosine")][
+            "value"] < 1
+    for name in tiny_profile.train.saes:
+        assert rows[("bfloat16", f"training {name}: bfloat16 / float32 speed")]["value"] > 0
+    fidelity = [m for s, m in rows if s == "bf16 fidelity"]
+    for name in bench.FIDELITY_SPECS:
+        for _, label in bench.FIDELITY_METRICS:
+            assert sum(m.startswith(f"{name} {label}: bfloat16 - float32 (95% CI [")
+                       for m in fidelity) == 1
+            std = rows[("bf16 fidelity", f"{name} {label}: float32 seed std")]["value"]
+            # the tiny model may keep no letter: absorption can be undefined there
+            assert std >= 0 or (math.isnan(std) and "absorption" in label)
+    values = result["stages"]["bf16_fidelity"]["details"]["values"]
+    assert len(values["topk/float32"]["l0"]) == len(bench.FIDELITY_SEEDS)
+    assert values["topk/float32"]["l0"] == values["topk/bfloat16"]["l0"]  # L0 = k both ways
+    assert values["atm/float32"]["explained_variance"] != values["atm/bfloat16"][
+        "explained_variance"]
+
+
+def test_a_partial_run_gets_its_own_doc_block(runs_dir, tmp_path, monkeypatch):
+    from atm_repro.profiles import load_profile
+
+    monkeypatch.setattr(bench, "_run_stage", lambda section, profile, steps, tmp: {
+        "rows": [dataclasses.asdict(Row(section, "x", 1.0))], "wall_s": 0.0, "peak_rss_mib": 1.0,
+        "details": {}})
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("intro\n<!-- bench:cpu:start -->\nfull run\n<!-- bench:cpu:end -->\n")
+    run_bench(load_profile("cpu"), only=["load"], doc_path=doc, progress=False)
+    text = doc.read_text()
+    assert "full run" in text  # the full run's block is kept
+    assert "<!-- bench:cpu:load:start -->" in text and "| load | x | 1.00 |" in text

@@ -379,3 +379,39 @@ def test_spec_width_and_tokens_override_the_train_settings(tmp_path):
     result = train_sae("t", spec, 0, cfg, source, tmp_path, META, progress=False)
     assert load_sae(tmp_path).cfg.d_sae == 2 * F
     assert result.steps == 15 and read_log(tmp_path)[-1]["step"] == 15
+
+
+@pytest.mark.parametrize("variant,params", [("topk", {"k": 4}), ("atm", {"warmup_steps": 3})])
+def test_bfloat16_training_autocasts_the_step_and_keeps_float32_state(tmp_path, variant,
+                                                                       params, monkeypatch):
+    """train.dtype bfloat16: the SAE's forward runs under bfloat16 autocast (its
+    matmuls give bfloat16), while weights, gradients and Adam state stay float32;
+    the result is close to, not equal to, float32 training."""
+    seen = []
+    original = VARIANTS[variant].training_forward
+
+    def spy(self, x_BD, ctx):
+        seen.append((torch.is_autocast_enabled("cpu"), (x_BD @ self.W_enc).dtype))
+        return original(self, x_BD, ctx)
+
+    monkeypatch.setattr(VARIANTS[variant], "training_forward", spy)
+    spec, source = SAESpec(variant=variant, params=params), synthetic_source()
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        seen.clear()
+        out = tmp_path / dtype
+        runs[dtype] = train_sae(variant, spec, 0, tcfg(dtype=dtype), source, out, META,
+                                progress=False)
+        expect = (True, torch.bfloat16) if dtype == "bfloat16" else (False, torch.float32)
+        assert set(seen) == {expect}
+        ckpt = checkpoint(out)
+        assert all(v.dtype == torch.float32 for v in ckpt["sae"].values()
+                   if v.is_floating_point())
+        assert all(t.dtype == torch.float32 for s in ckpt["optimizer"]["state"].values()
+                   for t in s.values() if torch.is_tensor(t) and t.is_floating_point())
+    a, b = load_sae(tmp_path / "float32"), load_sae(tmp_path / "bfloat16")
+    assert not torch.equal(a.W_enc, b.W_enc)
+    torch.testing.assert_close(a.W_dec, b.W_dec, rtol=0, atol=0.1)
+    assert runs["bfloat16"].metrics["fvu"] == pytest.approx(runs["float32"].metrics["fvu"],
+                                                           abs=0.05)
+    assert runs["bfloat16"].metrics["key"]["train"]["dtype"] == "bfloat16"

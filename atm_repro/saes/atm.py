@@ -144,8 +144,9 @@ class ATMConfig(SAEConfig):
             raise SAEConfigError(f"warmup_steps must be an integer, got {self.warmup_steps!r}")
         if self.warmup_steps < 0:
             raise SAEConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        for name, allowed in (("importance", IMPORTANCE_MODES), ("mask_draw", MASK_DRAWS), ("mask_mode", MASK_MODES),
-                              ("ema_start", EMA_STARTS), ("masked_g", MASKED_G)):
+        for name, allowed in (("importance", IMPORTANCE_MODES), ("mask_draw", MASK_DRAWS),
+                              ("mask_mode", MASK_MODES), ("ema_start", EMA_STARTS),
+                              ("masked_g", MASKED_G)):
             if getattr(self, name) not in allowed:
                 raise SAEConfigError(
                     f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")

@@ -68,7 +68,8 @@ class _CSRDecode(torch.autograd.Function):
     def forward(ctx, vals_N, crow_R, cols_N, W_FD, n_rows: int):
         ctx.save_for_backward(vals_N, crow_R, cols_N, W_FD)
         ctx.n_rows = n_rows
-        return _csr(vals_N, crow_R, cols_N, (n_rows, W_FD.shape[0])) @ W_FD
+        with torch.autocast(W_FD.device.type, enabled=False):  # no bfloat16 CSR kernels
+            return _csr(vals_N, crow_R, cols_N, (n_rows, W_FD.shape[0])) @ W_FD
 
     @staticmethod
     def backward(ctx, grad_BD):
@@ -137,10 +138,12 @@ class ActiveLatents:
 
     def decode(self, W_dec_FD: torch.Tensor) -> torch.Tensor:
         """self @ W_dec_FD (no bias): sparse kernels, or a dense matmul when the
-        entries are too many for sparse kernels to pay off."""
+        entries are too many for sparse kernels to pay off. Under bfloat16 autocast the
+        sparse product stays in W_dec_FD's dtype (CPU has no bfloat16 CSR kernels)."""
         if self.vals_N.numel() > SPARSE_DECODE_MAX_DENSITY * self.n_rows * self.n_latents:
             return self.to_dense() @ W_dec_FD
-        return _CSRDecode.apply(self.vals_N, self.crow_R, self.cols_N, W_dec_FD, self.n_rows)
+        return _CSRDecode.apply(self.vals_N.to(W_dec_FD.dtype), self.crow_R, self.cols_N,
+                                W_dec_FD, self.n_rows)
 
 
 def auxk_loss(

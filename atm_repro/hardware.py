@@ -1,0 +1,37 @@
+"""What the machine computes natively: is bfloat16 a fast path here?
+
+A CPU runs bfloat16 matmuls natively with the AVX-512 BF16 or AMX-BF16
+instructions (``avx512_bf16`` / ``amx_bf16`` in /proc/cpuinfo's flags); without
+them torch emulates bfloat16 and it is slower than float32. A CUDA device says
+so itself (``torch.cuda.is_bf16_supported``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (``cpuinfo``: the text of /proc/cpuinfo; read when
+    None; empty off Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def bf16_native(device: str, cpuinfo: str | None = None) -> bool:
+    """Whether ``device`` ("cpu", "cuda", "cuda:1") has native bfloat16 matmuls."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS))
