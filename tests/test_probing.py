@@ -13,9 +13,8 @@ from atm_repro.config import ConfigError, CorpusConfig, ModelConfig
 from atm_repro.corpus import DataUnavailable, load_articles
 from atm_repro.evals import probing
 from atm_repro.evals.probing import (
-    binomial_se,
-    se_of_mean,
     ProbingConfig,
+    binomial_se,
     class_quotas,
     evaluate_task,
     make_tasks,
@@ -23,6 +22,7 @@ from atm_repro.evals.probing import (
     prepare_probing,
     run_baseline,
     run_probing,
+    se_of_mean,
     token_activations,
     tokenize_texts,
     top_k_dims,

@@ -6,13 +6,13 @@ import math
 
 import pandas as pd
 import pytest
-from helpers import ours_with
 
 from atm_repro.report.claims import (
     NOT_MEANINGFUL,
     PAPER_RESULTS,
     ours_from_results,
 )
+
 
 def tidy(rows) -> pd.DataFrame:
     """A minimal tidy table: (sae_id, name, metric, result) of main SAEs."""

@@ -20,6 +20,7 @@ from atm_repro.report.comparisons import (
     targets,
 )
 
+
 @pytest.fixture(scope="module")
 def cfg():
     return load_profile("cpu")

@@ -19,6 +19,7 @@ from atm_repro.report.cross_model import (
     cross_model_frame,
     cross_model_numbers,
     cross_model_table,
+    health_numbers,
 )
 from atm_repro.report.plots import plot_cross_model
 from atm_repro.report.provenance import Stamp
@@ -121,3 +122,14 @@ def test_missing_target_gives_na(models):
     text = cross_model_table(frame, Stamp("cpu", False, "abc1234"))
     assert [r for r in body_rows(text) if r.startswith("TopK & expl")][0].rstrip(" \\") \
         .endswith("n/a")
+
+
+def test_health_numbers_per_model(models):
+    cpu, smol = models
+    table = smol.table.copy()
+    table["absorption/max_k1_f1"] = 0.3
+    table.loc[table.index[4], "absorption/max_k1_f1"] = 0.45  # one SAE, any seed
+    table.loc[table.index[:9], "absorption/meaningful"] = 0.0
+    numbers = health_numbers([ModelResults(smol.cfg, None, table)])
+    assert numbers["crossmodel/smollm2/best_letter_f1"] == 0.45
+    assert numbers["crossmodel/smollm2/meaningful_share"] == pytest.approx(1 - 9 / len(table))

@@ -13,7 +13,6 @@ from helpers import STAMP, body_rows, curve_table, manifest, ours_with, syntheti
 
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.crosscheck import CROSSCHECK_MACRO
-from atm_repro.runs import record_stage_time
 from atm_repro.profiles import load_profile
 from atm_repro.report.claims import NOT_MEANINGFUL, PAPER_RESULTS
 from atm_repro.report.comparisons import matched_comparisons, matched_numbers, targets
@@ -31,7 +30,7 @@ from atm_repro.report.paper import (
 )
 from atm_repro.report.provenance import TABLES_DIR, OutputGuardError, Stamp, write_generated
 from atm_repro.report.results import LETTER_COLUMNS
-from atm_repro.runs import run_dir
+from atm_repro.runs import record_stage_time, run_dir
 
 PAPER_DIR = REPO_ROOT / "paper"
 TOY = pd.DataFrame({"run": ["topk-k1", "topk-k4"], "sae": ["topk", "topk"], "param": ["k", "k"],

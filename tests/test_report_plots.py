@@ -140,3 +140,15 @@ def test_convergence_figure_draws_width_and_tokens_with_the_canonical_point():
     f1 = axes[0][3]
     assert any(tuple(line.get_ydata()) == (0.5, 0.5) for line in f1.get_lines())  # threshold
     plt.close("all")
+
+
+def test_profiles_without_factors_or_scale_study_get_a_figure_that_says_so():
+    cfg = load_profile("smollm2")
+    table = per_sae(synthetic_tidy(cfg))
+    for fig, reason in (
+            (plots.plot_ablation_evals(table, cfg.ablations.sae, factor_defaults(cfg),
+                                       cfg.train.layer), "no factor ablations"),
+            (plots.plot_convergence(table, cfg.train.width, cfg.train.layer, 0.5),
+             "no scale study")):
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert len(fig.axes) == 1 and any(reason in t for t in texts)

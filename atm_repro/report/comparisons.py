@@ -52,12 +52,13 @@ MATCHED_RULE = (
     r"same explained variance (linearly), with a 95\% percentile-bootstrap interval over "
     r"the seeds of every curve point; at the profile's own settings (ATM at the paper's "
     r"$\lambda$, each family at its main point, not matched), absorption is compared letter "
-    r"by letter (letters and seeds resampled) and the other metrics over seeds. ``ATM better'' / ``ATM worse'': the interval excludes "
-    r"0; ``no difference'': it includes 0; ``no interval'': a curve point has one seed; "
-    r"``n/a'': the target lies outside a curve (no "
-    r"extrapolation) or the metric is not measured along it (the CE-loss score needs the "
-    r"costly splice and is measured for the main set only); ``not meaningful'': the absorption metric fails its health check on "
-    r"an SAE of either curve, and the numbers shown are the raw measures."
+    r"by letter (letters and seeds resampled) and the other metrics over seeds. "
+    r"``ATM better'' / ``ATM worse'': the interval excludes 0; ``no difference'': it "
+    r"includes 0; ``no interval'': a curve point has one seed; ``n/a'': the target lies "
+    r"outside a curve (no extrapolation) or the metric is not measured along it (the "
+    r"CE-loss score needs the costly splice and is measured for the main set only); "
+    r"``not meaningful'': the absorption metric fails its health check on an SAE of "
+    r"either curve, and the numbers shown are the raw measures."
 )
 
 

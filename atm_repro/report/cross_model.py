@@ -19,10 +19,11 @@ import pandas as pd
 
 from atm_repro.config import ConfigError, Profile
 from atm_repro.profiles import companion_profiles
+from atm_repro.report import style
 from atm_repro.report.comparisons import (
     COMPARED_METRICS,
-    METHOD,
     MATCHED_RULE,
+    METHOD,
     SHORT_VERDICT,
     matched_comparisons,
     others,
@@ -31,7 +32,6 @@ from atm_repro.report.comparisons import (
 from atm_repro.report.latex import booktabs_table, format_cell
 from atm_repro.report.provenance import Stamp
 from atm_repro.report.results import per_sae, read_results
-from atm_repro.report import style
 
 # The metrics compared across models at matched L0 (the CE-loss score is measured
 # on the main set only, so it has no matched-L0 value)
@@ -87,8 +87,9 @@ def cross_model_frame(models: list[ModelResults]) -> pd.DataFrame:
         goal = targets(m.cfg, m.table)["L0"]
         for c in matched_comparisons(m.cfg, m.table):
             if c.match == "L0" and c.metric in CROSS_METRICS:
-                rows.append({"profile": m.cfg.name, "model": m.cfg.model.name, "layer": m.cfg.train.layer,
-                             "target_l0": goal, "other": c.other, "metric": c.metric,
+                rows.append({"profile": m.cfg.name, "model": m.cfg.model.name,
+                             "layer": m.cfg.train.layer, "target_l0": goal,
+                             "other": c.other, "metric": c.metric,
                              "diff": c.diff.estimate, "lo": c.diff.lo, "hi": c.diff.hi,
                              "meaningful": c.meaningful, "verdict": c.verdict})
     return pd.DataFrame(rows, columns=FRAME_COLUMNS)
@@ -129,6 +130,22 @@ def cross_model_table(frame: pd.DataFrame, stamp: Stamp) -> str:
                 "meaningful on that model, raw values shown; n/a: the target lies outside "
                 "a curve; not trained: that model's profile has no such SAE).",
         notes=MATCHED_RULE)
+
+
+def health_numbers(models: list[ModelResults]) -> dict[str, float]:
+    """Whether absorption is measurable on each model, for the text:
+    ``crossmodel/<profile>/best_letter_f1`` (the best single-latent letter F1 of any
+    main-set or sweep SAE at the main layer, per-SAE value) and
+    ``crossmodel/<profile>/meaningful_share`` (their share with a meaningful metric)."""
+    out = {}
+    for m in models:
+        t = m.table
+        rows = t[(t["layer"] == m.cfg.train.layer) & t["group"].isin(["main", "ablation"])]
+        for key, col, agg in (("best_letter_f1", "absorption/max_k1_f1", "max"),
+                              ("meaningful_share", "absorption/meaningful", "mean")):
+            if col in rows and rows[col].notna().any():
+                out[f"crossmodel/{m.cfg.name}/{key}"] = float(rows[col].agg(agg))
+    return out
 
 
 def cross_model_numbers(frame: pd.DataFrame) -> dict[str, float | str]:

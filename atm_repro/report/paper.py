@@ -30,22 +30,13 @@ import pandas as pd
 from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile, format_value
 from atm_repro.profiles import eval_configs
+from atm_repro.report import style, verdicts
 from atm_repro.report.claims import (
     NOT_MEANINGFUL,
     PAPER_RESULTS,
     PAPER_VARIANTS,
     ours_from_results,
     present,
-)
-from atm_repro.report.latex import (
-    Tex,
-    booktabs_table,
-    escape_latex,
-    format_cell,
-    joined,
-    numbers_tex,
-    profile_tex,
-    setting_value,
 )
 from atm_repro.report.comparisons import (
     MATCHED_RULE,
@@ -57,13 +48,23 @@ from atm_repro.report.comparisons import (
     seed_interval_cells,
     targets,
 )
-from atm_repro.report import style, verdicts
 from atm_repro.report.cross_model import (
     ModelResults,
     all_models,
     cross_model_frame,
     cross_model_numbers,
     cross_model_table,
+    health_numbers,
+)
+from atm_repro.report.latex import (
+    Tex,
+    booktabs_table,
+    escape_latex,
+    format_cell,
+    joined,
+    numbers_tex,
+    profile_tex,
+    setting_value,
 )
 from atm_repro.report.plots import save_figure
 from atm_repro.report.provenance import (
@@ -73,9 +74,9 @@ from atm_repro.report.provenance import (
     write_generated,
 )
 from atm_repro.report.results import per_sae
-from atm_repro.runs import read_stage_times
 from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
 from atm_repro.report.summaries import absorption_health, main_table
+from atm_repro.runs import read_stage_times
 from atm_repro.saes import build_config
 
 TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
@@ -487,7 +488,7 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
               "scale": _scale(cfg, table, stamp),
               "toy": _toy(toy, stamp)}
     numbers = {**paper_numbers(cfg, tidy, manifest, comparisons),
-               **cross_model_numbers(cross)}
+               **cross_model_numbers(cross), **health_numbers(models)}
     return changed + write_paper_inputs(cfg, out_dir, stamp, tables, numbers)
 
 

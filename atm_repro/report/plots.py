@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -122,6 +121,16 @@ def plot_toy_benchmark(df: pd.DataFrame, title: str = ""):
 
 
 # ----------------------------------------------------------------- notebook 05
+
+
+def nothing_to_draw(reason: str, title: str = ""):
+    """A small figure that says why there is nothing to draw (the profile has no
+    runs of that kind), rather than empty axes."""
+    fig, ax = style.figure(1, 1, height=1.0)
+    ax.axis("off")
+    ax.text(0.5, 0.5, reason, ha="center", va="center", color="0.4", transform=ax.transAxes)
+    fig.suptitle(title)
+    return fig
 
 
 def mark_not_measured(ax, label: str) -> None:
@@ -363,6 +372,9 @@ def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict,
     with a 95% bootstrap interval; the main-set runs (at the factor's seeds) are the
     point at the profile's own value ``defaults[factor]`` (dotted line, or * for a
     choice). Raw absorption (not meaningful) is dashed and hollow."""
+    if not defaults:
+        return nothing_to_draw("no factor ablations in this profile (ablations.factors)",
+                               title)
     at = table[table["layer"] == layer]
     main = at[(at["group"] == "main") & (at["name"] == base)]
     color = style.family(base).color
@@ -442,6 +454,8 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
     points have a letter latent is what the F1 panel shows."""
     at = table[table["layer"] == layer]
     scale = at[at["group"] == "scale"]
+    if scale.empty:
+        return nothing_to_draw("no scale study in this profile (scale)", title)
     fig, axes = style.figure(2, len(CONVERGENCE_PANELS), height=3.9, squeeze=False)
     raw_used = np.zeros((2, len(CONVERGENCE_PANELS)), dtype=bool)
     for base in scale["base"].unique():
