@@ -85,8 +85,9 @@ def test_figure_has_a_row_per_model_in_family_colours(models):
     fig = plot_cross_model(frame)
     axes = fig.axes
     assert len(axes) == 6  # 2 models x 3 metrics
-    assert axes[0].get_title().startswith("gemma-3-270m") and \
-        axes[3].get_title().startswith("smollm2-135m")
+    assert axes[0].get_ylabel().startswith("gemma-3-270m") and \
+        axes[3].get_ylabel().startswith("smollm2-135m")
+    assert axes[1].get_title() == "absorption fraction"
     labels = {style.label(f): f for f in style.FAMILIES}
     points = 0
     for ax in axes:
@@ -132,4 +133,5 @@ def test_health_numbers_per_model(models):
     table.loc[table.index[:9], "absorption/meaningful"] = 0.0
     numbers = health_numbers([ModelResults(smol.cfg, None, table)])
     assert numbers["crossmodel/smollm2/best_letter_f1"] == 0.45
-    assert numbers["crossmodel/smollm2/meaningful_share"] == pytest.approx(1 - 9 / len(table))
+    assert numbers["crossmodel/smollm2/meaningful_percent"] == \
+        pytest.approx(100 * (1 - 9 / len(table)))

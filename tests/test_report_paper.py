@@ -13,9 +13,15 @@ from helpers import STAMP, body_rows, curve_table, manifest, ours_with, syntheti
 
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.crosscheck import CROSSCHECK_MACRO
-from atm_repro.profiles import load_profile
+from atm_repro.profiles import companion_profiles, load_profile
 from atm_repro.report.claims import NOT_MEANINGFUL, PAPER_RESULTS
 from atm_repro.report.comparisons import matched_comparisons, matched_numbers, targets
+from atm_repro.report.cross_model import (
+    ModelResults,
+    cross_model_frame,
+    cross_model_numbers,
+    health_numbers,
+)
 from atm_repro.report.latex import booktabs_table, macro_name, numbers_tex, profile_tex
 from atm_repro.report.paper import (
     COMMAND_TABLES,
@@ -162,6 +168,9 @@ def canonical_macros() -> set[str]:
     keys = set(numbers)
     curves = curve_table(cfg)  # sweeps with real curves: the matched numbers exist
     keys |= set(matched_numbers(matched_comparisons(cfg, curves), targets(cfg, curves)))
+    models = [ModelResults(c, None, curve_table(c).assign(**{"absorption/max_k1_f1": 0.3}))
+              for c in (cfg, *companion_profiles(cfg))]  # and the cross-model ones
+    keys |= set(cross_model_numbers(cross_model_frame(models))) | set(health_numbers(models))
     return {macro_name(k)[1:] for k in keys} | {CROSSCHECK_MACRO}
 
 

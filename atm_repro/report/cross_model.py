@@ -136,15 +136,17 @@ def health_numbers(models: list[ModelResults]) -> dict[str, float]:
     """Whether absorption is measurable on each model, for the text:
     ``crossmodel/<profile>/best_letter_f1`` (the best single-latent letter F1 of any
     main-set or sweep SAE at the main layer, per-SAE value) and
-    ``crossmodel/<profile>/meaningful_share`` (their share with a meaningful metric)."""
+    ``crossmodel/<profile>/meaningful_percent`` (the percentage of those SAEs whose
+    absorption metric is meaningful)."""
     out = {}
     for m in models:
         t = m.table
         rows = t[(t["layer"] == m.cfg.train.layer) & t["group"].isin(["main", "ablation"])]
-        for key, col, agg in (("best_letter_f1", "absorption/max_k1_f1", "max"),
-                              ("meaningful_share", "absorption/meaningful", "mean")):
+        for key, col, agg, scale in (("best_letter_f1", "absorption/max_k1_f1", "max", 1),
+                                     ("meaningful_percent", "absorption/meaningful", "mean",
+                                      100)):
             if col in rows and rows[col].notna().any():
-                out[f"crossmodel/{m.cfg.name}/{key}"] = float(rows[col].agg(agg))
+                out[f"crossmodel/{m.cfg.name}/{key}"] = scale * float(rows[col].agg(agg))
     return out
 
 

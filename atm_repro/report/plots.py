@@ -506,14 +506,14 @@ CROSS_MODEL_PANELS = [("core/explained_variance", "explained variance"),
 @style.styled
 def plot_cross_model(frame: pd.DataFrame, title: str = ""):
     """``report.cross_model.cross_model_frame`` drawn: one row of panels per model,
-    one panel per metric; ATM minus each other family (x) at the model's TopK L0,
+    one column per metric; ATM minus each other family (x) at the model's TopK L0,
     with its 95% interval, in that family's colour and marker (hollow where the
     absorption metric is not meaningful and the difference is of raw values).
     Above the dotted zero line ATM is higher (better for explained variance, worse
     for absorption). A difference the curves cannot give (n/a) is left out."""
     models = list(dict.fromkeys(zip(frame["model"], frame["layer"])))
-    fig, axes = style.figure(len(models), len(CROSS_MODEL_PANELS), height=1.9 * len(models) + 0.5,
-                             squeeze=False)
+    fig, axes = style.figure(len(models), len(CROSS_MODEL_PANELS),
+                             height=1.7 * len(models) + 1.3, squeeze=False, sharex=True)
     others = list(dict.fromkeys(frame["other"]))
     raw_used = False
     for i, (model, layer) in enumerate(models):
@@ -533,18 +533,20 @@ def plot_cross_model(frame: pd.DataFrame, title: str = ""):
                             markerfacecolor="none" if raw else fam.color, lw=0, elinewidth=0.9,
                             label=fam.label)
             ax.axhline(0.0, color="0.5", lw=0.7, ls=":")
-            ax.set_xticks(range(len(others)), [style.label(o) for o in others], rotation=35,
+            ax.set_xticks(range(len(others)), [style.label(o) for o in others], rotation=40,
                           ha="right")
             ax.set_xlim(-0.6, len(others) - 0.4)
-            ax.set_ylabel(f"Δ {label}")
-            ax.set_title(f"{model}, layer {layer} (L0 = {target:.0f})", fontsize=7)
+            if i == 0:
+                ax.set_title(label)
+            if j == 0:
+                ax.set_ylabel(f"{model}\nlayer {layer}, L0 {target:.0f}")
     if raw_used:
         style.legend(fig, handles=[Line2D([], [], color="0.45", ls="", marker="o",
                                           markerfacecolor="none",
                                           label="difference of raw absorption, not meaningful")],
                      loc="lower center", bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05 if raw_used else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.04 if raw_used else 0, 1, 1))
     return fig
 
 
