@@ -559,7 +559,7 @@ def bench_bfloat16(profile: Profile, steps: int) -> tuple[list[Row], dict]:
             for dtype in dtypes:
                 metrics = _train(_with_dtypes(profile, train=dtype), cache, name, steps,
                                  bench_dir(profile) / "saes" / f"{name}-{dtype}", fresh=True,
-                                 spec=spec).metrics
+                                 spec=dataclasses.replace(spec, dtype=dtype)).metrics
                 times.setdefault((name, dtype), []).append(metrics["wall_s"])
     step_s = {k: min(v) / steps for k, v in times.items()}
     for name in tcfg.saes:
@@ -597,7 +597,8 @@ def bench_bf16_fidelity(profile: Profile, steps: int) -> tuple[list[Row], dict]:
         for name in FIDELITY_SPECS:
             for seed in FIDELITY_SEEDS:
                 out = bench_dir(profile) / "fidelity" / f"{name}-{dtype}-s{seed}"
-                metrics = train_sae(name, tcfg.saes[name], seed, tcfg,
+                spec = dataclasses.replace(tcfg.saes[name], dtype=dtype)
+                metrics = train_sae(name, spec, seed, tcfg,
                                     cache.source(layer, "train"), out, meta,
                                     eval_source=cache.source(layer, "eval"),
                                     data_key=cache.manifest.data_key, progress=False).metrics

@@ -211,6 +211,8 @@ class SAESpec:
     lr: float | None = None  # overrides train.lr for this SAE
     width: int | None = None  # overrides train.width (the scale study)
     tokens: int | None = None  # overrides train.tokens (the scale study)
+    # overrides train.dtype: the TopK family keeps float32 (docs/benchmarks.md, bfloat16)
+    dtype: Literal["float32", "bfloat16"] | None = None
 
     def __post_init__(self) -> None:
         require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -250,9 +252,11 @@ class TrainConfig:
         return list(self.sae_seeds.get(name, self.seeds))
 
     def for_spec(self, spec: SAESpec) -> TrainConfig:
-        """These settings with the spec's own width and token budget, if it sets them."""
+        """These settings with the spec's own width, token budget and dtype, if it
+        sets them."""
         return dataclasses.replace(self, width=spec.width or self.width,
-                                   tokens=spec.tokens or self.tokens)
+                                   tokens=spec.tokens or self.tokens,
+                                   dtype=spec.dtype or self.dtype)
 
     def __post_init__(self) -> None:
         require(self.width > 0, "train.width must be > 0")

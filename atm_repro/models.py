@@ -270,12 +270,14 @@ def _check_loaded(loaded: LoadedModel, source: ModelSource) -> None:
             f"{loaded.n_layers} and the model has {len(loaded.layers)} blocks")
 
 
-def _load_pretrained(path: Path | str, dtype: torch.dtype, **kw):
-    """(model, tokenizer) from a transformers directory or hub id: with
-    ``_convert_gguf``, where weights are read (tests patch both to prove they are not)."""
+def _load_pretrained(path: Path | str, dtype: torch.dtype, config=None, **kw):
+    """(model, tokenizer) from a transformers directory or hub id (``config``: the
+    model's, when not the directory's own): with ``_convert_gguf``, where weights are
+    read (tests patch both to prove they are not)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    extra = {} if config is None else {"config": config}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra, **kw)
     return model, AutoTokenizer.from_pretrained(path, **kw)
 
 
@@ -376,8 +378,21 @@ def _load_gguf(name: str, fetch: Callable[[], Path], sha: str, dtype: torch.dtyp
     target = cache_root() / "models" / f"{label or name}-{sha[:16]}"
     if not (target / "complete").exists():
         _convert_gguf(fetch(), target, sha)
-    model, tokenizer = _load_pretrained(target, dtype)
+    model, tokenizer = _load_pretrained(target, dtype, config=converted_config(target))
     return LoadedModel(model, tokenizer, name, sha)
+
+
+def converted_config(target: Path):
+    """The config of a converted GGUF without its ``quantization_config``: the
+    weights on disk are dequantised already, and with that entry transformers
+    treats them as GGUF-packed and keeps float32 kernels whatever dtype is asked
+    for (bfloat16 then casts around every matmul)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(target)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return config
 
 
 def _convert_gguf(gguf_path: Path, target: Path, sha: str) -> None:

@@ -112,10 +112,14 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = N
 
 def check_dtypes(cfg: Profile, cpuinfo: str | None = None) -> None:
     """bfloat16 for the model forward (``model.dtype``) or SAE training
-    (``train.dtype``) only where the device runs it natively (``hardware``):
+    (``train.dtype``, a spec's ``dtype``) only where the device runs it natively
+    (``hardware``):
     emulated bfloat16 is slower than float32 and would only lose precision."""
-    for where, dtype, device in (("model.dtype", cfg.model.dtype, cfg.model.device),
-                                 ("train.dtype", cfg.train.dtype, cfg.train.device)):
+    checks = [("model.dtype", cfg.model.dtype, cfg.model.device),
+              ("train.dtype", cfg.train.dtype, cfg.train.device)]
+    checks += [(f"train.saes.{name}.dtype", spec.dtype, cfg.train.device)
+               for name, spec in cfg.train.saes.items()]
+    for where, dtype, device in checks:
         if dtype == "bfloat16" and not bf16_native(device, cpuinfo):
             what = ("this GPU" if device.startswith("cuda") else
                     f"this CPU (no {' / '.join(CPU_BF16_FLAGS)} flag in /proc/cpuinfo)")

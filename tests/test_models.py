@@ -221,3 +221,20 @@ def test_smollm2_profile_smoke_sized_runs(runs_dir):
     table = per_sae(read_results(cfg)).set_index("sae_id")
     assert list(table.index) == ["L14-atm-s0", "L14-topk-s0"]
     assert table["absorption/n_letters_kept"].notna().all()
+
+
+def test_converted_gguf_loads_without_its_quantization_config(texts, tmp_path):
+    """A converted GGUF's weights are dequantised: its config's GGUF
+    quantization_config is dropped on load, so bfloat16 gets bfloat16 weights."""
+    import json
+
+    path = save_tiny_checkpoint(tmp_path / "llama", "llama", texts)
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gguf", "gguf_file": "x.gguf",
+                                     "dequantize": False}
+    (path / "config.json").write_text(json.dumps(config))
+    cleaned = models.converted_config(path)
+    assert not hasattr(cleaned, "quantization_config")
+    assert cleaned.num_hidden_layers == 4
+    model, _ = models._load_pretrained(path, torch.bfloat16, config=cleaned)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
