@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from atm_repro.hardware import CPU_BF16_FLAGS, bf16_native
+
 REPO_ROOT = Path(os.environ.get("ATM_REPRO_ROOT", Path(__file__).resolve().parent.parent))
 
 
@@ -137,6 +139,20 @@ def fingerprint(obj: Any) -> str:
 def require(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def require_native_dtype(where: str, dtype: str, device: str, cpuinfo: str | None = None
+                         ) -> None:
+    """``ConfigError`` when ``where`` asks for bfloat16 on a device without native
+    bfloat16 (``hardware``): emulated bfloat16 is slower than float32 and would only
+    lose precision. Called before any heavy work (the run, the trainer, the model
+    load), not when a profile is merely loaded, so that every machine can read every
+    profile."""
+    if dtype == "bfloat16" and not bf16_native(device, cpuinfo):
+        what = ("this GPU" if device.startswith("cuda") else
+                f"this CPU (no {' / '.join(CPU_BF16_FLAGS)} flag in /proc/cpuinfo)")
+        raise ConfigError(f"{where}: bfloat16 is not native on {what}; torch would "
+                          f"emulate it, slower than float32: set {where} to float32")
 
 
 # ----------------------------------------------------------------------------

