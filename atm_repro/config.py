@@ -141,6 +141,14 @@ def require(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
+    """``auto`` -> bfloat16 where ``device`` runs it natively, else float32; other
+    values as they are. A run's key records the resolved dtype."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if bf16_native(device, cpuinfo) else "float32"
+
+
 def require_native_dtype(where: str, dtype: str, device: str, cpuinfo: str | None = None
                          ) -> None:
     """``ConfigError`` when ``where`` asks for bfloat16 on a device without native
@@ -259,8 +267,9 @@ class TrainConfig:
     sae_seeds: dict[str, list[int]] = field(default_factory=dict)
     device: str = "cpu"
     # compute dtype of the SAE's forward and backward (autocast); weights, gradients
-    # and optimizer state stay float32. bfloat16 needs native support (profiles checks).
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # and optimizer state stay float32. bfloat16 needs native support (checked before
+    # any work); auto: bfloat16 where native, else float32 (``resolve_dtype``).
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     saes: dict[str, SAESpec] = field(default_factory=dict)
 
     def seeds_of(self, name: str) -> list[int]:
@@ -272,7 +281,7 @@ class TrainConfig:
         sets them."""
         return dataclasses.replace(self, width=spec.width or self.width,
                                    tokens=spec.tokens or self.tokens,
-                                   dtype=spec.dtype or self.dtype)
+                                   dtype=spec.dtype or resolve_dtype(self.dtype, self.device))
 
     def __post_init__(self) -> None:
         require(self.width > 0, "train.width must be > 0")

@@ -31,7 +31,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from atm_repro.config import REPO_ROOT, Profile
-from atm_repro.profiles import check_dtypes, load_profile
+from atm_repro.profiles import check_dtypes, describe_dtypes, load_profile
 from atm_repro.report.provenance import output_dirs
 from atm_repro.report.results import per_sae, read_results
 from atm_repro.report.summaries import labelled, main_table
@@ -189,6 +189,7 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
     log = log or _print_now
     cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
     check_dtypes(cfg)  # and here when it asks for bfloat16 this machine emulates
+    log(f"[{cfg.name}] {describe_dtypes(cfg)}")
     results = []
     for companion in cfg.companions:  # first: this profile's notebook 05 reads their results
         log(f"[{cfg.name}] companion profile {companion!r} first (without overrides)")

@@ -29,8 +29,10 @@ from atm_repro.config import (
     from_dict,
     require,
     require_native_dtype,
+    resolve_dtype,
 )
 from atm_repro.evals import EVAL_CONFIGS
+from atm_repro.hardware import bf16_native
 from atm_repro.saes import build_config, validate_spec
 
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -120,6 +122,20 @@ def check_dtypes(cfg: Profile, cpuinfo: str | None = None) -> None:
     for where, dtype, device in checks:
         if dtype is not None:
             require_native_dtype(where, dtype, device, cpuinfo)
+
+
+def describe_dtypes(cfg: Profile, cpuinfo: str | None = None) -> str:
+    """One line on the compute dtypes this machine will use (``train.dtype: auto``
+    resolved, and the specs that override it)."""
+    train = resolve_dtype(cfg.train.dtype, cfg.train.device, cpuinfo)
+    why = ""
+    if cfg.train.dtype == "auto":
+        native = bf16_native(cfg.train.device, cpuinfo)
+        why = f" (auto: bfloat16 is {'' if native else 'not '}native here)"
+    own = sorted(f"{n} {s.dtype}" for n, s in cfg.train.saes.items()
+                 if s.dtype is not None and s.dtype != train)
+    return (f"dtypes: model forward {cfg.model.dtype}; SAE training {train}{why}"
+            + (f", except {', '.join(own)}" if own else ""))
 
 
 def companion_profiles(cfg: Profile) -> list[Profile]:

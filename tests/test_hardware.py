@@ -72,3 +72,26 @@ def test_trainer_and_model_load_refuse_emulated_bfloat16(monkeypatch, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
     with pytest.raises(ConfigError, match="model.dtype: bfloat16 is not native"):
         load_model(ModelConfig(name="tiny-gemma3", dtype="bfloat16"))
+
+
+def test_auto_resolves_per_machine_and_specs_override_it():
+    from atm_repro.config import TrainConfig, resolve_dtype
+    from atm_repro.profiles import describe_dtypes
+
+    assert resolve_dtype("auto", "cpu", WITH_BF16) == "bfloat16"
+    assert resolve_dtype("auto", "cpu", WITHOUT_BF16) == "float32"
+    assert resolve_dtype("float32", "cpu", WITH_BF16) == "float32"
+    cfg = TrainConfig(dtype="auto")
+    native = bf16_native("cpu")
+    assert cfg.for_spec(SAESpec("atm")).dtype == ("bfloat16" if native else "float32")
+    assert cfg.for_spec(SAESpec("topk", {"k": 4}, dtype="float32")).dtype == "float32"
+    smoke = load_profile("smoke")
+    saes = {**smoke.train.saes, "topk": SAESpec("topk", {"k": 4}, dtype="float32")}
+    auto = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, dtype="auto",
+                                                                saes=saes))
+    assert describe_dtypes(auto, WITH_BF16) == (
+        "dtypes: model forward float32; SAE training bfloat16 (auto: bfloat16 is native "
+        "here), except topk float32")
+    assert describe_dtypes(auto, WITHOUT_BF16) == (
+        "dtypes: model forward float32; SAE training float32 (auto: bfloat16 is not native "
+        "here)")
