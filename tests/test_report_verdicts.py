@@ -61,3 +61,8 @@ def test_setup_tables_come_from_the_profile():
         assert label(name) in hyper
         for key in spec.params:
             assert key.replace("_", " ") in hyper, (name, key)
+    # the training dtype as resolved here: the TopK row says float32 whatever auto gives
+    topk_row = [r for r in hyper.splitlines() if r.startswith(f"{label('topk')} &")][0]
+    assert "training dtype float32" in topk_row
+    atm_row = [r for r in hyper.splitlines() if r.startswith(f"{label('atm')} &")][0]
+    assert f"training dtype {cfg.train.for_spec(cfg.train.saes['atm']).dtype}" in atm_row

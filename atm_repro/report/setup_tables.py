@@ -107,6 +107,7 @@ def hyperparameters_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -
         resolved = dataclasses.asdict(build_config(spec.variant, spec.params, d_model, t.width))
         settings = "; ".join(f"{k.replace('_', ' ')} {_value(v)}"
                              for k, v in sorted(resolved.items()) if k not in ("d_in", "d_sae"))
+        settings += f"; training dtype {t.for_spec(spec).dtype}"  # train.dtype auto resolved
         if spec.token_masked:
             settings += f"; trained on token-masked text (p = {cfg.cache.token_mask_prob:g})"
         rows.append({"sae": label(name), "variant": spec.variant,
