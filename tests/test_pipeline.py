@@ -115,7 +115,8 @@ def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monke
         nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")])
     lines = []
     pipeline.run("smoke", log=lines.append, timeout=120)
-    assert lines[0] == "[smoke] no recorded stage times yet: no estimate"
+    assert lines[0] == "[smoke] dtypes: model forward float32; SAE training float32"
+    assert lines[1] == "[smoke] no recorded stage times yet: no estimate"
     cells = [line for line in lines if " cell " in line]
     assert not any("Title" in line for line in lines)
     assert re.fullmatch(r"\[smoke\] 01_hello cell 3/4 \(00:\d\d\) # say hello", cells[2])
@@ -125,7 +126,7 @@ def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monke
     again = []
     pipeline.run("smoke", log=again.append, timeout=120)
     assert re.fullmatch(r"\[smoke\] estimate from the last run: 01_hello 00:\d\d; "
-                        r"total about 00:\d\d", again[0])
+                        r"total about 00:\d\d", again[1])
 
 
 def test_cell_progress_heartbeat_and_partial_lines():
