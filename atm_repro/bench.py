@@ -493,12 +493,10 @@ FIDELITY_METRICS = (("l0", "L0"), ("explained_variance", "explained variance"),
                     ("mean_absorption_fraction", "absorption fraction (raw)"))
 
 
-def _with_dtypes(profile: Profile, model: str | None = None, train: str | None = None
-                 ) -> Profile:
-    """``profile`` with the model forward and / or SAE training in another dtype."""
-    return dataclasses.replace(
-        profile, model=dataclasses.replace(profile.model, dtype=model or profile.model.dtype),
-        train=dataclasses.replace(profile.train, dtype=train or profile.train.dtype))
+def _with_model_dtype(profile: Profile, dtype: str) -> Profile:
+    """``profile`` with the model forward in ``dtype`` (training dtypes are set per
+    spec, which overrides ``train.dtype``)."""
+    return dataclasses.replace(profile, model=dataclasses.replace(profile.model, dtype=dtype))
 
 
 def _require_bf16(profile: Profile) -> None:
@@ -516,8 +514,8 @@ def bench_bfloat16(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     counts. ``>= BF16_SPEEDUP`` is the speed bar of the bfloat16 default."""
     _require_bf16(profile)
     cache = open_cache(profile)
-    models = {"float32": _load(_with_dtypes(profile, model="float32")),
-              "bfloat16": _load(_with_dtypes(profile, model="bfloat16"))}
+    models = {dtype: _load(_with_model_dtype(profile, dtype))
+              for dtype in ("float32", "bfloat16")}
     layers = cache.layers
     ids_BS = torch.from_numpy(cache.tokens("train")[: profile.cache.batch_size]
                               .astype(np.int64)).to(profile.model.device)
@@ -534,7 +532,7 @@ def bench_bfloat16(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     for layer in layers:
         a32 = acts["float32"][layer][:, 1:].reshape(-1, cache.d_model).double()  # no BOS
         a16 = acts["bfloat16"][layer][:, 1:].reshape(-1, cache.d_model).double()
-        rel = ((a16 - a32).norm(dim=-1) / a32.norm(dim=-1))
+        rel = (a16 - a32).norm(dim=-1) / a32.norm(dim=-1)
         cos = torch.nn.functional.cosine_similarity(a16, a32, dim=-1)
         errors[layer] = {"mean_rel_error": float(rel.mean()), "max_rel_error": float(rel.max()),
                          "min_cosine": float(cos.min())}
@@ -551,13 +549,14 @@ def bench_bfloat16(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     rows.append(Row("bfloat16", "SAE-step matmuls: bfloat16 / float32 speed",
                     ref["float32"] / ref["bfloat16"], "x"))
     dtypes = ("float32", "bfloat16")
-    _train(_with_dtypes(profile, train="bfloat16"), cache, next(iter(tcfg.saes)), 3,
-           bench_dir(profile) / "saes" / "warmup", fresh=True)
+    first = next(iter(tcfg.saes))
+    _train(profile, cache, first, 3, bench_dir(profile) / "saes" / "warmup", fresh=True,
+           spec=dataclasses.replace(tcfg.saes[first], dtype="bfloat16"))
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(TRAIN_ROUNDS):
         for name, spec in tcfg.saes.items():
             for dtype in dtypes:
-                metrics = _train(_with_dtypes(profile, train=dtype), cache, name, steps,
+                metrics = _train(profile, cache, name, steps,
                                  bench_dir(profile) / "saes" / f"{name}-{dtype}", fresh=True,
                                  spec=dataclasses.replace(spec, dtype=dtype)).metrics
                 times.setdefault((name, dtype), []).append(metrics["wall_s"])
@@ -593,7 +592,7 @@ def bench_bf16_fidelity(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     meta = sae_meta(profile, cache, layer)
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
     for dtype in ("float32", "bfloat16"):
-        tcfg = dataclasses.replace(profile.train, dtype=dtype, checkpoint_every=0)
+        tcfg = dataclasses.replace(profile.train, checkpoint_every=0)
         for name in FIDELITY_SPECS:
             for seed in FIDELITY_SEEDS:
                 out = bench_dir(profile) / "fidelity" / f"{name}-{dtype}-s{seed}"
