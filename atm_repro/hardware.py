@@ -8,19 +8,27 @@ so itself (``torch.cuda.is_bf16_supported``).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+@functools.cache
+def _machine_cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process (empty off Linux): ``train.dtype: auto``
+    is resolved wherever a spec's settings are, so this is asked often."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags (``cpuinfo``: the text of /proc/cpuinfo; read when
-    None; empty off Linux)."""
+    """The CPU's feature flags (``cpuinfo``: the text of /proc/cpuinfo; this
+    machine's when None; empty off Linux)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
+        cpuinfo = _machine_cpuinfo()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
