@@ -29,16 +29,33 @@ Sections (``SECTIONS``; ``--only`` picks some):
   Adam and data gathering; a sparse decode (TopK family) skips work, so its
   dense-equivalent ratio may exceed a dense SAE's.
 * ``saelens``: our trainer against SAELens's ``SAETrainer`` (optional extra
-  ``bench``) on the same rows in the same order, same input scale, b_dec
-  start, width, batch, learning-rate schedule and steps, for the first
-  standard and the first TopK spec; tokens/s of the training loops, and L0 and
-  FVU of the two trained SAEs on the same eval rows (``train.summarize``).
-  SAELens's L1 term is not scaled like ours, so the two standard SAEs reach
-  different L0 and their FVUs compare unlike sparsities; the TopK pair is the
-  matched one (L0 = k).
+  ``bench``), first standard and first TopK spec, each over the profile's full
+  budget (``train.tokens // train.batch_size`` steps; ``steps`` is not used).
+  SAELens runs our recipe (``saelens_trainer``): the same rows in the same
+  order; our input scale as its ``activation_scaler.scaling_factor`` (fit() then
+  skips its own mean-norm estimate and folds ours); our initial W_enc, W_dec,
+  b_enc, b_dec (``our_init``, copied: same names and layout); lr, warm-up and
+  linear decay to 0 (``saelens_schedule``); Adam betas (eps 1e-8 and the
+  grad-norm clip 1.0 are both trainers' defaults); the spec's precision
+  (bfloat16 autocast or float32). Standard: the same loss, MSE + lambda *
+  sum_i f_i ||d_i||, so lambda passes unchanged, and the same ramp step for
+  step. TopK: k, AuxK weight, k_aux = d_in // 2 and the dead-latent window
+  (``saelens_dead_window``). Still different, by each trainer's design: ours
+  holds TopK decoder rows at unit norm (gradient projection, renormalisation),
+  SAELens lets them drift and divides the norms out
+  (``rescale_acts_by_decoder_norm``); its AuxK is not divided by the residual's
+  variance, is scaled by min(dead / k_aux, 1) and skips the ReLU; its Adam is
+  not fused. Rows: tokens/s of the two training loops, L0 and FVU of the two
+  SAEs on the same eval rows (``train.summarize``); details: dead fractions and
+  whatever SAELens hard-codes differently (``saelens_unmatched``).
 * ``evals``: absorption and sparse-probing wall time: prepare once (cold, in
   a temp dir), then per SAE. The SAEs are the profile's trained main runs
   (lowest seed) where they exist, else bench runs of ``steps`` steps.
+* ``prompt_prefixes``: the absorption preparation on ``train.layer`` with
+  SAEBench's per-word prompts and with shared prompt prefixes
+  (``PREFIX_COUNTS``): seconds of model forwards and of the whole preparation,
+  letters kept, and both raw measures of ``PREFIX_SAES`` either way, with
+  their change against the crosscheck tolerance.
 
 * ``bfloat16``: float32 against bfloat16 where the machine runs bfloat16
   natively (``hardware``): caching tokens/s with the model cast to bfloat16 and
@@ -85,12 +102,19 @@ from atm_repro.config import (
     ConfigError,
     Profile,
     SAESpec,
+    TrainConfig,
     fingerprint,
     from_dict,
     to_dict,
 )
 from atm_repro.corpus import load_articles
-from atm_repro.evals.absorption import prepare_absorption, run_absorption
+from atm_repro.evals.absorption import (
+    LETTERS,
+    REFERENCE_TOLERANCE,
+    letter_exclusions,
+    prepare_absorption,
+    run_absorption,
+)
 from atm_repro.evals.probing import prepare_probing, run_probing
 from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_json, atomic_write_text
@@ -100,7 +124,7 @@ from atm_repro.models import BLOCKS, TINY_MODEL, load_model
 from atm_repro.pipeline import PipelineError
 from atm_repro.profiles import eval_configs
 from atm_repro.runs import bench_dir, eval_cache_dir
-from atm_repro.saes import build_config
+from atm_repro.saes import SAE, SAEConfig, build_config, build_sae
 from atm_repro.saes.io import load_sae
 from atm_repro.train import (
     BatchOrder,
@@ -370,67 +394,155 @@ def bench_training(profile: Profile, steps: int) -> tuple[list[Row], dict]:
                   "flops_per_step": flops, "reference_s": ref_times, "step_s": step_s}
 
 
-def _saelens_sae(sae_lens, variant: str, cfg, steps: int, device: str):
-    """SAELens's training SAE matching our resolved ``cfg`` (shape, sparsity)."""
+# Same recipe, same start: the two FVUs should agree; ours may trail by this much
+# (seed noise of a TopK FVU here is ~0.001) before the row fails.
+SAELENS_FVU_MARGIN = 0.01
+SAELENS_TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")  # same names and layout as ours
+
+
+def saelens_schedule(steps: int, warmup_steps: int, decay_frac: float) -> dict[str, int]:
+    """``SAETrainerConfig`` warm-up and decay steps giving our lr schedule
+    (``train.lr_multiplier``). With its ``constant`` scheduler SAELens warms up as
+    (t + 1) / warmup and decays linearly from lr (``lr_end``: where the decay starts)
+    to 0 over the last ``lr_decay_steps``, as ours does. Its phases cannot overlap,
+    so a warm-up reaching into the decay is cut short (``saelens_unmatched``)."""
+    decay = int(decay_frac * steps)
+    return {"lr_warm_up_steps": min(warmup_steps, steps - decay), "lr_decay_steps": decay}
+
+
+def saelens_dead_window(dead_tokens: int, batch_size: int) -> int:
+    """``dead_feature_window`` for our ``dead_tokens``: SAELens calls a latent dead
+    after more than ``window`` steps without firing, ours once those steps hold
+    ``>= dead_tokens`` tokens (steps >= ceil(dead_tokens / batch_size))."""
+    return max(0, (dead_tokens - 1) // batch_size)
+
+
+def saelens_unmatched(tcfg: TrainConfig, cfg: SAEConfig, steps: int) -> list[str]:
+    """Our settings that SAELens's trainer cannot take (it hard-codes them)."""
+    notes = []
+    if tcfg.grad_clip != 1.0:
+        notes.append(f"grad_clip {tcfg.grad_clip} (SAELens: 1.0)")
+    if getattr(cfg, "aux_k", None) not in (None, cfg.d_in // 2):
+        notes.append(f"aux_k {cfg.aux_k} (SAELens: d_in // 2)")
+    if tcfg.lr_warmup_steps > steps - int(tcfg.lr_decay_frac * steps):
+        notes.append("lr warm-up reaches into the decay (SAELens cuts the warm-up)")
+    return notes
+
+
+def our_init(spec: SAESpec, tcfg: TrainConfig, source, seed: int) -> tuple[SAE, float]:
+    """Our SAE for ``spec`` initialised exactly as ``train.train_sae`` starts it for
+    ``seed`` (weights, b_dec), and its input scale."""
+    cfg = build_config(spec.variant, spec.params, source.d_model, tcfg.for_spec(spec).width)
+    sae = build_sae(spec.variant, cfg)
+    sample = init_sample(source, tcfg.init_sample_tokens, seed)
+    scale = input_scale(sample)
+    sae.init_weights(torch.Generator().manual_seed(seed),
+                     init_b_dec(torch.from_numpy(sample) * scale, tcfg.b_dec_init))
+    return sae, scale
+
+
+@torch.no_grad()
+def copy_init(ours: SAE, theirs: torch.nn.Module) -> None:
+    """Our initial parameters into SAELens's training SAE. Both store W_enc [D, F],
+    W_dec [F, D] (rows are the directions), b_enc [F], b_dec [D]: a plain copy,
+    shapes checked, so that a transposed or missing tensor raises."""
+    extra = {n for n, _ in ours.named_parameters()} - set(SAELENS_TENSORS)
+    if extra:
+        raise BenchError(f"{type(ours).__name__} has parameters SAELens lacks: {sorted(extra)}")
+    for name in SAELENS_TENSORS:
+        src, dst = getattr(ours, name), getattr(theirs, name)
+        if src.shape != dst.shape:
+            raise BenchError(f"{name}: ours {tuple(src.shape)}, SAELens {tuple(dst.shape)}")
+        dst.copy_(src)
+
+
+def _saelens_sae(sae_lens, ours: SAE, steps: int, device: str):
+    """SAELens's training SAE shaped like ``ours`` (b_dec subtracted from the input or
+    not, as ours). Standard: the same loss, MSE + lambda * sum_i f_i ||d_i||
+    (``saes.standard``), so lambda passes as it is, and the same ramp length
+    (``saelens_trainer`` aligns its first step). TopK: k and the AuxK weight; its
+    k_aux is d_in // 2, our default (``saelens_unmatched``)."""
+    cfg = ours.cfg
     common = dict(d_in=cfg.d_in, d_sae=cfg.d_sae, device=device,
+                  apply_b_dec_to_input=ours.subtract_b_dec,
                   normalize_activations="expected_average_only_in")
-    if variant == "standard":
+    if ours.architecture == "standard":
         return sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
-            **common, l1_coefficient=cfg.l1_coefficient, apply_b_dec_to_input=False,
-            l1_warm_up_steps=int(cfg.coeff_warmup_frac * steps)))
-    return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
-        **common, k=cfg.k, aux_loss_coefficient=cfg.aux_alpha))
+            **common, l1_coefficient=cfg.l1_coefficient,
+            l1_warm_up_steps=cfg.coeff_warmup_frac * steps))
+    if ours.architecture == "topk":
+        return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
+            **common, k=cfg.k, aux_loss_coefficient=cfg.aux_alpha))
+    raise BenchError(f"no SAELens counterpart set up for {ours.architecture!r}")
+
+
+def saelens_trainer(sae_lens, spec: SAESpec, train: TrainConfig, source, steps: int):
+    """SAELens's ``SAETrainer`` for ``spec``, set up as our trainer runs it for
+    ``steps`` steps at ``train.seeds[0]``: same rows in the same order, input scale,
+    initial weights and b_dec, lr and schedule, Adam betas, sparsity coefficient and
+    ramp, dead-latent window and precision (bfloat16 autocast or none)."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig  # optional (.[bench])
+
+    tcfg = train.for_spec(spec)
+    seed, B = tcfg.seeds[0], tcfg.batch_size
+    ours, scale = our_init(spec, tcfg, source, seed)
+    sae = _saelens_sae(sae_lens, ours, steps, tcfg.device)
+    copy_init(ours, sae)
+    order = BatchOrder(len(source), B, seed)
+    batches = (torch.from_numpy(source.gather(order.indices(step))) for step in range(steps))
+    lr = spec.lr if spec.lr is not None else tcfg.lr
+    beta1, beta2 = ours.adam_betas
+    trainer = sae_lens.SAETrainer(SAETrainerConfig(
+        total_training_samples=steps * B, train_batch_size_samples=B, lr=lr, lr_end=lr,
+        **saelens_schedule(steps, tcfg.lr_warmup_steps, tcfg.lr_decay_frac),
+        adam_beta1=beta1, adam_beta2=beta2, device=tcfg.device,
+        autocast=tcfg.dtype == "bfloat16",
+        dead_feature_window=saelens_dead_window(tcfg.dead_tokens, B),
+        logger=LoggingConfig(log_to_wandb=False)), sae, batches)
+    # Our scale, set up front: fit() then skips its own estimate (mean norm, where
+    # ours is the root mean square) and folds this one into the weights at the end.
+    trainer.activation_scaler.scaling_factor = scale
+    # SAELens reads a coefficient before advancing it (step t: t / ramp), ours uses
+    # (t + 1) / ramp: advance once so that both ramps match step for step.
+    for scheduler in trainer.coefficient_schedulers.values():
+        scheduler.step()
+    return trainer
 
 
 def train_saelens(sae_lens, profile: Profile, name: str, steps: int, source, eval_source) -> dict:
-    """Train ``train.saes[name]`` with SAELens's ``SAETrainer`` on ``source`` rows in our
-    trainer's order and input scale; tokens/s of its loop and our summary metrics."""
-    from sae_lens.config import LoggingConfig, SAETrainerConfig  # optional (.[bench])
-
-    tcfg, spec = profile.train, profile.train.saes[name]
-    seed, B = tcfg.seeds[0], tcfg.batch_size
-    cfg = build_config(spec.variant, spec.params, source.d_model, tcfg.width)
-    lr = spec.lr if spec.lr is not None else tcfg.lr
-    decay = int(tcfg.lr_decay_frac * steps)
-    torch.manual_seed(seed)  # SAELens initialises from the global generator
-    sae = _saelens_sae(sae_lens, spec.variant, cfg, steps, tcfg.device)
-    order = BatchOrder(len(source), B, seed)
-    batches = (torch.from_numpy(source.gather(order.indices(step))) for step in range(steps))
-    trainer = sae_lens.SAETrainer(SAETrainerConfig(
-        total_training_samples=steps * B, train_batch_size_samples=B, lr=lr, lr_end=lr,
-        lr_warm_up_steps=min(tcfg.lr_warmup_steps, steps - decay), lr_decay_steps=decay,
-        device=tcfg.device, dead_feature_window=max(1, tcfg.dead_tokens // B),
-        logger=LoggingConfig(log_to_wandb=False)), sae, batches)
-    # Our scale, set up front: fit() then skips its own estimate and folds this one;
-    # and our b_dec start (SAETrainer leaves it at 0, which on Gemma's large mean
-    # residual leaves all but a few TopK latents dead), so that the trainers differ,
-    # not the initialisations.
-    sample = init_sample(source, tcfg.init_sample_tokens, seed)
-    scale = input_scale(sample)
-    trainer.activation_scaler.scaling_factor = scale
-    with torch.no_grad():
-        sae.b_dec.copy_(init_b_dec(torch.from_numpy(sample) * scale, tcfg.b_dec_init))
+    """Train ``train.saes[name]`` with ``saelens_trainer``: tokens/s of its loop, our
+    summary metrics of the trained SAE and its dead fraction."""
+    trainer = saelens_trainer(sae_lens, profile.train.saes[name], profile.train, source, steps)
     start = time.perf_counter()
     trained = trainer.fit()
     wall_s = time.perf_counter() - start
-    return {**summarize(trained.eval(), eval_source, B), "tokens_per_s": steps * B / wall_s}
+    B = profile.train.batch_size
+    return {**summarize(trained.eval(), eval_source, B), "tokens_per_s": steps * B / wall_s,
+            "dead_frac": float(trainer.dead_neurons.float().mean())}
 
 
 def bench_saelens(profile: Profile, steps: int) -> tuple[list[Row], dict]:
-    """Our trainer vs SAELens's, first standard and first TopK spec (module docstring)."""
+    """Our trainer vs SAELens's, first standard and first TopK spec, each at the
+    profile's full budget (``steps`` is not used; module docstring)."""
     try:
         import sae_lens  # optional (.[bench]): only this section needs it
     except ImportError:
         return [Row("saelens", SAELENS_MISSING, None)], {"installed": False}
     cache = open_cache(profile)
-    layer = profile.train.layer
-    source, eval_source = cache.source(layer, "train"), cache.source(layer, "eval")
+    tcfg = profile.train
+    source, eval_source = cache.source(tcfg.layer, "train"), cache.source(tcfg.layer, "eval")
     names = [n for n in (first_spec(profile, "standard"), first_spec(profile, "topk")) if n]
-    rows = []
+    for name in names:  # discarded: one-time set-up (imports, kernels) off the timed runs
+        _train(profile, cache, name, 3, bench_dir(profile) / "saes" / "warmup", fresh=True)
+        saelens_trainer(sae_lens, tcfg.saes[name], tcfg, source, 3).fit()
+    rows, runs = [], {}
     for name in names:
-        ours = _train(profile, cache, name, steps, bench_dir(profile) / "saelens" / name,
+        spec = tcfg.saes[name]
+        scfg = tcfg.for_spec(spec)
+        full = scfg.tokens // scfg.batch_size
+        ours = _train(profile, cache, name, full, bench_dir(profile) / "saelens" / name,
                       fresh=True).metrics
-        theirs = train_saelens(sae_lens, profile, name, steps, source, eval_source)
+        theirs = train_saelens(sae_lens, profile, name, full, source, eval_source)
         rows += [Row("saelens", f"{name}: ours", ours["tokens_per_s"], "tok/s"),
                  Row("saelens", f"{name}: SAELens", theirs["tokens_per_s"], "tok/s"),
                  Row("saelens", f"{name}: ours / SAELens tokens/s",
@@ -440,9 +552,13 @@ def bench_saelens(profile: Profile, steps: int) -> tuple[list[Row], dict]:
                  Row("saelens", f"{name}: FVU ours", ours["fvu"]),
                  Row("saelens", f"{name}: FVU SAELens", theirs["fvu"]),
                  Row("saelens", f"{name}: FVU SAELens - FVU ours", theirs["fvu"] - ours["fvu"],
-                     "", ">=", 0.0)]
+                     "", ">=", -SAELENS_FVU_MARGIN)]
+        cfg = build_config(spec.variant, spec.params, source.d_model, scfg.width)
+        runs[name] = {"steps": full, "dtype": scfg.dtype,
+                      "dead_frac": {"ours": ours["dead_frac"], "saelens": theirs["dead_frac"]},
+                      "unmatched": saelens_unmatched(scfg, cfg, full)}
     return rows, {"installed": True, "version": sae_lens.__version__, "saes": names,
-                  "steps": steps}
+                  "runs": runs}
 
 
 def _eval_saes(profile: Profile, steps: int) -> dict[str, tuple[Path, str]]:
@@ -481,6 +597,56 @@ def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
                                 "s"))
     return rows, {"layer": layer, "saes": {n: {"path": str(p), "source": s}
                                            for n, (p, s) in saes.items()}}
+
+
+# -------------------------------------------------------------------- prompt prefixes
+
+PREFIX_COUNTS = (64,)  # shared example sets tried against per-word prompts
+PREFIX_SAES = ("atm", "topk", "jumprelu")  # main runs compared both ways (lowest seed)
+
+
+def bench_prompt_prefixes(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Absorption preparation with per-word prompts (SAEBench's) against shared
+    prompt prefixes (``AbsorptionConfig.prompt_prefixes``), in one run on
+    ``train.layer``: wall time of the model forwards and of the whole preparation,
+    the letters kept, and both raw measures of ``PREFIX_SAES`` either way."""
+    base = eval_configs(profile)["absorption"]
+    saes = {n: p for n, (p, _) in _eval_saes(profile, steps).items() if n in PREFIX_SAES}
+    loaded = _load(profile)
+    layer = profile.train.layer
+    modes = {"per word": dataclasses.replace(base, prompt_prefixes=0),
+             **{f"{n} prefixes": dataclasses.replace(base, prompt_prefixes=n)
+                for n in PREFIX_COUNTS}}
+    rows, details = [], {}
+    for mode, cfg in modes.items():
+        start = time.perf_counter()
+        data = prepare_absorption(loaded, [layer], cfg, None)[layer]
+        wall = time.perf_counter() - start
+        kept = [c for c in LETTERS if c not in letter_exclusions(data, cfg)]
+        rows += [Row("prompt_prefixes", f"{mode}: model forwards", data.meta["forward_seconds"],
+                     "s"),
+                 Row("prompt_prefixes", f"{mode}: preparation", wall, "s"),
+                 Row("prompt_prefixes", f"{mode}: letters kept", len(kept))]
+        details[mode] = {"letters": "".join(kept), "probe_f1": data.probe_f1_L.tolist(),
+                         "forward_s": data.meta["forward_seconds"], "wall_s": wall, "saes": {}}
+        for name, path in saes.items():
+            measures = run_absorption(load_sae(path), data, cfg, name).details["measures"]
+            details[mode]["saes"][name] = measures
+            rows += [Row("prompt_prefixes", f"{mode}: {name} full absorption (raw)",
+                         measures["mean_full_absorption"]),
+                     Row("prompt_prefixes", f"{mode}: {name} absorption fraction (raw)",
+                         measures["mean_absorption_fraction"])]
+    ref = details["per word"]
+    for mode in list(modes)[1:]:
+        rows.append(Row("prompt_prefixes", f"{mode}: forward speed-up over per word",
+                        ref["forward_s"] / details[mode]["forward_s"], "x"))
+        for name in saes:
+            for key, label in (("mean_full_absorption", "full"),
+                               ("mean_absorption_fraction", "fraction")):
+                gap = abs(details[mode]["saes"][name][key] - ref["saes"][name][key])
+                rows.append(Row("prompt_prefixes", f"{mode}: {name} |{label} - per word|", gap,
+                                "", "<=", REFERENCE_TOLERANCE))
+    return rows, {"layer": layer, "modes": details}
 
 
 # --------------------------------------------------------------------------- bfloat16
@@ -621,10 +787,11 @@ def bench_bf16_fidelity(profile: Profile, steps: int) -> tuple[list[Row], dict]:
 
 STAGES: dict[str, Callable[[Profile, int], tuple[list[Row], dict]]] = {
     "load": bench_load, "caching": bench_caching, "training": bench_training,
-    "saelens": bench_saelens, "evals": bench_evals, "bfloat16": bench_bfloat16,
-    "bf16_fidelity": bench_bf16_fidelity}
+    "saelens": bench_saelens, "evals": bench_evals, "prompt_prefixes": bench_prompt_prefixes,
+    "bfloat16": bench_bfloat16, "bf16_fidelity": bench_bf16_fidelity}
 SECTIONS = tuple(STAGES)
-NEEDS_CACHE = ("caching", "training", "saelens", "evals", "bfloat16", "bf16_fidelity")
+NEEDS_CACHE = ("caching", "training", "saelens", "evals", "prompt_prefixes", "bfloat16",
+               "bf16_fidelity")
 
 
 # --------------------------------------------------------------------------- driver

@@ -65,10 +65,13 @@ def capture_residuals(
     input_ids_BS: torch.Tensor,
     layers: list[int],
     attention_mask_BS: torch.Tensor | None = None,
+    kv_cache=None,
 ) -> dict[int, torch.Tensor]:
     """Residual stream after each block in ``layers`` ([B, S, D] each).
 
-    Runs the decoder stack only up to ``max(layers)``; no logits.
+    Runs the decoder stack only up to ``max(layers)``; no logits. With a
+    transformers ``Cache`` in ``kv_cache``, the tokens continue the cached
+    prefix and the cache gains their keys and values (blocks up to ``max(layers)``).
     """
     n_layers = loaded.n_layers
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
@@ -87,7 +90,8 @@ def capture_residuals(
 
     handles = [loaded.layers[layer].register_forward_hook(hook(layer)) for layer in layers]
     try:
-        loaded.base(input_ids=input_ids_BS, attention_mask=attention_mask_BS, use_cache=False)
+        loaded.base(input_ids=input_ids_BS, attention_mask=attention_mask_BS,
+                    cache=kv_cache, use_cache=kv_cache is not None)
     except _StopForward:
         pass
     finally:

@@ -30,9 +30,11 @@ from atm_repro.evals.absorption import (
     score_words,
     scoring_prompts,
     select_main_latents,
+    shared_prefix_prompts,
     single_token_words,
     tokenize_prompts,
     train_multi_probe,
+    word_activations,
     word_token_pos,
 )
 from atm_repro.evals.results import read_result, write_result
@@ -430,6 +432,46 @@ def test_splits_and_prompts_follow_saebench_random_calls():
     assert [p for ps in scoring_prompts(by_letter, words, cfg) for p in ps] == expected
 
 
+def test_shared_prefix_prompts_use_few_sets_and_never_the_word():
+    import random
+
+    words = [f" w{chr(97 + i % 26)}{i}" for i in range(200)]
+    prompts = shared_prefix_prompts(words, words, random.Random(0), 10, 4)
+    prefixes = [p[: p.rindex("\n") + 1] for p in prompts]
+    assert len(set(prefixes)) == 4  # four example sets, each used
+    for word, prompt, prefix in zip(words, prompts, prefixes):
+        assert prompt == prefix + f"{word} has the first letter:"
+        assert f"\n{word} has" not in prefix  # a word is never its own example
+    assert shared_prefix_prompts(words, words, random.Random(0), 10, 4) == prompts
+    # a word inside its turn's set moves on to the next set
+    pool = words[:30]
+    rng = random.Random(1)
+    sets = [rng.sample(pool, 10) for _ in range(6)]
+    moved = 0
+    for i, (w, p) in enumerate(zip(pool, shared_prefix_prompts(pool, pool, random.Random(1),
+                                                                10, 6))):
+        j = next(j for j in range(6) if w not in sets[(i + j) % 6])
+        assert p == build_prompt(w, sets[(i + j) % 6])
+        moved += j > 0
+    assert moved > 0
+    with pytest.raises(ValueError, match="every example set contains"):
+        shared_prefix_prompts(pool[:1], pool[:10], random.Random(0), 10, 2)
+
+
+def test_shared_prefixes_change_the_prompts_and_the_prep_key():
+    words = [f" w{chr(97 + i % 26)}{i}" for i in range(300)]
+    per_word = probe_splits(words, AbsorptionConfig(seed=7))
+    shared = probe_splits(words, AbsorptionConfig(seed=7, prompt_prefixes=8))
+    assert shared[:2] == per_word[:2]  # the same split
+    assert len({p[: p.rindex("\n")] for p in shared[2]}) == 8
+    assert len({p[: p.rindex("\n")] for p in per_word[2]}) == 240
+    from atm_repro.evals.absorption import prep_fingerprint
+    assert prep_fingerprint(AbsorptionConfig()) != prep_fingerprint(
+        AbsorptionConfig(prompt_prefixes=8))
+    with pytest.raises(ConfigError, match="prompt_prefixes"):
+        AbsorptionConfig(prompt_prefixes=1)
+
+
 # ---------------------------------------------------------------- tiny-gemma3 e2e
 
 
@@ -460,6 +502,28 @@ def test_word_sample_is_single_token_and_seeded(tiny):
     assert word_token_pos(tok, TINY_CFG) == -8  # " has the first letter:" is 7 tokens here
     with pytest.raises(ValueError, match="sits at token -8, not prompt_token_pos=-6"):
         word_token_pos(tok, dataclasses.replace(TINY_CFG, prompt_token_pos=-6))
+
+
+def test_prefix_cache_gives_the_full_forward_activations(tiny):
+    """The word's residual read on its prefix's key/value cache equals a forward of
+    the whole prompt: right positions, right prefix, the word's own token."""
+    import random
+
+    words, _ = sample_words(tiny.tokenizer, TINY_CFG)
+    pos = word_token_pos(tiny.tokenizer, TINY_CFG)
+    prompts = shared_prefix_prompts(words[:80], words, random.Random(0), 10, 3)
+    ids = tokenize_prompts(tiny.tokenizer, prompts, words[:80], pos)
+    full = word_activations(tiny, [0, 1], ids, pos, 16)
+    cached = word_activations(tiny, [0, 1], ids, pos, 16, shared_prefixes=True)
+    for layer in (0, 1):
+        np.testing.assert_allclose(cached[layer], full[layer], rtol=1e-4, atol=1e-4)
+    # the reading is the word's token of the whole prompt
+    from atm_repro.cache import capture_residuals
+    direct = capture_residuals(tiny, ids, [1])[1][:, pos].numpy()
+    np.testing.assert_allclose(full[1], direct, rtol=1e-5, atol=1e-5)
+    # prompts cut after the word read the same as whole prompts
+    whole = torch.cat([ids, ids[:, -1:]], dim=1)  # one token more after the word
+    np.testing.assert_array_equal(word_activations(tiny, [1], whole, pos - 1, 16)[1], full[1])
 
 
 def test_end_to_end_tiny_is_deterministic(tiny, tmp_path):

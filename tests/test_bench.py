@@ -9,14 +9,20 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from atm_repro import bench
 from atm_repro.bench import Row, format_table, render_markdown, run_bench, update_doc
-from atm_repro.cache import build_cache
-from atm_repro.config import ConfigError
+from atm_repro.cache import ArraySource, build_cache
+from atm_repro.config import ConfigError, SAESpec, TrainConfig
 from atm_repro.hardware import bf16_native
 from atm_repro.runs import bench_dir
+from atm_repro.saes import build_config
+from atm_repro.saes.base import StepContext
+from atm_repro.saes.io import SAEMeta
+from atm_repro.train import CHECKPOINT, BatchOrder, lr_multiplier, train_sae
 
 
 def _rows(result: dict) -> dict[tuple[str, str], dict]:
@@ -69,6 +75,34 @@ def test_caching_and_training_sections(tiny_profile, tmp_path):
     # each SAE ran exactly the asked steps in the bench's own directory
     metrics = json.loads((out / "saes" / "atm" / "metrics.json").read_text())
     assert metrics["steps"] == 2
+
+
+def test_prompt_prefixes_section_compares_both_preparations(tiny_profile):
+    """Per-word and shared-prefix preparations of the same words, each SAE scored
+    on both, and the change set against the crosscheck tolerance."""
+    build_cache(tiny_profile, progress=False)
+    rows, details = bench.bench_prompt_prefixes(tiny_profile, 2)
+    modes = ["per word", *(f"{n} prefixes" for n in bench.PREFIX_COUNTS)]
+    assert list(details["modes"]) == modes
+    by_name = {r.measurement: r for r in rows}
+    saes = [n for n in bench.PREFIX_SAES if n in tiny_profile.train.saes]
+    assert saes
+    for mode in modes:
+        assert by_name[f"{mode}: letters kept"].value == len(details["modes"][mode]["letters"])
+        for name in saes:
+            assert (by_name[f"{mode}: {name} full absorption (raw)"].value
+                    == pytest.approx(details["modes"][mode]["saes"][name]
+                                     ["mean_full_absorption"], nan_ok=True))
+    shared = modes[1]
+    for name in saes:
+        gap = by_name[f"{shared}: {name} |full - per word|"]
+        full = details["modes"]
+        assert gap.value == pytest.approx(abs(full[shared]["saes"][name]["mean_full_absorption"]
+                                              - full["per word"]["saes"][name]
+                                              ["mean_full_absorption"]), nan_ok=True)
+        assert gap.target == "<= 0.05"
+    # the two preparations saw the same words through different prompts
+    assert details["modes"]["per word"]["probe_f1"] != details["modes"][shared]["probe_f1"]
 
 
 def test_bad_requests_fail_before_any_stage(tiny_profile):
@@ -134,11 +168,137 @@ def test_saelens_side_by_side(tiny_profile):
     build_cache(tiny_profile, progress=False)
     rows, details = bench.bench_saelens(tiny_profile, steps=3)
     assert details["saes"] == ["standard", "topk"]
+    full = tiny_profile.train.tokens // tiny_profile.train.batch_size  # steps is not used
+    assert {n: r["steps"] for n, r in details["runs"].items()} == {"standard": full, "topk": full}
     values = {r.measurement: r.value for r in rows}
     for name in details["saes"]:
         for m in ("ours", "SAELens", "ours / SAELens tokens/s"):
             assert math.isfinite(values[f"{name}: {m}"]) and values[f"{name}: {m}"] > 0
         assert 0 < values[f"{name}: FVU SAELens"] < 10
+
+
+# --------------------------------------------------------------------------- SAELens mapping
+
+SYN_D, SYN_F, SYN_B, SYN_STEPS = 8, 24, 32, 12
+
+
+def _synthetic(n: int = 600) -> ArraySource:
+    rng = np.random.default_rng(0)
+    return ArraySource((rng.normal(size=(n, SYN_D)) * 4 + 2).astype(np.float32))
+
+
+def _tcfg(**kw) -> TrainConfig:
+    base = dict(width=SYN_F, batch_size=SYN_B, tokens=SYN_B * SYN_STEPS, lr=1e-3,
+                lr_warmup_steps=3, lr_decay_frac=0.25, dead_tokens=4 * SYN_B + 5,
+                init_sample_tokens=400, seeds=[3])
+    return TrainConfig(**{**base, **kw})
+
+
+SYN_SPECS = {"standard": SAESpec("standard", {"l1_coefficient": 2.0, "coeff_warmup_frac": 0.5}),
+             "topk": SAESpec("topk", {"k": 3}, lr=2e-3)}
+
+
+def test_saelens_schedule_decays_like_ours():
+    assert bench.saelens_schedule(496, 25, 0.2) == {"lr_warm_up_steps": 25, "lr_decay_steps": 99}
+    assert bench.saelens_schedule(10, 25, 0.2) == {"lr_warm_up_steps": 8, "lr_decay_steps": 2}
+    assert bench.saelens_schedule(10, 0, 0.0) == {"lr_warm_up_steps": 0, "lr_decay_steps": 0}
+
+
+@pytest.mark.parametrize("dead_tokens,batch", [(100_000, 512), (1024, 512), (1000, 512),
+                                               (512, 512), (100, 512)])
+def test_saelens_dead_window_is_ours(dead_tokens, batch):
+    """Ours: dead once the steps without firing hold >= dead_tokens tokens; SAELens:
+    dead after more than ``window`` such steps. Same steps for every count."""
+    window = bench.saelens_dead_window(dead_tokens, batch)
+    for n in range(300):
+        assert (n * batch >= dead_tokens) == (n > window), n
+
+
+def test_our_init_is_the_trainers(tmp_path):
+    """``our_init`` starts exactly where ``train_sae`` starts (weights, b_dec, scale)."""
+    source, tcfg = _synthetic(), _tcfg()
+    for name, spec in SYN_SPECS.items():
+        meta = SAEMeta(model_name="synthetic", hook_name="blocks.0.hook_resid_post", layer=0,
+                       context_size=8, dataset_path="synthetic")
+        result = train_sae(name, spec, 3, tcfg, source, tmp_path / name, meta, progress=False,
+                           stop_after_steps=0)  # checkpoint of the initial state
+        ckpt = torch.load(tmp_path / name / CHECKPOINT, map_location="cpu", weights_only=True)
+        assert result.steps == 0
+        sae, scale = bench.our_init(spec, tcfg, source, 3)
+        assert scale == ckpt["input_scale"]
+        for key, value in sae.state_dict().items():
+            torch.testing.assert_close(value, ckpt["sae"][key], rtol=0, atol=0)
+
+
+def _saelens_shaped(D: int, F: int, W_dec_shape: tuple[int, int] | None = None) -> torch.nn.Module:
+    """A module with SAELens's parameter names and layout."""
+    module = torch.nn.Module()
+    for name, shape in (("W_enc", (D, F)), ("W_dec", W_dec_shape or (F, D)), ("b_enc", (F,)),
+                        ("b_dec", (D,))):
+        setattr(module, name, torch.nn.Parameter(torch.zeros(shape)))
+    return module
+
+
+def test_copy_init_copies_every_tensor_and_refuses_a_transpose():
+    source, tcfg = _synthetic(), _tcfg()
+    ours, _ = bench.our_init(SYN_SPECS["topk"], tcfg, source, 3)
+    theirs = _saelens_shaped(SYN_D, SYN_F)
+    bench.copy_init(ours, theirs)
+    for name in bench.SAELENS_TENSORS:
+        assert torch.equal(getattr(theirs, name), getattr(ours, name))
+    with pytest.raises(bench.BenchError, match="W_dec"):
+        bench.copy_init(ours, _saelens_shaped(SYN_D, SYN_F, W_dec_shape=(SYN_D, SYN_F)))
+    jumprelu, _ = bench.our_init(SAESpec("jumprelu", {}), tcfg, source, 3)
+    with pytest.raises(bench.BenchError, match="parameters SAELens lacks"):
+        bench.copy_init(jumprelu, _saelens_shaped(SYN_D, SYN_F))
+
+
+def test_saelens_unmatched_names_what_saelens_hard_codes():
+    cfg = build_config("topk", {"k": 3}, SYN_D, SYN_F)
+    assert bench.saelens_unmatched(_tcfg(), cfg, SYN_STEPS) == []
+    odd = bench.saelens_unmatched(_tcfg(grad_clip=0.5, lr_warmup_steps=11),
+                                  build_config("topk", {"k": 3, "aux_k": 2}, SYN_D, SYN_F),
+                                  SYN_STEPS)
+    assert [n.split()[0] for n in odd] == ["grad_clip", "aux_k", "lr"]
+
+
+@pytest.mark.parametrize("name", list(SYN_SPECS))
+def test_saelens_trainer_runs_our_recipe(name):
+    """SAELens's trainer, set up by the bench, against ours step by step: the same
+    first loss (init, layout, scale, L1 definition), lr and sparsity coefficient at
+    every step, betas, dead window, and the batches in our order."""
+    sae_lens = pytest.importorskip("sae_lens")
+    source, tcfg, spec = _synthetic(), _tcfg(), SYN_SPECS[name]
+    trainer = bench.saelens_trainer(sae_lens, spec, tcfg, source, SYN_STEPS)
+    ours, scale = bench.our_init(spec, tcfg, source, 3)
+    lr = spec.lr or tcfg.lr
+    assert (trainer.cfg.adam_beta1, trainer.cfg.adam_beta2) == ours.adam_betas
+    assert not trainer.cfg.autocast
+    assert trainer.cfg.dead_feature_window == 4  # ceil((4 B + 5) / B) - 1
+
+    seen = []
+    forward = trainer.sae.training_forward_pass
+
+    def record(step_input):
+        out = forward(step_input)
+        seen.append((trainer.optimizer.param_groups[0]["lr"],
+                     step_input.coefficients.get("l1"), out.loss.item(), step_input.sae_in))
+        return out
+
+    trainer.sae.training_forward_pass = record
+    trainer.fit()
+    assert len(seen) == SYN_STEPS
+    order = BatchOrder(len(source), SYN_B, 3)
+    for t, (step_lr, coeff, _, x) in enumerate(seen):
+        assert step_lr == pytest.approx(lr * lr_multiplier(t, SYN_STEPS, 3, 0.25), rel=1e-6), t
+        ctx = StepContext(t, SYN_STEPS, torch.zeros(SYN_F, dtype=torch.bool), torch.Generator())
+        if name == "standard":
+            assert coeff == pytest.approx(2.0 * ctx.warmup(0.5), rel=1e-6), t
+        torch.testing.assert_close(x, torch.from_numpy(source.gather(order.indices(t))) * scale)
+    assert seen[-1][0] < lr / 2  # decays
+    x0 = seen[0][3]
+    ctx = StepContext(0, SYN_STEPS, torch.zeros(SYN_F, dtype=torch.bool), torch.Generator())
+    assert seen[0][2] == pytest.approx(ours.training_forward(x0, ctx).loss.item(), rel=1e-5)
 
 
 @pytest.mark.skipif(not bf16_native("cpu"), reason="bfloat16 is not native on this CPU")

@@ -126,6 +126,20 @@ def test_standard_sae_decoder_is_free_and_l1_is_norm_weighted():
     assert out.loss.item() == pytest.approx(out.terms["mse"].item() + 0.4 * l1)
 
 
+def test_l1_stays_float32_under_bfloat16_autocast():
+    """The penalty's reduction is not rounded to bfloat16 (SAELens keeps it float32)."""
+    from atm_repro.saes.standard import decoder_weighted_l1
+
+    g = torch.Generator().manual_seed(0)
+    f_BF = torch.rand(64, 512, generator=g) * 3
+    W_dec_FD = torch.randn(512, 16, generator=g)
+    exact = (f_BF.double() * W_dec_FD.double().norm(dim=-1)).sum(1).mean()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        l1 = decoder_weighted_l1(f_BF, W_dec_FD)
+    assert l1.dtype == torch.float32
+    assert abs(l1.item() - exact.item()) / exact.item() < 1e-5
+
+
 # --------------------------------------------------------------------- topk
 
 

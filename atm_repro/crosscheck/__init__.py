@@ -37,6 +37,7 @@ from atm_repro.config import ConfigError, Profile, fingerprint
 from atm_repro.corpus import load_articles
 from atm_repro.evals.absorption import (
     LETTERS,
+    REFERENCE_TOLERANCE,
     prepare_absorption,
     probe_splits,
     run_absorption,
@@ -64,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "saebench_driver.py"
 REQUIREMENTS = HERE / "saebench-requirements.txt"
 DOC_PATH = HERE.parent.parent / "docs" / "benchmarks.md"
-TOLERANCE = 0.05
+TOLERANCE = REFERENCE_TOLERANCE
 # Our model names -> TransformerLens's (it builds its config from the name).
 TL_NAMES = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-2-2b": "google/gemma-2-2b"}
 # both seeds of ATM and TopK (the claim), one of every other family: SAEBench takes

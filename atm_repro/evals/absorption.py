@@ -61,6 +61,7 @@ nothing about absorption.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -77,6 +78,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from atm_repro import code_version
 from atm_repro.cache import capture_residuals
@@ -94,6 +96,8 @@ PROJ_FRACTION_THRESHOLD = 0.4  # absorbing projection / P needed (both metrics)
 ABSORBER_COS_THRESHOLD = 0.1  # min cosine of a candidate absorbing latent (fraction)
 MAX_ABSORBERS = 3  # absorbing latents summed for the fraction
 MAX_DRAWS = 1000  # SAEBench's limit on redrawing examples that contain the word
+REFERENCE_TOLERANCE = 0.05  # largest |ours - SAEBench| per measure that counts as agreeing
+CACHED_WORDS_PER_PASS = 256  # one token each, on a copy of the prefix's key/value cache
 
 EVAL_NAME = "absorption"
 CODE_FILES = ("evals/absorption.py", "cache.py")
@@ -111,6 +115,10 @@ class AbsorptionConfig:
     # tokenizer (minus the template tail's token count, minus 1)
     prompt_token_pos: int | None = None
     batch_size: int = 32  # prompts per forward pass
+    # 0: every prompt draws its own examples (SAEBench); n >= 2: each prompt set
+    # draws n example sets, the model runs each once and the words continue its
+    # key/value cache (docs/metrics.md, "Shared prompt prefixes")
+    prompt_prefixes: int = 0
     # ground-truth probe (SAEBench train_and_save_probes / train_linear_probe_for_task)
     probe_epochs: int = 50
     probe_batch_size: int = 64
@@ -145,6 +153,8 @@ class AbsorptionConfig:
             (self.prompt_token_pos is None or self.prompt_token_pos <= -2,
              "prompt_token_pos must be <= -2 (or null: from the tokenizer)"),
             (self.batch_size > 0 and self.sae_batch_size > 0, "batch sizes must be > 0"),
+            (self.prompt_prefixes == 0 or self.prompt_prefixes >= 2,
+             "prompt_prefixes must be 0 (examples per word) or >= 2"),
             (self.probe_epochs >= 1 and self.sparse_probe_epochs >= 1, "epochs must be >= 1"),
             (self.probe_batch_size >= 1 and self.sparse_probe_batch_size >= 1,
              "probe batch sizes must be >= 1"),
@@ -169,7 +179,7 @@ class AbsorptionConfig:
 
 # Fields that change the prepared data (the rest only affect run_absorption).
 PREP_FIELDS = ("seed", "n_words", "train_fraction", "n_icl_examples", "prompt_token_pos",
-               "probe_epochs",
+               "prompt_prefixes", "probe_epochs",
                "probe_batch_size", "probe_lr", "probe_end_lr", "probe_weight_decay")
 
 
@@ -272,6 +282,30 @@ def icl_prompt(word: str, pool: list[str], rng: random.Random, n_examples: int) 
     raise ValueError(f"absorption: no example set without {word!r} in {MAX_DRAWS} draws")
 
 
+def shared_prefix_prompts(words: list[str], pool: list[str], rng: random.Random,
+                          n_examples: int, n_prefixes: int) -> list[str]:
+    """Prompts over ``n_prefixes`` example sets drawn from ``pool``: word i takes
+    set i mod n, or the next set that does not contain it."""
+    sets = [rng.sample(pool, n_examples) for _ in range(n_prefixes)]
+    prompts = []
+    for i, word in enumerate(words):
+        examples = next((sets[(i + j) % n_prefixes] for j in range(n_prefixes)
+                         if word not in sets[(i + j) % n_prefixes]), None)
+        if examples is None:
+            raise ValueError(f"absorption: every example set contains {word!r}")
+        prompts.append(build_prompt(word, examples))
+    return prompts
+
+
+def prompts_for(words: list[str], pool: list[str], rng: random.Random,
+                cfg: AbsorptionConfig) -> list[str]:
+    """One prompt per word, examples from ``pool``: drawn per word (SAEBench) or
+    from ``cfg.prompt_prefixes`` shared sets."""
+    if cfg.prompt_prefixes:
+        return shared_prefix_prompts(words, pool, rng, cfg.n_icl_examples, cfg.prompt_prefixes)
+    return [icl_prompt(w, pool, rng, cfg.n_icl_examples) for w in words]
+
+
 def probe_splits(words: list[str], cfg: AbsorptionConfig):
     """(train words, test words, train prompts, test prompts): the shuffle, the split
     and the examples drawn from each split, with SAEBench's calls to ``random``
@@ -280,9 +314,7 @@ def probe_splits(words: list[str], cfg: AbsorptionConfig):
     shuffled = rng.sample(words, len(words))
     n_train = int(len(shuffled) * cfg.train_fraction)
     train, test = shuffled[:n_train], shuffled[n_train:]
-    prompts_train = [icl_prompt(w, train, rng, cfg.n_icl_examples) for w in train]
-    prompts_test = [icl_prompt(w, test, rng, cfg.n_icl_examples) for w in test]
-    return train, test, prompts_train, prompts_test
+    return train, test, prompts_for(train, train, rng, cfg), prompts_for(test, test, rng, cfg)
 
 
 def scoring_prompts(words_by_letter: list[list[str]], words: list[str],
@@ -291,6 +323,11 @@ def scoring_prompts(words_by_letter: list[list[str]], words: list[str],
     examples from the whole word list (SAEBench's ``FeatureAbsorptionCalculator``),
     on a generator seeded with ``cfg.seed + 1`` (the crosscheck seeds SAEBench's)."""
     rng = random.Random(cfg.seed + 1)
+    if cfg.prompt_prefixes:  # one draw of the sets for all letters
+        flat = shared_prefix_prompts([w for ws in words_by_letter for w in ws], words, rng,
+                                     cfg.n_icl_examples, cfg.prompt_prefixes)
+        bounds = np.cumsum([0, *map(len, words_by_letter)])
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     return [[icl_prompt(w, words, rng, cfg.n_icl_examples) for w in letter_words]
             for letter_words in words_by_letter]
 
@@ -319,9 +356,16 @@ def tokenize_prompts(tokenizer, prompts: list[str], words: list[str], token_pos:
 @torch.no_grad()
 def word_activations(loaded: LoadedModel, layers: list[int], ids_NS: torch.Tensor,
                      token_pos: int, batch_size: int, progress: bool = False,
-                     desc: str = "") -> dict:
+                     desc: str = "", shared_prefixes: bool = False) -> dict:
     """Residual stream after each block of ``layers`` at token ``token_pos``,
-    {layer: float32 [N, D]}, one forward pass per batch for all layers."""
+    {layer: float32 [N, D]}, one forward pass per batch for all layers.
+
+    The tokens after the word cannot reach it (causal attention), so prompts end
+    at the word. With ``shared_prefixes``, each distinct prefix (the tokens before
+    the word) runs once and its words' tokens run on its key/value cache."""
+    ids_NS = ids_NS[:, : ids_NS.shape[1] + token_pos + 1]
+    if shared_prefixes:
+        return _prefix_cached_activations(loaded, layers, ids_NS, progress, desc)
     device = next(loaded.model.parameters()).device
     acts = {layer: np.empty((len(ids_NS), loaded.d_model), dtype=np.float32) for layer in layers}
     for start in tqdm(range(0, len(ids_NS), batch_size), disable=not progress,
@@ -329,8 +373,31 @@ def word_activations(loaded: LoadedModel, layers: list[int], ids_NS: torch.Tenso
         batch = ids_NS[start : start + batch_size].to(device)
         resid = capture_residuals(loaded, batch, layers, torch.ones_like(batch))
         for layer, resid_BSD in resid.items():
-            acts[layer][start : start + len(batch)] = \
-                resid_BSD[:, token_pos].float().cpu().numpy()
+            acts[layer][start : start + len(batch)] = resid_BSD[:, -1].float().cpu().numpy()
+    return acts
+
+
+def _prefix_cached_activations(loaded: LoadedModel, layers: list[int], ids_NS: torch.Tensor,
+                               progress: bool, desc: str) -> dict:
+    """``word_activations`` for prompts that end at the word and share few prefixes."""
+    device = next(loaded.model.parameters()).device
+    groups: dict[bytes, list[int]] = {}
+    for i, row in enumerate(ids_NS[:, :-1].numpy()):
+        groups.setdefault(row.tobytes(), []).append(i)
+    acts = {layer: np.empty((len(ids_NS), loaded.d_model), dtype=np.float32) for layer in layers}
+    for idx in tqdm(groups.values(), disable=not progress,
+                    desc=f"absorption {desc} L{','.join(map(str, layers))} (shared prefixes)"):
+        prefix_cache = DynamicCache(config=loaded.model.config)
+        capture_residuals(loaded, ids_NS[idx[:1], :-1].to(device), layers,
+                          kv_cache=prefix_cache)
+        for start in range(0, len(idx), CACHED_WORDS_PER_PASS):
+            rows = idx[start : start + CACHED_WORDS_PER_PASS]
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+            resid = capture_residuals(loaded, ids_NS[rows, -1:].to(device), layers,
+                                      kv_cache=cache)
+            for layer, resid_B1D in resid.items():
+                acts[layer][rows] = resid_B1D[:, -1].float().cpu().numpy()
     return acts
 
 
@@ -534,8 +601,9 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
     t0 = time.perf_counter()
     train, test, prompts_train, prompts_test = probe_splits(words, cfg)
     pos = word_token_pos(loaded.tokenizer, cfg)
+    shared = cfg.prompt_prefixes > 0
     acts = {split: word_activations(loaded, todo, tokenize_prompts(loaded.tokenizer, p, w, pos),
-                                    pos, cfg.batch_size, progress, split)
+                                    pos, cfg.batch_size, progress, split, shared)
             for split, p, w in (("train", prompts_train, train), ("test", prompts_test, test))}
     forward_s = time.perf_counter() - t0
     for layer in todo:
@@ -550,9 +618,12 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
         data.score_test_idx = np.concatenate(by_letter).astype(np.int64)
         scored = [test[i] for i in data.score_test_idx]
         ids = tokenize_prompts(loaded.tokenizer, [p for ps in prompts for p in ps], scored, pos)
+        t2 = time.perf_counter()
         data.score_acts_ND = word_activations(loaded, [layer], ids, pos, cfg.batch_size,
-                                              progress, "scoring")[layer]
+                                              progress, "scoring", shared)[layer]
+        score_s = time.perf_counter() - t2
         data.meta["prepare_seconds"] = round(forward_s / len(todo) + time.perf_counter() - t1, 3)
+        data.meta["forward_seconds"] = round(forward_s / len(todo) + score_s, 3)
         if layer in paths:
             data.save(paths[layer])
         out[layer] = data

@@ -33,8 +33,10 @@ class StandardConfig(SAEConfig):
 
 def decoder_weighted_l1(f_BF: torch.Tensor, W_dec_FD: torch.Tensor) -> torch.Tensor:
     """sum_i f_i ||d_i||, mean over the batch (f >= 0, so |f_i| = f_i). Summing
-    over tokens first avoids a [B, F] product in the forward and backward pass."""
-    return f_BF.sum(0) @ W_dec_FD.norm(dim=-1) / f_BF.shape[0]
+    over tokens first avoids a [B, F] product in the forward and backward pass.
+    In float32 under bfloat16 autocast too (an elementwise product, which autocast
+    leaves alone), as SAELens computes it."""
+    return (f_BF.float().sum(0) * W_dec_FD.float().norm(dim=-1)).sum() / f_BF.shape[0]
 
 
 class StandardSAE(SAE):
