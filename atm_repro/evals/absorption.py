@@ -27,7 +27,10 @@ The steps (SAEBench's, with its defaults):
    token, -6 from the end for Gemma (``prompt_token_pos``). The shuffle, the
    80/20 split and every example draw use Python's ``random`` exactly as
    SAEBench calls it, so with the same seed and word list the prompts are the
-   same strings.
+   same strings. The forward pass stops at the word (later tokens cannot reach
+   it). ``prompt_prefixes`` > 0 swaps the per-word draws for a few shared
+   example sets run once each (key/value cache): much faster, not SAEBench's
+   numbers (docs/metrics.md).
 3. Ground truth: one 26-output linear probe (one-vs-rest logistic outputs,
    class-weighted), Adam with weight decay, mini-batches, exponential lr decay.
    Letters with test F1 <= 0.6 are left out; below 20 letters SAEBench reports
