@@ -52,10 +52,11 @@ Sections (``SECTIONS``; ``--only`` picks some):
   a temp dir), then per SAE. The SAEs are the profile's trained main runs
   (lowest seed) where they exist, else bench runs of ``steps`` steps.
 * ``prompt_prefixes``: the absorption preparation on ``train.layer`` with
-  SAEBench's per-word prompts and with shared prompt prefixes
-  (``PREFIX_COUNTS``): seconds of model forwards and of the whole preparation,
-  letters kept, and both raw measures of ``PREFIX_SAES`` either way, with
-  their change against the crosscheck tolerance.
+  SAEBench's per-word prompts, with per-word prompts whose examples are drawn
+  again (same words and split: the metric's own prompt noise), and with shared
+  prompt prefixes (``PREFIX_COUNTS``): seconds of model forwards and of the
+  whole preparation, letters kept, and both raw measures of ``PREFIX_SAES``
+  each way, with their change against the crosscheck tolerance.
 
 * ``bfloat16``: float32 against bfloat16 where the machine runs bfloat16
   natively (``hardware``): caching tokens/s with the model cast to bfloat16 and
@@ -603,6 +604,7 @@ def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
 
 PREFIX_COUNTS = (64,)  # shared example sets tried against per-word prompts
 PREFIX_SAES = ("atm", "topk", "jumprelu")  # main runs compared both ways (lowest seed)
+REDRAW_SEED_OFFSET = 1000  # example_seed of the redrawn per-word prompts: seed + this
 
 
 def bench_prompt_prefixes(profile: Profile, steps: int) -> tuple[list[Row], dict]:
@@ -614,8 +616,12 @@ def bench_prompt_prefixes(profile: Profile, steps: int) -> tuple[list[Row], dict
     saes = {n: p for n, (p, _) in _eval_saes(profile, steps).items() if n in PREFIX_SAES}
     loaded = _load(profile)
     layer = profile.train.layer
-    modes = {"per word": dataclasses.replace(base, prompt_prefixes=0),
-             **{f"{n} prefixes": dataclasses.replace(base, prompt_prefixes=n)
+    per_word = dataclasses.replace(base, prompt_prefixes=0, example_seed=None)
+    modes = {"per word": per_word,
+             # the same words and split, other example draws: the prompts' own noise
+             "per word, examples redrawn": dataclasses.replace(
+                 per_word, example_seed=base.seed + REDRAW_SEED_OFFSET),
+             **{f"{n} prefixes": dataclasses.replace(per_word, prompt_prefixes=n)
                 for n in PREFIX_COUNTS}}
     rows, details = [], {}
     for mode, cfg in modes.items():
@@ -638,8 +644,9 @@ def bench_prompt_prefixes(profile: Profile, steps: int) -> tuple[list[Row], dict
                          measures["mean_absorption_fraction"])]
     ref = details["per word"]
     for mode in list(modes)[1:]:
-        rows.append(Row("prompt_prefixes", f"{mode}: forward speed-up over per word",
-                        ref["forward_s"] / details[mode]["forward_s"], "x"))
+        if mode in (f"{n} prefixes" for n in PREFIX_COUNTS):
+            rows.append(Row("prompt_prefixes", f"{mode}: forward speed-up over per word",
+                            ref["forward_s"] / details[mode]["forward_s"], "x"))
         for name in saes:
             for key, label in (("mean_full_absorption", "full"),
                                ("mean_absorption_fraction", "fraction")):

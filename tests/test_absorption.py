@@ -472,6 +472,21 @@ def test_shared_prefixes_change_the_prompts_and_the_prep_key():
         AbsorptionConfig(prompt_prefixes=1)
 
 
+def test_example_seed_redraws_examples_only():
+    words = [f" w{chr(97 + i % 26)}{i}" for i in range(300)]
+    base = probe_splits(words, AbsorptionConfig(seed=7))
+    redrawn = probe_splits(words, AbsorptionConfig(seed=7, example_seed=99))
+    assert redrawn[:2] == base[:2]  # the same words in the same split
+    for old, new in zip(base[2] + base[3], redrawn[2] + redrawn[3]):
+        assert old.rsplit("\n", 1)[1] == new.rsplit("\n", 1)[1]  # the same word line
+    assert sum(o != n for o, n in zip(base[2], redrawn[2])) == len(base[2])
+    by_letter = [[w for w in base[1] if w[2] == c] for c in LETTERS]
+    assert (scoring_prompts(by_letter, words, AbsorptionConfig(seed=7))
+            != scoring_prompts(by_letter, words, AbsorptionConfig(seed=7, example_seed=99)))
+    assert (probe_splits(words, AbsorptionConfig(seed=7, example_seed=99))
+            == redrawn)  # seeded
+
+
 # ---------------------------------------------------------------- tiny-gemma3 e2e
 
 

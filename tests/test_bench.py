@@ -82,7 +82,8 @@ def test_prompt_prefixes_section_compares_both_preparations(tiny_profile):
     on both, and the change set against the crosscheck tolerance."""
     build_cache(tiny_profile, progress=False)
     rows, details = bench.bench_prompt_prefixes(tiny_profile, 2)
-    modes = ["per word", *(f"{n} prefixes" for n in bench.PREFIX_COUNTS)]
+    modes = ["per word", "per word, examples redrawn",
+             *(f"{n} prefixes" for n in bench.PREFIX_COUNTS)]
     assert list(details["modes"]) == modes
     by_name = {r.measurement: r for r in rows}
     saes = [n for n in bench.PREFIX_SAES if n in tiny_profile.train.saes]
@@ -93,7 +94,9 @@ def test_prompt_prefixes_section_compares_both_preparations(tiny_profile):
             assert (by_name[f"{mode}: {name} full absorption (raw)"].value
                     == pytest.approx(details["modes"][mode]["saes"][name]
                                      ["mean_full_absorption"], nan_ok=True))
-    shared = modes[1]
+    shared = modes[2]
+    assert f"{modes[1]}: {saes[0]} |full - per word|" in by_name
+    assert f"{modes[1]}: forward speed-up over per word" not in by_name
     for name in saes:
         gap = by_name[f"{shared}: {name} |full - per word|"]
         full = details["modes"]

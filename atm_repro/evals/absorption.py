@@ -122,6 +122,9 @@ class AbsorptionConfig:
     # draws n example sets, the model runs each once and the words continue its
     # key/value cache (docs/metrics.md, "Shared prompt prefixes")
     prompt_prefixes: int = 0
+    # None: examples drawn on the split's generator (SAEBench); an int: on their own
+    # generator with this seed, words and split unchanged (measures prompt noise)
+    example_seed: int | None = None
     # ground-truth probe (SAEBench train_and_save_probes / train_linear_probe_for_task)
     probe_epochs: int = 50
     probe_batch_size: int = 64
@@ -182,7 +185,7 @@ class AbsorptionConfig:
 
 # Fields that change the prepared data (the rest only affect run_absorption).
 PREP_FIELDS = ("seed", "n_words", "train_fraction", "n_icl_examples", "prompt_token_pos",
-               "prompt_prefixes", "probe_epochs",
+               "prompt_prefixes", "example_seed", "probe_epochs",
                "probe_batch_size", "probe_lr", "probe_end_lr", "probe_weight_decay")
 
 
@@ -317,6 +320,8 @@ def probe_splits(words: list[str], cfg: AbsorptionConfig):
     shuffled = rng.sample(words, len(words))
     n_train = int(len(shuffled) * cfg.train_fraction)
     train, test = shuffled[:n_train], shuffled[n_train:]
+    if cfg.example_seed is not None:
+        rng = random.Random(cfg.example_seed)
     return train, test, prompts_for(train, train, rng, cfg), prompts_for(test, test, rng, cfg)
 
 
@@ -324,8 +329,9 @@ def scoring_prompts(words_by_letter: list[list[str]], words: list[str],
                     cfg: AbsorptionConfig) -> list[list[str]]:
     """Fresh prompts for the scored words, letter by letter in alphabetical order,
     examples from the whole word list (SAEBench's ``FeatureAbsorptionCalculator``),
-    on a generator seeded with ``cfg.seed + 1`` (the crosscheck seeds SAEBench's)."""
-    rng = random.Random(cfg.seed + 1)
+    on a generator seeded with ``cfg.seed + 1`` (the crosscheck seeds SAEBench's),
+    or ``cfg.example_seed + 1``."""
+    rng = random.Random((cfg.seed if cfg.example_seed is None else cfg.example_seed) + 1)
     if cfg.prompt_prefixes:  # one draw of the sets for all letters
         flat = shared_prefix_prompts([w for ws in words_by_letter for w in ws], words, rng,
                                      cfg.n_icl_examples, cfg.prompt_prefixes)
