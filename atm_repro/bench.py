@@ -129,9 +129,7 @@ from atm_repro.saes import SAE, SAEConfig, build_config, build_sae
 from atm_repro.saes.io import load_sae
 from atm_repro.train import (
     BatchOrder,
-    init_b_dec,
-    init_sample,
-    input_scale,
+    initialise,
     sae_meta,
     summarize,
     train_sae,
@@ -435,11 +433,7 @@ def our_init(spec: SAESpec, tcfg: TrainConfig, source, seed: int) -> tuple[SAE, 
     ``seed`` (weights, b_dec), and its input scale."""
     cfg = build_config(spec.variant, spec.params, source.d_model, tcfg.for_spec(spec).width)
     sae = build_sae(spec.variant, cfg)
-    sample = init_sample(source, tcfg.init_sample_tokens, seed)
-    scale = input_scale(sample)
-    sae.init_weights(torch.Generator().manual_seed(seed),
-                     init_b_dec(torch.from_numpy(sample) * scale, tcfg.b_dec_init))
-    return sae, scale
+    return sae, initialise(sae, source, tcfg, seed, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

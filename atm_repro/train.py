@@ -180,6 +180,16 @@ def init_sample(source, n_tokens: int, seed: int) -> np.ndarray:
     return source.gather(idx)
 
 
+def initialise(sae: SAE, source, cfg: TrainConfig, seed: int,
+               generator: torch.Generator) -> float:
+    """Start ``sae`` as training does: weights drawn from ``generator``, b_dec from
+    a seeded sample of ``source`` (``cfg.b_dec_init``); returns the input scale."""
+    sample = init_sample(source, cfg.init_sample_tokens, seed)
+    scale = input_scale(sample)
+    sae.init_weights(generator, init_b_dec(torch.from_numpy(sample) * scale, cfg.b_dec_init))
+    return scale
+
+
 def run_key(spec: SAESpec, seed: int, cfg: TrainConfig, meta: SAEMeta, data_key: str) -> dict:
     """Everything a trained SAE depends on (``seeds``/``saes``/``layer`` of ``cfg``
     are replaced by this run's seed, spec and ``meta.layer``)."""
@@ -321,10 +331,8 @@ def train_sae(
     if ckpt is None:
         for stale in (METRICS, TRAIN_LOG, CHECKPOINT, SAE_CFG, SAE_WEIGHTS, EXTRA_STATE):
             (out_dir / stale).unlink(missing_ok=True)
-        sample = init_sample(source, cfg.init_sample_tokens, seed)
-        scale = input_scale(sample)
-        sae.init_weights(generator, init_b_dec(torch.from_numpy(sample) * scale, cfg.b_dec_init))
-        run = _Run(sae.to(cfg.device), lr, generator, scale)
+        run = _Run(sae.to(cfg.device), lr, generator,
+                   initialise(sae, source, cfg, seed, generator))
     else:
         run = _Run(sae.to(cfg.device), lr, generator, ckpt["input_scale"])
         run.load_state_dict(ckpt)
