@@ -607,7 +607,8 @@ def bench_prompt_prefixes(profile: Profile, steps: int) -> tuple[list[Row], dict
     ``train.layer``: wall time of the model forwards and of the whole preparation,
     the letters kept, and both raw measures of ``PREFIX_SAES`` either way."""
     base = eval_configs(profile)["absorption"]
-    saes = {n: p for n, (p, _) in _eval_saes(profile, steps).items() if n in PREFIX_SAES}
+    saes = {n: load_sae(p) for n, (p, _) in _eval_saes(profile, steps).items()
+            if n in PREFIX_SAES}
     loaded = _load(profile)
     layer = profile.train.layer
     per_word = dataclasses.replace(base, prompt_prefixes=0, example_seed=None)
@@ -629,8 +630,8 @@ def bench_prompt_prefixes(profile: Profile, steps: int) -> tuple[list[Row], dict
                  Row("prompt_prefixes", f"{mode}: letters kept", len(kept))]
         details[mode] = {"letters": "".join(kept), "probe_f1": data.probe_f1_L.tolist(),
                          "forward_s": data.meta["forward_seconds"], "wall_s": wall, "saes": {}}
-        for name, path in saes.items():
-            measures = run_absorption(load_sae(path), data, cfg, name).details["measures"]
+        for name, sae in saes.items():
+            measures = run_absorption(sae, data, cfg, name).details["measures"]
             details[mode]["saes"][name] = measures
             rows += [Row("prompt_prefixes", f"{mode}: {name} full absorption (raw)",
                          measures["mean_full_absorption"]),
