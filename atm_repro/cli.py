@@ -10,7 +10,7 @@ import yaml
 from atm_repro.bench import format_table, run_bench
 from atm_repro.cache import build_cache
 from atm_repro.config import ConfigError, to_dict
-from atm_repro.crosscheck import run_crosscheck
+from atm_repro.crosscheck import ACTIVATIONS, run_crosscheck
 from atm_repro.pipeline import PipelineError, refresh_references, run
 from atm_repro.profiles import load_profile
 
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
         if name == "crosscheck":
             p.add_argument("--saes", nargs="+", help="main-layer SAEs, e.g. atm-s0 topk-s1")
+            p.add_argument("--activations", choices=ACTIVATIONS, default="ours",
+                           help="SAEBench reads our residuals (the paper's table) or runs "
+                                "the model itself through TransformerLens")
         if name == "bench":
             p.add_argument("--steps", type=int, help="training steps per SAE (default 50)")
             p.add_argument("--only", nargs="+",
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             print(format_table(run_bench(profile, args.steps, args.only)))
         elif args.command == "crosscheck":
-            print(run_crosscheck(profile, args.saes).to_string(index=False))
+            print(run_crosscheck(profile, args.saes, activations=args.activations)
+                  .to_string(index=False))
         else:
             for stage in run(args.profile, overrides, args.only, args.timeout):
                 print(f"{stage.notebook}: {stage.seconds:.0f} s -> {stage.output}")

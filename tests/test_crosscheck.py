@@ -7,10 +7,26 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from atm_repro.config import ConfigError
-from atm_repro.crosscheck import TOLERANCE, compare, crosscheck_tex, run_crosscheck
+from atm_repro.crosscheck import (
+    TOLERANCE,
+    compare,
+    crosscheck_tex,
+    residuals_for_saebench,
+    run_crosscheck,
+)
+from atm_repro.crosscheck.residual_lookup import ResidualLookup, load_residuals, save_residuals
+from atm_repro.evals.absorption import (
+    LETTERS,
+    AbsorptionConfig,
+    AbsorptionData,
+    letter_index,
+    probe_splits,
+)
 from atm_repro.evals.results import EvalResult
 from atm_repro.profiles import load_profile
 from atm_repro.report.provenance import Stamp
@@ -66,3 +82,89 @@ def test_bad_requests_fail_before_any_work(tmp_path, monkeypatch):
         run_crosscheck(load_profile("smoke"))  # tiny-gemma3: no TransformerLens config
     with pytest.raises(ConfigError, match="no trained SAE"):
         run_crosscheck(load_profile("cpu"), ["atm-s7"])
+    with pytest.raises(ConfigError, match="activations must be one of"):
+        run_crosscheck(load_profile("cpu"), activations="tl")
+
+
+def fake_to_tokens(prompts):  # SAEBench's prompts are all one length
+    return torch.zeros(len(prompts), 7, dtype=torch.long)
+
+
+def test_lookup_serves_each_prompts_residual_at_the_word_and_nan_elsewhere():
+    acts = np.arange(6, dtype=np.float32).reshape(3, 2)
+    lookup = ResidualLookup(["p0", "p1", "p2"], acts, "blocks.8.hook_resid_post", -3,
+                            fake_to_tokens)
+    logits, cache = lookup(["p2", "p0"], names_filter=["blocks.8.hook_resid_post"])
+    out = cache["blocks.8.hook_resid_post"]
+    assert logits is None and out.shape == (2, 7, 2)
+    assert torch.equal(out[:, -3], torch.tensor([[4.0, 5.0], [0.0, 1.0]]))
+    others = torch.cat([out[:, :-3], out[:, -2:]], dim=1)
+    assert torch.isnan(others).all()  # a read of another position cannot look plausible
+    assert lookup.served == 2
+
+
+def test_lookup_refuses_what_it_does_not_hold():
+    acts = np.ones((2, 2), np.float32)
+    lookup = ResidualLookup(["p0", "p1"], acts, "h", -1, fake_to_tokens)
+    with pytest.raises(KeyError, match="1 of 2 prompts were not built by our eval"):
+        lookup(["p0", "other"], names_filter=["h"])
+    with pytest.raises(ValueError, match="only 'h' is stored"):
+        lookup(["p0"], names_filter=["blocks.4.hook_resid_post"])
+    ResidualLookup(["p0", "p0"], acts, "h", -1, fake_to_tokens)  # a repeat, same residual
+    with pytest.raises(ValueError, match="appears twice"):
+        ResidualLookup(["p0", "p0"], np.array([[1, 2], [1, 3]], np.float32), "h", -1,
+                       fake_to_tokens)
+
+
+def test_residuals_file_round_trips(tmp_path):
+    acts = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    save_residuals(tmp_path / "r.npz", ["a", "b\nc", "d"], acts)
+    prompts, back = load_residuals(tmp_path / "r.npz")
+    assert prompts == ["a", "b\nc", "d"] and np.array_equal(back, acts)
+    with pytest.raises(ValueError, match="2 prompts but 3 rows"):
+        save_residuals(tmp_path / "s.npz", ["a", "b"], acts)
+
+
+def toy_absorption_data(cfg: AbsorptionConfig) -> tuple[AbsorptionData, list[str]]:
+    """Rows marked by their index (train 1000+i, test 2000+i, scoring 3000+j); a
+    probe that calls every test word its own letter (letter c's direction is e_c)."""
+    words = [c + tail for c in LETTERS for tail in ("ab", "cd", "ef")]
+    train, test, _, _ = probe_splits(words, cfg)
+    y_train = np.array([letter_index(w) for w in train])
+    y_test = np.array([letter_index(w) for w in test])
+    acts_train = np.zeros((len(train), 27), np.float32)
+    acts_train[:, 26] = 1000 + np.arange(len(train))
+    acts_test = np.zeros((len(test), 27), np.float32)
+    acts_test[np.arange(len(test)), y_test] = 1.0
+    acts_test[:, 26] = 2000 + np.arange(len(test))
+    W = np.eye(26, 27, dtype=np.float32)
+    data = AbsorptionData(words, train, test, y_train, y_test, acts_train, acts_test, W,
+                          np.full(26, -0.5, np.float32), np.ones(26), np.zeros(0, np.int64),
+                          np.zeros((0, 27), np.float32), "fp")
+    data.score_test_idx = np.concatenate([data.true_positives(c) for c in range(26)])
+    data.score_acts_ND = np.zeros((len(data.score_test_idx), 27), np.float32)
+    data.score_acts_ND[:, 26] = 3000 + np.arange(len(data.score_test_idx))
+    return data, words
+
+
+def test_residuals_for_saebench_pairs_every_prompt_with_its_own_row():
+    cfg = AbsorptionConfig(n_icl_examples=3)
+    data, words = toy_absorption_data(cfg)
+    prompts, acts = residuals_for_saebench(data, words, cfg)
+    n_tr, n_te, n_sc = len(data.words_train), len(data.words_test), len(data.score_test_idx)
+    assert len(prompts) == len(acts) == n_tr + n_te + n_sc and n_sc == n_te
+    rows = [*data.words_train, *data.words_test,
+            *[data.words_test[i] for i in data.score_test_idx]]
+    marks = [*(1000 + np.arange(n_tr)), *(2000 + np.arange(n_te)), *(3000 + np.arange(n_sc))]
+    for prompt, word, row, mark in zip(prompts, rows, acts, marks):
+        assert prompt.endswith(f"\n{word} has the first letter:") and row[26] == mark
+    # the scoring prompts are in letter order, as SAEBench scores them
+    scored = [data.words_test[i] for i in data.score_test_idx]
+    assert scored == sorted(scored, key=letter_index)
+
+
+def test_residuals_for_saebench_refuses_another_split():
+    cfg = AbsorptionConfig(n_icl_examples=3)
+    data, words = toy_absorption_data(cfg)
+    with pytest.raises(ValueError, match="not this config's split"):
+        residuals_for_saebench(data, words, AbsorptionConfig(n_icl_examples=3, seed=1))

@@ -9,10 +9,15 @@ SAEBench 0.6.0 is the reference for the absorption metric. This command
 2. draws the eval's word sample (``evals.absorption.sample_words``) and runs
    our absorption eval on the selected SAEs of the profile's main layer;
 3. runs ``saebench_driver.py`` in that environment on the same saved SAEs
-   (loaded by SAELens as they are on disk), the same words and the same seeds;
-4. writes ``paper/tables/crosscheck.csv`` and ``.tex`` (canonical profiles) and
-   ``runs/<profile>/crosscheck/`` (both sides' raw output), and the wall times
-   into docs/benchmarks.md.
+   (loaded by SAELens as they are on disk), the same words and the same seeds,
+   with the model's residuals taken from one of two sources (``activations``):
+   ``ours`` (the default) hands SAEBench the residuals our eval read, prompt for
+   prompt (``residual_lookup``), so the check is of the metric's code alone;
+   ``transformer-lens`` lets SAEBench run the model itself, which adds the two
+   implementations' rounding (it moves letters at the probe's F1 cut);
+4. writes ``runs/<profile>/crosscheck/<activations>/`` (both sides' raw output)
+   and the wall times into docs/benchmarks.md; with ``ours`` on a canonical
+   profile also ``paper/tables/crosscheck.csv`` and ``.tex``.
 
 A row agrees when both sides keep the same letters and both measures differ
 by at most ``TOLERANCE``.
@@ -29,15 +34,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from atm_repro.bench import update_doc
 from atm_repro.config import ConfigError, Profile, fingerprint
 from atm_repro.corpus import load_articles
+from atm_repro.crosscheck.residual_lookup import save_residuals
 from atm_repro.evals.absorption import (
     LETTERS,
     REFERENCE_TOLERANCE,
+    TEMPLATE,
     prepare_absorption,
     probe_splits,
     run_absorption,
@@ -68,6 +76,7 @@ DOC_PATH = HERE.parent.parent / "docs" / "benchmarks.md"
 TOLERANCE = REFERENCE_TOLERANCE
 # Our model names -> TransformerLens's (it builds its config from the name).
 TL_NAMES = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-2-2b": "google/gemma-2-2b"}
+ACTIVATIONS = ("ours", "transformer-lens")  # where SAEBench's residuals come from
 # both seeds of ATM and TopK (the claim), one of every other family: SAEBench takes
 # ~6 min per SAE on the 2-core machine
 DEFAULT_SAES = ("atm-s0", "atm-s1", "topk-s0", "topk-s1", "jumprelu-s0", "batchtopk-s0",
@@ -109,15 +118,18 @@ def select_saes(profile: Profile, wanted: list[str] | None):
 
 
 def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, activations: str = "ours") -> pd.DataFrame:
     """Both evals on the selected SAEs; returns the comparison table (see module doc)."""
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"crosscheck: activations must be one of {ACTIVATIONS}, "
+                          f"not {activations!r}")
     if profile.model.name not in TL_NAMES:
         raise ConfigError(f"crosscheck: SAEBench runs the model through TransformerLens, which "
                           f"knows {sorted(TL_NAMES)}, not {profile.model.name!r}")
     records = select_saes(profile, wanted)
     cfg = eval_configs(profile)["absorption"]
     layer = profile.train.layer
-    out_dir = crosscheck_dir(profile)
+    out_dir = crosscheck_dir(profile) / activations
     out_dir.mkdir(parents=True, exist_ok=True)
     python = saebench_python(progress)
 
@@ -131,7 +143,11 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
         t0 = time.perf_counter()
         ours[r.sae_id] = run_absorption(load_sae(r.path), data, cfg, r.sae_id)
         ours_s[r.sae_id] = time.perf_counter() - t0
-    spec_path = write_spec(loaded, layer, words, cfg, records, out_dir)
+    residuals = None
+    if activations == "ours":
+        residuals = out_dir / "residuals.npz"
+        save_residuals(residuals, *residuals_for_saebench(data, words, cfg))
+    spec_path = write_spec(loaded, layer, words, cfg, records, out_dir, residuals)
     subprocess.run([str(python), str(DRIVER), str(spec_path)], check=True, cwd=out_dir)
     ref = json.loads((out_dir / "saebench.json").read_text())
     ref_s = ref["load_seconds"] + ref["probe_seconds"] + sum(
@@ -144,7 +160,9 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
               "saebench_total_s": round(ref_s, 1), "saebench_load_s": ref["load_seconds"],
               "saebench_probe_s": ref["probe_seconds"],
               "saebench_per_sae_s": {k: v["seconds"] for k, v in ref["saes"].items()}}
-    summary = {"profile": profile.name, "layer": layer, "config": asdict(cfg),
+    summary = {"profile": profile.name, "activations": activations,
+               "served_from_ours": served_from_ours(ref, records), "layer": layer,
+               "config": asdict(cfg),
                "config_fingerprint": fingerprint(cfg), "words": word_meta,
                "prompts": prompts, "timing": timing, "tolerance": TOLERANCE,
                "machine": f"{platform.processor() or platform.machine()}, "
@@ -152,13 +170,42 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
                "ours": {k: v.to_json() for k, v in ours.items()}}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     table.to_csv(out_dir / "crosscheck.csv", index=False)
-    if not profile.smoke:  # the paper's inputs: canonical profiles only
+    if profile.smoke:
+        return table
+    block = f"crosscheck-{profile.name}" + ("" if activations == "ours" else f"-{activations}")
+    update_doc(DOC_PATH, block, render_markdown(summary, table))
+    if activations == "ours":  # the paper's inputs: canonical profiles, metric code alone
         tables = check_output_allowed(profile, TABLES_DIR)
         write_generated(tables / "crosscheck.csv", table.to_csv(index=False, float_format="%.4f"))
         write_generated(tables / "crosscheck.tex",
                         crosscheck_tex(table, Stamp.for_profile(profile)))
-        update_doc(DOC_PATH, f"crosscheck-{profile.name}", render_markdown(summary, table))
     return table
+
+
+def served_from_ours(ref: dict, records) -> dict | None:
+    """How many prompts SAEBench's code asked for and got from our residuals (the
+    probe data, and each SAE's scoring prompts); None: it ran the model itself."""
+    if ref.get("probe_served_from_ours") is None:
+        return None
+    return {"probe": ref["probe_served_from_ours"],
+            **{r.sae_id: ref["saes"][r.sae_id]["served_from_ours"] for r in records}}
+
+
+def residuals_for_saebench(data, words: list[str], cfg) -> tuple[list[str], np.ndarray]:
+    """Every prompt our eval ran (probe train and test, scoring) and the residual it
+    read at the word, row for row: the prompts are rebuilt with the same draws as
+    ``prepare_absorption``, and each must end in its row's word."""
+    train, test, p_train, p_test = probe_splits(words, cfg)
+    if train != data.words_train or test != data.words_test:
+        raise ValueError("crosscheck: the eval cache's words are not this config's split")
+    by_letter = [[test[i] for i in data.true_positives(c)] for c in range(len(LETTERS))]
+    p_score = [p for ps in scoring_prompts(by_letter, words, cfg) for p in ps]
+    scored = [test[i] for i in data.score_test_idx]
+    prompts = [*p_train, *p_test, *p_score]
+    for prompt, word in zip(prompts, [*train, *test, *scored]):
+        if not prompt.endswith("\n" + TEMPLATE.format(word=word)):
+            raise ValueError(f"crosscheck: prompt {prompt[-60:]!r} is not {word!r}'s")
+    return prompts, np.concatenate([data.acts_train_ND, data.acts_test_ND, data.score_acts_ND])
 
 
 def crosscheck_tex(table: pd.DataFrame, stamp: Stamp) -> str:
@@ -178,20 +225,24 @@ def crosscheck_tex(table: pd.DataFrame, stamp: Stamp) -> str:
         fmt={c: ".3f" for c in cols if c.startswith(("full", "fraction"))},
         caption=f"Absorption computed by SAEBench {SAEBENCH_VERSION}'s own code and by ours "
                 "on the same saved SAEs (main layer), the same word sample and the same "
-                "seeds (\\code{atm-repro crosscheck}). Values are the computed ones, also "
+                "seeds; SAEBench reads the residual stream our eval read, prompt for prompt "
+                "(\\code{atm-repro crosscheck}). Values are the computed ones, also "
                 "where the metric is not meaningful (Table~\\ref{tab:absorption_health}); "
                 f"agreement means the same letters and gaps of at most {TOLERANCE}."
     ).split("\n", 1)
     return f"{stamp_line}\n{macro}{table_tex}"
 
 
-def write_spec(loaded, layer: int, words: list[str], cfg, records, out_dir: Path) -> Path:
-    """The driver's input: model, layer, words, seeds, SAEs, where to write."""
+def write_spec(loaded, layer: int, words: list[str], cfg, records, out_dir: Path,
+               residuals: Path | None = None) -> Path:
+    """The driver's input: model, layer, words, seeds, SAEs, where to write, and
+    the residuals to serve (None: SAEBench runs the model)."""
     spec = {"model_dir": str(loaded.model.name_or_path), "tl_model_name": TL_NAMES[loaded.name],
             "layer": layer, "words": words, "seed": cfg.seed,
             "prompt_token_pos": word_token_pos(loaded.tokenizer, cfg),
             "llm_batch_size": cfg.batch_size,
             "saes": {r.sae_id: str(r.path) for r in records},
+            "residuals": str(residuals) if residuals else None,
             "out": str(out_dir / "saebench.json")}
     path = out_dir / "spec.json"
     atomic_write_text(path, json.dumps(spec))
@@ -249,37 +300,51 @@ def prompt_agreement(data, ref: dict, words: list[str], cfg) -> dict:
 
 
 def render_markdown(summary: dict, table: pd.DataFrame) -> str:
-    """The crosscheck block of docs/benchmarks.md."""
+    """The crosscheck block of docs/benchmarks.md (one per activation source)."""
     t, p = summary["timing"], summary["prompts"]
     n = len(t["ours_per_sae_s"])
     scoring_same = [v for k, v in p.items() if k.startswith("scoring_same")] or [0]
     scoring_n = [v for k, v in p.items() if k.startswith("scoring_n")] or [0]
     ours_total = t["ours_prepare_s"] + sum(t["ours_per_sae_s"].values())
-    lines = [f"### Absorption crosscheck, profile `{summary['profile']}`", "",
-             f"`atm-repro crosscheck --profile {summary['profile']}`: SAEBench "
+    served = summary["served_from_ours"]
+    if served is None:
+        source = ("SAEBench runs the model itself (TransformerLens on our converted "
+                  "checkpoint)")
+        ref_prep = "probe data and probe; scoring prompts run per SAE"
+    else:
+        source = (f"SAEBench reads the residuals our eval read, prompt for prompt: "
+                  f"{served['probe']} probe prompts and "
+                  f"{min(v for k, v in served.items() if k != 'probe')}-"
+                  f"{max(v for k, v in served.items() if k != 'probe')} scoring prompts per "
+                  "SAE, each found among ours (a prompt we did not build would stop the run)")
+        ref_prep = "the probe, on our residuals: no model forward"
+    lines = [f"### Absorption crosscheck, profile `{summary['profile']}`, activations "
+             f"`{summary['activations']}`", "",
+             f"`atm-repro crosscheck --profile {summary['profile']} --activations "
+             f"{summary['activations']}`: SAEBench "
              f"{SAEBENCH_VERSION}'s absorption eval and ours on the same {n} SAEs of layer "
              f"{summary['layer']}, {summary['words']['n_words']} words "
              f"({summary['words']['n_not_single_token']} of "
              f"{summary['words']['n_alphabetic_words']} alphabetic vocabulary entries dropped: "
-             "not one token in the prompt). Machine: " + summary["machine"] + ".", "",
+             f"not one token in the prompt). {source}. Machine: {summary['machine']}.", "",
              "| | ours | SAEBench |", "|---|---|---|",
              f"| model-side preparation (prompts, probe, scoring prompts) | "
-             f"{t['ours_prepare_s']:.0f} s | {t['saebench_probe_s']:.0f} s (probe data and "
-             f"probe; scoring prompts run per SAE) |",
+             f"{t['ours_prepare_s']:.0f} s | {t['saebench_probe_s']:.0f} s ({ref_prep}) |",
              f"| per SAE, median | {pd.Series(t['ours_per_sae_s']).median():.1f} s | "
              f"{pd.Series(t['saebench_per_sae_s']).median():.0f} s |",
              f"| all {n} SAEs, wall | {ours_total:.0f} s | {t['saebench_total_s']:.0f} s |", "",
-             "Wall times are those of the runs that made the table; other jobs shared the "
-             "machine, so the per-SAE ratio is the figure to read. The model-side row of "
-             "ours is this layer's share of one preparation for layers 4, 8 and 12.", "",
+             "Wall times are those of the runs that made the table; other jobs may have "
+             "shared the machine, so the per-SAE ratio is the figure to read. The "
+             "model-side row of ours is this layer's share of one preparation for layers "
+             "4, 8 and 12.", "",
              f"Prompts: {p['probe_train_same'] + p['probe_test_same']} of "
              f"{p['probe_train_n'] + p['probe_test_n']} probe prompts are the same strings on "
              f"both sides; of the scoring prompts, {min(scoring_same)} of {max(scoring_n)} "
-             "are (the two ground-truth probes differ on a few borderline words, and every "
-             "draw after the first such word differs).", "",
+             "are (when the two ground-truth probes differ on a borderline word, every "
+             "draw after it differs).", "",
              f"Agreement (|gap| <= {TOLERANCE} on both measures, same letters kept): "
              f"{int(table['agrees'].sum())} of {len(table)} SAEs; largest gaps "
              f"{table['full_gap'].max():.3f} (full absorption), "
-             f"{table['fraction_gap'].max():.3f} (fraction). Table: "
-             "`paper/tables/crosscheck.csv`."]
+             f"{table['fraction_gap'].max():.3f} (fraction)."
+             + (" Table: `paper/tables/crosscheck.csv`." if served is not None else "")]
     return "\n".join(lines) + "\n"

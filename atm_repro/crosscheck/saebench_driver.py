@@ -14,9 +14,12 @@ What it changes in SAEBench, and only through its public module attributes:
   (it would otherwise load a hub model by name);
 * Python's ``random`` is seeded before the probe data are drawn (``seed``) and
   before each SAE's scoring prompts (``seed + 1``), as atm_repro does;
-* ``model.run_with_cache`` stops after the hooked layer (TransformerLens's
-  ``stop_at_layer``): the residual stream read there is the same, and the
-  262k-token unembedding that SAEBench would compute and discard is skipped.
+* with a ``residuals`` file in the spec, ``model.run_with_cache`` returns the
+  residuals atm_repro's eval read, prompt for prompt (``residual_lookup``), and
+  the model serves only as tokenizer; without one, it runs TransformerLens and
+  stops after the hooked layer (``stop_at_layer``): the residual stream read
+  there is the same, and the 262k-token unembedding that SAEBench would compute
+  and discard is skipped.
 Everything else (probe training, k-sparse probing, scoring, aggregation, the
 20-letter minimum) is SAEBench's code with its default config. The SAEs are
 loaded with ``sae_lens.SAE.load_from_disk`` exactly as saved.
@@ -36,6 +39,7 @@ import sae_bench.evals.absorption.common as sb_common
 import sae_bench.evals.absorption.feature_absorption as sb_feature_absorption
 import sae_bench.evals.absorption.main as sb_main
 import torch
+from residual_lookup import ResidualLookup, load_residuals  # beside this file
 from sae_bench.evals.absorption.eval_config import AbsorptionEvalConfig
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
@@ -69,6 +73,10 @@ def sha256_dir(path: str) -> str:
     return h.hexdigest()
 
 
+def sha256_file(path: str | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+
+
 def main(spec_path: str) -> None:
     """Probe once, then each SAE; resumes: the probe and every SAE already done
     with the same inputs (words, seeds, model, layer; the SAE's files) are kept."""
@@ -77,9 +85,9 @@ def main(spec_path: str) -> None:
     words = list(spec["words"])
     sb_common.get_alpha_tokens = lambda *_a, **_k: list(words)
     sb_feature_absorption.get_alpha_tokens = lambda *_a, **_k: list(words)
-    key = hashlib.sha256(json.dumps({k: spec[k] for k in (
+    key = hashlib.sha256(json.dumps({**{k: spec[k] for k in (
         "model_dir", "tl_model_name", "layer", "words", "seed", "prompt_token_pos")},
-        sort_keys=True).encode()).hexdigest()
+        "residuals": sha256_file(spec["residuals"])}, sort_keys=True).encode()).hexdigest()
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
     probes_dir = out_path.parent / "saebench_probes"
     if previous.get("key") != key:
@@ -94,9 +102,16 @@ def main(spec_path: str) -> None:
 
     t0 = time.perf_counter()
     model = load_model(spec)
-    full_run_with_cache = model.run_with_cache
-    model.run_with_cache = lambda *a, **k: full_run_with_cache(
-        *a, **{"stop_at_layer": spec["layer"] + 1, **k})
+    lookup = None
+    if spec["residuals"]:
+        lookup = ResidualLookup(*load_residuals(spec["residuals"]),
+                                f"blocks.{spec['layer']}.hook_resid_post",
+                                spec["prompt_token_pos"], model.to_tokens)
+        model.run_with_cache = lookup
+    else:
+        full_run_with_cache = model.run_with_cache
+        model.run_with_cache = lambda *a, **k: full_run_with_cache(
+            *a, **{"stop_at_layer": spec["layer"] + 1, **k})
     sb_main.HookedTransformer = SimpleNamespace(
         from_pretrained_no_processing=lambda *_a, **_k: model)
     load_s = time.perf_counter() - t0
@@ -120,6 +135,7 @@ def main(spec_path: str) -> None:
         shutil.copytree(probe_dir, probes_dir)
         result = {"key": key, "load_seconds": round(load_s, 1),
                   "probe_seconds": round(time.perf_counter() - t0, 1),
+                  "probe_served_from_ours": lookup.served if lookup else None,
                   "probe_prompts": probe_prompts(probe_dir), "saes": {}}
         write_json(out_path, result)
 
@@ -131,10 +147,12 @@ def main(spec_path: str) -> None:
         sae = SAE.load_from_disk(sae_path, device="cpu")
         random.seed(seed + 1)
         torch.manual_seed(seed)
+        served = lookup.served if lookup else 0
         t0 = time.perf_counter()
         out = sb_main.run_eval(config, [(sae_id, sae)], "cpu", str(work / "results"),
                                force_rerun=True)
-        entry = {"sae_sha256": sae_hash, "seconds": round(time.perf_counter() - t0, 1)}
+        entry = {"sae_sha256": sae_hash, "seconds": round(time.perf_counter() - t0, 1),
+                 "served_from_ours": lookup.served - served if lookup else None}
         k_sparse = sorted(Path(sb_common.RESULTS_DIR).glob(
             f"k_sparse_probing/{sae_id}_*/*metrics*"))
         if k_sparse:
