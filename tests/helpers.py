@@ -76,7 +76,7 @@ def body_rows(text: str) -> list[str]:
 
 TIDY_METRICS = {
     "core/l0": 30.0, "core/mse": 0.5, "core/cosine_similarity": 0.9,
-    "core/explained_variance": 0.8, "core/ce_loss_score": 0.7,
+    "core/explained_variance": 0.8, "core/ce_loss_score": 0.7, "core/frac_dead": 0.1,
     "absorption/mean_full_absorption": 0.1, "absorption/mean_absorption_fraction": 0.2,
     "absorption/raw/mean_full_absorption": 0.1,
     "absorption/n_letters_kept": 22.0, "absorption/max_k1_f1": 0.6,

@@ -96,7 +96,8 @@ def test_write_paper_inputs(runs_dir):
     out = run_dir(cfg) / "paper" / "tables"
     table = paper_vs_ours_table(ours_with(0.01, 0.02, 0.03), stamp)
     written = write_paper_inputs(cfg, out, stamp, {"paper_vs_ours": table}, {"setup/x": 1})
-    assert sorted(p.name for p in written) == ["numbers.tex", "paper_vs_ours.tex", "profile.tex"]
+    assert sorted(p.name for p in written) == ["numbers.tex", "paper_vs_ours.tex", "profile.tex",
+                                               "statements.tex"]
     assert write_paper_inputs(cfg, out, stamp, {"paper_vs_ours": table}, {"setup/x": 1}) == []
     assert (out / "profile.tex").read_text().splitlines()[1] == r"\smokefalse"
     with pytest.raises(ValueError, match="unknown table"):
@@ -129,7 +130,8 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     written = write_tables(cfg, tidy, TOY, manifest(), letters)
     out = run_dir(cfg) / "paper" / "tables"
     assert sorted(p.name for p in written) == sorted(
-        ["results.csv", "profile.tex", "numbers.tex", *(f"{n}.tex" for n in TABLE_NAMES)])
+        ["results.csv", "profile.tex", "numbers.tex", "statements.tex",
+         *(f"{n}.tex" for n in TABLE_NAMES)])
     numbers = (out / "numbers.tex").read_text()
     assert r"\newcommand{\MainAtmGenderTopOne}{" in numbers
     assert r"\newcommand{\MainAtmExplainedVariance}{" in numbers

@@ -75,6 +75,7 @@ from atm_repro.report.provenance import (
 )
 from atm_repro.report.results import per_sae
 from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
+from atm_repro.report.statements import by_macro, check, statements_tex
 from atm_repro.report.summaries import absorption_health, main_table
 from atm_repro.runs import read_stage_times
 from atm_repro.saes import build_config
@@ -106,6 +107,7 @@ def write_paper_inputs(cfg: Profile, out_dir: Path | str, stamp: Stamp,
         if not text.startswith(stamp.comment + "\n"):
             raise ValueError(f"table {name!r} does not start with {stamp.comment!r}")
     files = {"profile.tex": profile_tex(stamp), "numbers.tex": numbers_tex(numbers, stamp),
+             "statements.tex": statements_tex(check(by_macro(numbers)), stamp),
              **{f"{name}.tex": text for name, text in sorted(tables.items())}}
     return [out_dir / f for f, text in files.items() if write_generated(out_dir / f, text)]
 
@@ -521,6 +523,10 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
     for name, row in main_table(table).iterrows():
         for metric, value in row.items():
             numbers[f"main/{name}/{number_key(metric)}"] = value
+    main = table[table["group"] == "main"]
+    if "core/frac_dead" in main:  # the text quotes the standard SAE's
+        for name, dead in main.groupby("name", sort=False)["core/frac_dead"].mean().items():
+            numbers[f"main/{name}/dead_percent"] = 100 * dead
     numbers.update(_spread_and_sweep_numbers(table))
     numbers.update(_health_numbers(table))
     numbers.update(_probing_numbers(table))
