@@ -118,7 +118,7 @@ from atm_repro.evals.absorption import (
 )
 from atm_repro.evals.probing import prepare_probing, run_probing
 from atm_repro.evaluate import discover_saes
-from atm_repro.files import atomic_write_json, atomic_write_text
+from atm_repro.files import atomic_write_json, atomic_write_text, update_doc
 from atm_repro.hardware import CPU_BF16_FLAGS, bf16_native
 from atm_repro.intervals import diff_interval
 from atm_repro.models import BLOCKS, TINY_MODEL, load_model
@@ -902,25 +902,6 @@ def render_markdown(result: dict) -> str:
              "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(result)]
     return "\n".join(lines) + "\n"
-
-
-def _markers(profile_name: str) -> tuple[str, str]:
-    return f"<!-- bench:{profile_name}:start -->", f"<!-- bench:{profile_name}:end -->"
-
-
-def update_doc(path: Path, profile_name: str, block: str) -> None:
-    """Replace the profile's marked block of ``path`` by ``block`` (appended, with its
-    markers, when absent); the rest of the file is kept."""
-    start, end = _markers(profile_name)
-    text = path.read_text() if path.exists() else ""
-    marked = f"{start}\n{block}{end}"
-    if start in text and end in text:
-        head, _, rest = text.partition(start)
-        text = head + marked + rest.partition(end)[2]
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + marked + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 def _stage_main(argv: list[str] | None = None) -> int:

@@ -59,3 +59,20 @@ def keyed_json(path: Path, key) -> dict | None:
         return None
     record = json.loads(path.read_text())
     return record if record.get("key") == key else None
+
+
+def update_doc(path: Path, name: str, block: str, kind: str = "bench") -> None:
+    """Replace the block of ``path`` marked ``<!-- kind:name:start/end -->`` by
+    ``block`` (appended, with its markers, when absent); the rest is kept. Commands
+    write their measurements into docs this way, and notebook 05 its headline
+    results into the README."""
+    start, end = f"<!-- {kind}:{name}:start -->", f"<!-- {kind}:{name}:end -->"
+    text = path.read_text() if path.exists() else ""
+    marked = f"{start}\n{block}{end}"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        text = head + marked + rest.partition(end)[2]
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + marked + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)

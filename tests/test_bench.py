@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from atm_repro import bench
-from atm_repro.bench import Row, format_table, render_markdown, run_bench, update_doc
+from atm_repro.bench import Row, format_table, render_markdown, run_bench
 from atm_repro.cache import ArraySource, build_cache
 from atm_repro.config import ConfigError, SAESpec, TrainConfig
+from atm_repro.files import update_doc
 from atm_repro.hardware import bf16_native
 from atm_repro.runs import bench_dir
 from atm_repro.saes import build_config

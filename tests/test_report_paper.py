@@ -34,7 +34,13 @@ from atm_repro.report.paper import (
     write_paper_inputs,
     write_tables,
 )
-from atm_repro.report.provenance import TABLES_DIR, OutputGuardError, Stamp, write_generated
+from atm_repro.report.provenance import (
+    README_PATH,
+    TABLES_DIR,
+    OutputGuardError,
+    Stamp,
+    write_generated,
+)
 from atm_repro.report.results import LETTER_COLUMNS
 from atm_repro.runs import record_stage_time, run_dir
 
@@ -123,11 +129,13 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     keyed by metric ids (per-dataset probing as <dataset>_top1); a rerun writes nothing."""
     cfg = load_profile("smoke")
     tidy = synthetic_tidy(cfg)
+    readme_before = README_PATH.read_bytes()
     letters = pd.DataFrame([{"name": n, "seed": s, "letter": c, "full_absorption_rate": 0.1,
                              "mean_absorption_fraction": 0.2}
                             for n in cfg.train.saes for s in cfg.train.seeds_of(n)
                             for c in "abc"], columns=LETTER_COLUMNS)
     written = write_tables(cfg, tidy, TOY, manifest(), letters)
+    assert README_PATH.read_bytes() == readme_before  # only the canonical run writes it
     out = run_dir(cfg) / "paper" / "tables"
     assert sorted(p.name for p in written) == sorted(
         ["results.csv", "profile.tex", "numbers.tex", "statements.tex",

@@ -140,3 +140,36 @@ def test_committed_paper_numbers_contradict_no_sentence():
     bad = {f.statement.text: f.status for f in check(numbers_from_tex(text))
            if f.status != "holds"}
     assert not bad, f"paper/main.tex states what its numbers contradict: {bad}"
+
+
+def test_settings_printed_as_latex_are_read_as_numbers():
+    from atm_repro.report.latex import Tex
+    numbers = true_world() | {"eval/absorption/letter_latent_f1": Tex("0.5"),
+                              "scale/topk-tokens4x/max_k1_f1": Tex("2{,}000")}
+    assert set(statuses(numbers).values()) == {"holds"}
+    numbers["eval/absorption/letter_latent_f1"] = Tex("n/a")
+    assert statuses(numbers)["no SAE at the main layer has a first-letter latent"].startswith(
+        "not a number")
+
+
+def test_readme_block_quotes_the_numbers_and_the_check(tmp_path, monkeypatch):
+    from atm_repro.report import readme
+    stamp = Stamp("cpu", False, "abc1234")
+    numbers = true_world() | {"claim/absorption/verdict": "not testable here",
+                              "matched/target/L0": 40.0, "setup/model": "gemma-3-270m",
+                              "train/layer": 8, "main/atm/n_seeds": 5.0}
+    block = readme.results_block(numbers, check(by_macro(numbers)), stamp)
+    assert "**not testable here**" in block and "commit abc1234" in block
+    assert "against TopK: -0.050 [-0.060, -0.040]" in block
+    assert f"{len(STATEMENTS)} of {len(STATEMENTS)} directional sentences" in block
+    bad = readme.results_block(numbers | {"main/atm/l0": 1.0},
+                               check(by_macro(numbers | {"main/atm/l0": 1.0})), stamp)
+    assert "**contradicted or unchecked**: ATM is denser than TopK and JumpReLU." in bad
+    path = tmp_path / "README.md"
+    path.write_text("# title\n\n<!-- results:cpu:start -->\nold\n<!-- results:cpu:end -->\n"
+                    "\n## more\n")
+    monkeypatch.setattr(readme, "README_PATH", path)
+    assert readme.update_readme(numbers, check(by_macro(numbers)), stamp)
+    text = path.read_text()
+    assert "\nold\n" not in text and text.startswith("# title\n") and text.endswith("## more\n")
+    assert not readme.update_readme(numbers, check(by_macro(numbers)), stamp)  # unchanged

@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atm_repro.bench import update_doc
 from atm_repro.config import ConfigError, Profile, fingerprint
 from atm_repro.corpus import load_articles
 from atm_repro.crosscheck.residual_lookup import save_residuals
@@ -54,7 +53,7 @@ from atm_repro.evals.absorption import (
     word_token_pos,
 )
 from atm_repro.evaluate import discover_saes
-from atm_repro.files import atomic_write_text
+from atm_repro.files import atomic_write_text, update_doc
 from atm_repro.models import cache_root, load_model
 from atm_repro.profiles import eval_configs
 from atm_repro.report.latex import booktabs_table

@@ -68,11 +68,15 @@ from atm_repro.report.latex import (
 )
 from atm_repro.report.plots import save_figure
 from atm_repro.report.provenance import (
+    README_PATH,
+    TABLES_DIR,
     Stamp,
     check_output_allowed,
     output_dirs,
     write_generated,
+    writes_paper,
 )
+from atm_repro.report.readme import update_readme
 from atm_repro.report.results import per_sae
 from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
 from atm_repro.report.statements import by_macro, check, statements_tex
@@ -491,7 +495,11 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
               "toy": _toy(toy, stamp)}
     numbers = {**paper_numbers(cfg, tidy, manifest, comparisons),
                **cross_model_numbers(cross), **health_numbers(models)}
-    return changed + write_paper_inputs(cfg, out_dir, stamp, tables, numbers)
+    changed += write_paper_inputs(cfg, out_dir, stamp, tables, numbers)
+    if writes_paper(cfg) and out_dir == TABLES_DIR.resolve() and update_readme(
+            numbers, check(by_macro(numbers)), stamp):
+        changed.append(README_PATH)
+    return changed
 
 
 # results.csv: the tidy table's columns under the names a reader expects

@@ -43,16 +43,27 @@ class Missing(KeyError):
     """A number the statement reads is not in this run's numbers."""
 
 
+def as_number(value: Any) -> Any:
+    """A number printed as LaTeX (a setting's ``Tex``, a line of ``numbers.tex``)
+    as a float; any other text as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value.replace(r"\ensuremath{-}", "-").replace("{,}", ""))
+    except ValueError:
+        return value
+
+
 def get(n: Numbers, key: str) -> Any:
     name = m(key)
     if name not in n or is_missing(n[name]):
         raise Missing(name)
-    return n[name]
+    return as_number(n[name])
 
 
 def present(n: Numbers, keys: list[str]) -> list[Any]:
     """Values of the keys this run has (a family a profile does not train)."""
-    return [n[m(k)] for k in keys if m(k) in n and not is_missing(n[m(k)])]
+    return [as_number(n[m(k)]) for k in keys if m(k) in n and not is_missing(n[m(k)])]
 
 
 @dataclass(frozen=True)
@@ -227,11 +238,7 @@ def numbers_from_tex(text: str) -> dict[str, Any]:
         if not match:
             continue
         name, raw = match.groups()
-        plain = raw.replace(r"\ensuremath{-}", "-").replace("{,}", "")
-        try:
-            out[name] = float(plain)
-        except ValueError:
-            out[name] = raw
+        out[name] = as_number(raw)
     return out
 
 
