@@ -76,10 +76,12 @@ TOLERANCE = REFERENCE_TOLERANCE
 # Our model names -> TransformerLens's (it builds its config from the name).
 TL_NAMES = {"gemma-3-270m": "google/gemma-3-270m", "google/gemma-2-2b": "google/gemma-2-2b"}
 ACTIVATIONS = ("ours", "transformer-lens")  # where SAEBench's residuals come from
-# both seeds of ATM and TopK (the claim), one of every other family: SAEBench takes
-# ~6 min per SAE on the 2-core machine
+# two seeds of ATM and TopK (the claim), one of every other family and of ATM's
+# controls: on our residuals SAEBench takes ~30 s per SAE on the 2-core machine
+# (~2-6 min when it runs the model itself)
 DEFAULT_SAES = ("atm-s0", "atm-s1", "topk-s0", "topk-s1", "jumprelu-s0", "batchtopk-s0",
-                "matryoshka-s0", "standard-s0")
+                "matryoshka-s0", "standard-s0", "atm-random-s0", "atm-none-s0",
+                "masked-reg-s0")
 
 
 def saebench_python(progress: bool = True) -> Path:
