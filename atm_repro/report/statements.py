@@ -202,8 +202,8 @@ def check(numbers: Numbers) -> list[Finding]:
             status = "holds" if s.test(numbers) else "contradicted"
         except Missing as exc:
             status = f"missing: {exc.args[0]}"
-        except TypeError as exc:  # a number that is text (e.g. "n/a") in this run
-            status = f"not a number: {exc}"
+        except (TypeError, ValueError) as exc:  # text where a number belongs ("n/a"),
+            status = f"not a number: {exc}"     # or no family to compare with
         out.append(Finding(s, status))
     return out
 
