@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from atm_repro.config import ConfigError, from_dict
+from atm_repro.saes.atm import ATMConfig, ATMSAE
 from atm_repro.saes.base import SAEConfigError, StepContext
 from atm_repro.saes.batchtopk import BatchTopKConfig, BatchTopKSAE, batch_topk
 from atm_repro.saes.jumprelu import JumpReLUConfig, JumpReLUFunction, JumpReLUSAE, StepFunction
@@ -53,6 +54,27 @@ def sparse_dataset(n: int = 256, d: int = D, n_dirs: int = 16, seed: int = 0) ->
 
 
 # ------------------------------------------------------------------- shared
+
+
+@pytest.mark.parametrize("cls,cfg_cls,params",
+                         [*VARIANTS, (ATMSAE, ATMConfig, {"l1_coefficient": 0.01})],
+                         ids=[*VARIANT_IDS, "atm"])
+def test_init_is_centred(cls, cfg_cls, params):
+    """Every variant starts with pre-activations (x - b_dec) W_enc, whether it
+    subtracts b_dec or folds it into b_enc, so on data far from the origin every
+    latent fires on some tokens. With b_enc = 0 in a variant that encodes x
+    (the old init) about half of them would never fire on this data."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(512, D, generator=g) + 30.0 * torch.nn.functional.normalize(
+        torch.randn(D, generator=g), dim=0)
+    b_dec = x.mean(0)
+    sae = make_sae(cls, cfg_cls, params, b_dec=b_dec)
+    with torch.no_grad():
+        z = sae.pre_acts(x)
+        torch.testing.assert_close(z, (x - b_dec) @ sae.W_enc, atol=1e-4, rtol=1e-4)
+        assert bool((z > 0).any(0).all())
+        if not sae.subtract_b_dec:
+            assert bool((x @ sae.W_enc <= 0).all(0).float().mean() > 0.25)
 
 
 @pytest.mark.parametrize("cls,cfg_cls,params", VARIANTS, ids=VARIANT_IDS)

@@ -101,7 +101,15 @@ class SAE(nn.Module):
     # ------------------------------------------------------------------ init
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator, b_dec_D: torch.Tensor | None = None) -> None:
-        """Random decoder directions of norm ``decoder_init_norm``; W_enc = W_dec^T."""
+        """Random decoder directions of norm ``decoder_init_norm``; W_enc = W_dec^T;
+        b_dec = ``b_dec_D``.
+
+        Every variant starts centred: its pre-activations at init are
+        (x - b_dec) W_enc. A variant that encodes x itself (``subtract_b_dec``
+        False) gets b_enc = -b_dec W_enc for that; with b_enc = 0 a latent whose
+        direction points away from the data's mean never fires and never gets a
+        gradient (18% of the latents on Gemma-3-270m's residual stream,
+        docs/methods.md "Initialisation")."""
         W = torch.randn(self.W_dec.shape, generator=generator, dtype=self.W_dec.dtype)
         W *= self.decoder_init_norm / W.norm(dim=-1, keepdim=True)
         self.W_dec.copy_(W)
@@ -109,6 +117,8 @@ class SAE(nn.Module):
         self.b_enc.zero_()
         if b_dec_D is not None:
             self.b_dec.copy_(b_dec_D)
+            if not self.subtract_b_dec:
+                self.b_enc.copy_(-(self.b_dec @ self.W_enc))
 
     # ------------------------------------------------------------- inference
     def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
