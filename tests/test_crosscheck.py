@@ -16,8 +16,10 @@ from atm_repro.crosscheck import (
     TOLERANCE,
     compare,
     crosscheck_tex,
+    publish,
     residuals_for_saebench,
     run_crosscheck,
+    span,
 )
 from atm_repro.crosscheck.residual_lookup import ResidualLookup, load_residuals, save_residuals
 from atm_repro.evals.absorption import (
@@ -74,6 +76,40 @@ def test_crosscheck_tex_is_labelled():
     table = compare({"L8-atm-s0": ours("abc", 0.5, 0.3)}, ref("abc", 0.5, 0.3), 8)
     tex = crosscheck_tex(table, Stamp("cpu", False, "abc1234"))
     assert r"\label{tab:crosscheck}" in tex and "atm s0" in tex and "0.500" in tex
+
+
+def test_span_names_one_value_once():
+    assert span([1177, 1177]) == "1177" and span([1170, 1177, 1174]) == "1170-1177"
+
+
+def summary_of(served: dict) -> dict:
+    per_sae = {"L8-atm-s0": 2.0, "L8-topk-s0": 3.0}
+    return {"profile": "cpu", "activations": "ours", "layer": 8, "machine": "x86_64, 2 cores",
+            "served_from_ours": served,
+            "words": {"n_words": 8000, "n_not_single_token": 3, "n_alphabetic_words": 139533},
+            "prompts": {"probe_train_same": 6400, "probe_test_same": 1600, "probe_train_n": 6400,
+                        "probe_test_n": 1600, "scoring_same_L8-atm-s0": 1177,
+                        "scoring_n_L8-atm-s0": 1177},
+            "timing": {"ours_prepare_s": 290.0, "ours_per_sae_s": per_sae,
+                       "saebench_probe_s": 6.0, "saebench_total_s": 60.0,
+                       "saebench_per_sae_s": {k: 26.0 for k in per_sae}}}
+
+
+def test_publish_stamps_the_table_with_the_stamp_taken_before_the_docs(tmp_path, monkeypatch):
+    import atm_repro.crosscheck as crosscheck
+    import atm_repro.report.provenance as provenance
+    monkeypatch.setattr(crosscheck, "DOC_PATH", tmp_path / "benchmarks.md")
+    for module in (crosscheck, provenance):
+        monkeypatch.setattr(module, "TABLES_DIR", tmp_path / "tables")
+    table = compare({"L8-atm-s0": ours("abc", 0.5, 0.3)}, ref("abc", 0.5, 0.3), 8)
+    publish(load_profile("cpu"), summary_of({"probe": 8000, "L8-atm-s0": 1177,
+                                             "L8-topk-s0": 1177}), table,
+            Stamp("cpu", False, "abc1234"))
+    tex = (tmp_path / "tables" / "crosscheck.tex").read_text()
+    assert tex.splitlines()[0].endswith("commit abc1234); do not edit")
+    doc = (tmp_path / "benchmarks.md").read_text()
+    assert "8000 probe prompts and 1177 scoring prompts per SAE" in doc
+    assert "<!-- bench:crosscheck-cpu:start -->" in doc
 
 
 def test_bad_requests_fail_before_any_work(tmp_path, monkeypatch):

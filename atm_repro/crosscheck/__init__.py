@@ -128,6 +128,7 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
         raise ConfigError(f"crosscheck: SAEBench runs the model through TransformerLens, which "
                           f"knows {sorted(TL_NAMES)}, not {profile.model.name!r}")
     records = select_saes(profile, wanted)
+    stamp = Stamp.for_profile(profile)  # now: the docs block written below would mark it dirty
     cfg = eval_configs(profile)["absorption"]
     layer = profile.train.layer
     out_dir = crosscheck_dir(profile) / activations
@@ -171,16 +172,23 @@ def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
                "ours": {k: v.to_json() for k, v in ours.items()}}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     table.to_csv(out_dir / "crosscheck.csv", index=False)
-    if profile.smoke:
-        return table
-    block = f"crosscheck-{profile.name}" + ("" if activations == "ours" else f"-{activations}")
+    if not profile.smoke:
+        publish(profile, summary, table, stamp)
+    return table
+
+
+def publish(profile: Profile, summary: dict, table: pd.DataFrame, stamp: Stamp) -> None:
+    """The docs/benchmarks.md block and, for ``ours``, the paper's table. ``stamp`` is
+    taken before the block is written: the block is tracked, so a stamp taken after
+    it would read the checkout as dirty."""
+    block = f"crosscheck-{profile.name}"
+    if summary["activations"] != "ours":
+        block += f"-{summary['activations']}"
     update_doc(DOC_PATH, block, render_markdown(summary, table))
-    if activations == "ours":  # the paper's inputs: canonical profiles, metric code alone
+    if summary["activations"] == "ours":  # the paper's inputs: canonical profiles only
         tables = check_output_allowed(profile, TABLES_DIR)
         write_generated(tables / "crosscheck.csv", table.to_csv(index=False, float_format="%.4f"))
-        write_generated(tables / "crosscheck.tex",
-                        crosscheck_tex(table, Stamp.for_profile(profile)))
-    return table
+        write_generated(tables / "crosscheck.tex", crosscheck_tex(table, stamp))
 
 
 def served_from_ours(ref: dict, records) -> dict | None:
@@ -300,6 +308,13 @@ def prompt_agreement(data, ref: dict, words: list[str], cfg) -> dict:
     return out
 
 
+def span(values) -> str:
+    """"a-b" for the range of ``values``, or "a" when they are all equal."""
+    values = list(values)
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def render_markdown(summary: dict, table: pd.DataFrame) -> str:
     """The crosscheck block of docs/benchmarks.md (one per activation source)."""
     t, p = summary["timing"], summary["prompts"]
@@ -315,8 +330,7 @@ def render_markdown(summary: dict, table: pd.DataFrame) -> str:
     else:
         source = (f"SAEBench reads the residuals our eval read, prompt for prompt: "
                   f"{served['probe']} probe prompts and "
-                  f"{min(v for k, v in served.items() if k != 'probe')}-"
-                  f"{max(v for k, v in served.items() if k != 'probe')} scoring prompts per "
+                  f"{span(v for k, v in served.items() if k != 'probe')} scoring prompts per "
                   "SAE, each found among ours (a prompt we did not build would stop the run)")
         ref_prep = "the probe, on our residuals: no model forward"
     lines = [f"### Absorption crosscheck, profile `{summary['profile']}`, activations "
