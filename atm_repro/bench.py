@@ -68,6 +68,10 @@ Sections (``SECTIONS``; ``--only`` picks some):
   at the profile's full budget on ``train.layer``; bfloat16 minus float32 of L0,
   explained variance and both raw absorption measures, with a 95% bootstrap
   interval over seeds, beside float32's seed spread.
+* ``bf16_forward``: the same comparison for the model forward (``model.dtype``):
+  the main layer's cache and absorption preparation built with the model in
+  float32 and in bfloat16, the same SAEs trained and scored on each, plus the
+  letters kept and the preparation's forward seconds each way.
 
 Outputs: ``runs/<profile>/bench/bench.json`` and ``bench.md``; for non-smoke
 profiles the table also replaces the profile's block in ``docs/benchmarks.md``.
@@ -97,7 +101,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from atm_repro.cache import ActivationCache, CacheError, cache_dir, capture_residuals
+from atm_repro.cache import (
+    ActivationCache,
+    CacheError,
+    build_cache,
+    cache_dir,
+    capture_residuals,
+)
 from atm_repro.config import (
     REPO_ROOT,
     ConfigError,
@@ -757,43 +767,100 @@ def bench_bf16_fidelity(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     layer = profile.train.layer
     cfg = eval_configs(profile)["absorption"]
     data = prepare_absorption(_load(profile), [layer], cfg, eval_cache_dir(profile))[layer]
-    meta = sae_meta(profile, cache, layer)
-    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    arms = {dtype: (cache, data, dtype) for dtype in ("float32", "bfloat16")}
+    values = _fidelity_values(profile, arms, "fidelity")
+    return (_fidelity_rows("bf16 fidelity", values),
+            {"layer": layer, "seeds": list(FIDELITY_SEEDS),
+             "values": {f"{n}/{d}": v for (n, d), v in values.items()}})
+
+
+def bench_bf16_forward(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Does a bfloat16 model forward move a headline metric beyond seed noise? The
+    whole main-layer pipeline twice, with ``model.dtype`` float32 and bfloat16: the
+    activation cache of ``train.layer`` (the bfloat16 one built here, cut after that
+    layer), the absorption preparation (prompts, ground-truth probe, scoring
+    prompts), and ``FIDELITY_SPECS`` x ``FIDELITY_SEEDS`` trained at the full budget
+    (each spec in its own training dtype, as in the profile) and scored on their
+    own pipeline's held-out split and absorption data. Rows as ``bf16_fidelity``,
+    plus the letters kept and the preparation's forward seconds each way."""
+    _require_bf16(profile)
+    layer = profile.train.layer
+    cfg = eval_configs(profile)["absorption"]
+    arms, forward_s, letters = {}, {}, {}
     for dtype in ("float32", "bfloat16"):
-        tcfg = dataclasses.replace(profile.train, checkpoint_every=0)
+        run = _with_model_dtype(profile, dtype)
+        if dtype != profile.model.dtype:  # one layer: the cache stops after it
+            run = dataclasses.replace(
+                run, cache=dataclasses.replace(run.cache, layers=[layer]),
+                cross_layer=dataclasses.replace(run.cross_layer, layers=[layer]))
+            build_cache(run, progress=False)
+        data = prepare_absorption(_load(run), [layer], cfg, eval_cache_dir(profile))[layer]
+        arms[dtype] = (open_cache(run), data, None)
+        forward_s[dtype] = data.meta["forward_seconds"]
+        letters[dtype] = "".join(c for c in LETTERS if c not in letter_exclusions(data, cfg))
+    values = _fidelity_values(profile, arms, "forward")
+    rows = [Row("bf16 forward", f"absorption preparation, {d}: model forwards", forward_s[d],
+                "s") for d in arms]
+    rows += [Row("bf16 forward", f"letters kept, {d}", len(letters[d])) for d in arms]
+    rows.append(Row("bf16 forward", "letters kept by one side only",
+                    len(set(letters["float32"]) ^ set(letters["bfloat16"]))))
+    rows += _fidelity_rows("bf16 forward", values)
+    return rows, {"layer": layer, "seeds": list(FIDELITY_SEEDS), "letters": letters,
+                  "forward_s": forward_s,
+                  "values": {f"{n}/{d}": v for (n, d), v in values.items()}}
+
+
+def _fidelity_values(profile: Profile, arms: dict, subdir: str
+                     ) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """{(spec, arm): {metric: one value per seed}}: ``FIDELITY_SPECS`` x
+    ``FIDELITY_SEEDS`` trained on each arm's (cache, absorption data, training dtype
+    or None for the spec's own) at the full budget, scored on that arm's held-out
+    split (``FIDELITY_METRICS``)."""
+    layer = profile.train.layer
+    cfg = eval_configs(profile)["absorption"]
+    tcfg = dataclasses.replace(profile.train, checkpoint_every=0)
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for arm, (cache, data, dtype) in arms.items():
+        meta = sae_meta(profile, cache, layer)
         for name in FIDELITY_SPECS:
+            spec = tcfg.saes[name] if dtype is None else \
+                dataclasses.replace(tcfg.saes[name], dtype=dtype)
             for seed in FIDELITY_SEEDS:
-                out = bench_dir(profile) / "fidelity" / f"{name}-{dtype}-s{seed}"
-                spec = dataclasses.replace(tcfg.saes[name], dtype=dtype)
-                metrics = train_sae(name, spec, seed, tcfg,
-                                    cache.source(layer, "train"), out, meta,
-                                    eval_source=cache.source(layer, "eval"),
+                out = bench_dir(profile) / subdir / f"{name}-{arm}-s{seed}"
+                metrics = train_sae(name, spec, seed, tcfg, cache.source(layer, "train"), out,
+                                    meta, eval_source=cache.source(layer, "eval"),
                                     data_key=cache.manifest.data_key, progress=False).metrics
-                absorption = run_absorption(load_sae(out), data, cfg, f"{name}-{dtype}-s{seed}")
+                absorption = run_absorption(load_sae(out), data, cfg, f"{name}-{arm}-s{seed}")
                 measures = {**absorption.details["measures"], **metrics}
                 for key, _ in FIDELITY_METRICS:
-                    values.setdefault((name, dtype), {}).setdefault(key, []).append(
+                    values.setdefault((name, arm), {}).setdefault(key, []).append(
                         float(measures[key]))
+    return values
+
+
+def _fidelity_rows(stage: str, values: dict) -> list[Row]:
+    """Per spec and metric: bfloat16 minus float32 (95% interval over seeds) and the
+    float32 seed standard deviation."""
     rows = []
     for name in FIDELITY_SPECS:
         for key, label in FIDELITY_METRICS:
             f32, b16 = values[(name, "float32")][key], values[(name, "bfloat16")][key]
             diff = diff_interval(b16, f32)
-            rows += [Row("bf16 fidelity", f"{name} {label}: bfloat16 - float32 "
+            rows += [Row(stage, f"{name} {label}: bfloat16 - float32 "
                          f"(95% CI [{diff.lo:.3g}, {diff.hi:.3g}])", diff.estimate),
-                     Row("bf16 fidelity", f"{name} {label}: float32 seed std",
+                     Row(stage, f"{name} {label}: float32 seed std",
                          float(np.std(f32, ddof=1)))]
-    return rows, {"layer": layer, "seeds": list(FIDELITY_SEEDS),
-                  "values": {f"{n}/{d}": v for (n, d), v in values.items()}}
+    return rows
 
 
 STAGES: dict[str, Callable[[Profile, int], tuple[list[Row], dict]]] = {
     "load": bench_load, "caching": bench_caching, "training": bench_training,
     "saelens": bench_saelens, "evals": bench_evals, "prompt_prefixes": bench_prompt_prefixes,
-    "bfloat16": bench_bfloat16, "bf16_fidelity": bench_bf16_fidelity}
+    "bfloat16": bench_bfloat16, "bf16_fidelity": bench_bf16_fidelity,
+    "bf16_forward": bench_bf16_forward}
 SECTIONS = tuple(STAGES)
 NEEDS_CACHE = ("caching", "training", "saelens", "evals", "prompt_prefixes", "bfloat16",
-               "bf16_fidelity")
+               "bf16_fidelity", "bf16_forward")
 
 
 # --------------------------------------------------------------------------- driver

@@ -541,6 +541,17 @@ def test_prefix_cache_gives_the_full_forward_activations(tiny):
     np.testing.assert_array_equal(word_activations(tiny, [1], whole, pos - 1, 16)[1], full[1])
 
 
+def test_cached_preparation_is_per_model_dtype(tiny, tmp_path):
+    """A bfloat16 forward gives other residuals: it must not read the float32 cache."""
+    import copy
+    f32 = prepare_absorption(tiny, [1], TINY_CFG, tmp_path)[1]
+    bf16_model = dataclasses.replace(tiny, model=copy.deepcopy(tiny.model).to(torch.bfloat16))
+    bf16 = prepare_absorption(bf16_model, [1], TINY_CFG, tmp_path)[1]
+    assert len(list((tmp_path / "absorption").glob("*.npz"))) == 2
+    assert not np.array_equal(bf16.acts_train_ND, f32.acts_train_ND)
+    np.testing.assert_allclose(bf16.acts_train_ND, f32.acts_train_ND, rtol=0.1, atol=0.1)
+
+
 def test_end_to_end_tiny_is_deterministic(tiny, tmp_path):
     cfg = TINY_CFG
     data = prepare_absorption(tiny, [1], cfg, tmp_path)[1]

@@ -339,6 +339,30 @@ def test_bfloat16_sections(tiny_profile, tmp_path):
         "explained_variance"]
 
 
+@pytest.mark.skipif(not bf16_native("cpu"), reason="bfloat16 is not native on this CPU")
+def test_bf16_forward_section_runs_each_pipeline_on_its_own_data(tiny_profile, tmp_path):
+    build_cache(tiny_profile, progress=False)
+    result = run_bench(tiny_profile, steps=2, only=["bf16_forward"],
+                       doc_path=tmp_path / "benchmarks.md", progress=False)
+    rows = _rows(result)
+    for dtype in ("float32", "bfloat16"):
+        assert rows[("bf16 forward", f"absorption preparation, {dtype}: model forwards")][
+            "value"] > 0
+    layer = tiny_profile.train.layer
+    bf16 = bench._with_model_dtype(tiny_profile, "bfloat16")
+    bf16 = dataclasses.replace(bf16, cache=dataclasses.replace(bf16.cache, layers=[layer]),
+                               cross_layer=dataclasses.replace(bf16.cross_layer, layers=[layer]))
+    assert bench.open_cache(bf16).layers == [layer]  # built here, cut after the main layer
+    prepared = list((bench.eval_cache_dir(tiny_profile) / "absorption").glob("*.npz"))
+    assert len(prepared) == 2  # one preparation per model dtype
+    values = result["stages"]["bf16_forward"]["details"]["values"]
+    # TopK trains in float32 either way: only the residuals it reads differ
+    assert values["topk/float32"]["explained_variance"] != values["topk/bfloat16"][
+        "explained_variance"]
+    assert sum(m.startswith("atm L0: bfloat16 - float32 (95% CI [")
+               for s, m in rows if s == "bf16 forward") == 1
+
+
 def test_a_partial_run_gets_its_own_doc_block(runs_dir, tmp_path, monkeypatch):
     from atm_repro.profiles import load_profile
 

@@ -582,9 +582,9 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
     """Prompt activations, the ground-truth probe and the scoring set, per layer.
 
     Cached at ``<cache_dir>/absorption/<model>-L<layer>-<fingerprint>.npz``; the
-    fingerprint covers the prep config, the model weights, the word list and
-    this module's code. The probe prompts of the layers not in the cache share
-    one forward pass; the scoring prompts depend on the layer's probe (its true
+    fingerprint covers the prep config, the model weights and dtype, the word
+    list and this module's code. The probe prompts of the layers not in the cache
+    share one forward pass; the scoring prompts depend on the layer's probe (its true
     positives), so each layer runs its own.
     """
     for layer in layers:
@@ -592,11 +592,12 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
             raise ValueError(f"absorption: layer {layer} out of range: the model has "
                              f"{loaded.n_layers} layers")
     words, word_meta = sample_words(loaded.tokenizer, cfg)
+    dtype = str(next(loaded.model.parameters()).dtype)  # a bfloat16 forward is other data
     words_sha = hashlib.sha256("\n".join(words).encode()).hexdigest()
     out, keys, paths = {}, {}, {}
     for layer in layers:
         keys[layer] = fingerprint({"prep": prep_fingerprint(cfg), "model": loaded.name,
-                                   "weights": loaded.fingerprint, "layer": layer,
+                                   "weights": loaded.fingerprint, "dtype": dtype, "layer": layer,
                                    "words": words_sha, "code": code_version(*CODE_FILES)})
         if cache_dir is not None:
             stem = f"{loaded.name.replace('/', '_')}-L{layer}-{keys[layer][:16]}"
