@@ -3,6 +3,7 @@ identity / zero splices into tiny-gemma3, the runner on a tiny cache, determinis
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -231,3 +232,18 @@ def test_run_core_rejects_a_foreign_baseline(loaded, cache, baseline):
 def test_run_core_rejects_wrong_width(loaded, cache):
     with pytest.raises(ValueError, match="d_model"):
         run_core(IdentitySAE(8), loaded, cache, LAYER, CoreConfig(), "bad")
+
+
+def test_head_runs_in_float32_for_a_bfloat16_model(loaded, cache):
+    # a bfloat16 head matmul is 6x slower on CPU (docs/benchmarks.md) and rounds the
+    # logits to 3 digits: the log-probs must be those of the float32 head
+    bf16 = copy.deepcopy(loaded)
+    bf16.model.to(torch.bfloat16)
+    ids = torch.from_numpy(cache.tokens("eval")[:2].astype(np.int64))
+    with torch.no_grad():
+        hidden = bf16.model.model(input_ids=ids).last_hidden_state
+        got = next_token_log_probs(bf16, hidden)
+        w = bf16.model.get_output_embeddings().weight
+        want = torch.log_softmax(torch.nn.functional.linear(hidden[:, :-1].float(), w.float()), -1)
+    assert hidden.dtype == torch.bfloat16 and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

