@@ -15,6 +15,7 @@ from atm_repro.config import CorpusConfig, ModelConfig, Profile, from_dict
 from atm_repro.corpus import load_articles
 from atm_repro.evals.core import (
     CoreConfig,
+    _float32_head,
     density_histogram,
     next_token_log_probs,
     run_core,
@@ -247,3 +248,7 @@ def test_head_runs_in_float32_for_a_bfloat16_model(loaded, cache):
         want = torch.log_softmax(torch.nn.functional.linear(hidden[:, :-1].float(), w.float()), -1)
     assert hidden.dtype == torch.bfloat16 and got.dtype == torch.float32
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    # cast once per model, renewed when the weights change dtype
+    assert _float32_head(bf16)[0] is _float32_head(bf16)[0]
+    bf16.model.to(torch.float32)
+    assert _float32_head(bf16)[0] is bf16.model.get_output_embeddings().weight

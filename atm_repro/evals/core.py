@@ -24,6 +24,7 @@ Definitions (docs/metrics.md, "Core"; the activation metrics are
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +157,22 @@ def _final_hidden(loaded: LoadedModel, ids_BS, mask_BS, hook=None, layer: int = 
     return out.last_hidden_state
 
 
+_FLOAT32_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _float32_head(loaded: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LM head's (weight, bias) in float32, cast once per head module and kept
+    while the model lives (the splice calls the head twice per batch; a fresh cast of
+    Gemma's head is 671 MB each time). A float32 model's own tensors, no copy."""
+    head = loaded.model.get_output_embeddings()
+    source = (head.weight.data_ptr(), head.weight.dtype)  # a cast or reload renews it
+    cached = _FLOAT32_HEADS.get(head)
+    if cached is None or cached[0] != source:
+        cached = (source, head.weight.float(), None if head.bias is None else head.bias.float())
+        _FLOAT32_HEADS[head] = cached
+    return cached[1], cached[2]
+
+
 def next_token_log_probs(loaded: LoadedModel, hidden_BSD: torch.Tensor) -> torch.Tensor:
     """float32 log-probabilities [B, S-1, V] from final hidden states: the LM head
     plus Gemma's final-logit soft-capping when the config sets it (as the HF
@@ -165,9 +182,7 @@ def next_token_log_probs(loaded: LoadedModel, hidden_BSD: torch.Tensor) -> torch
     against Gemma's 262k-row head took 3.6 s per two sequences against 0.6 s in
     float32 (docs/benchmarks.md), and float32 logits are the more exact. For a
     float32 model nothing changes (``.float()`` returns the tensor itself)."""
-    head = loaded.model.get_output_embeddings()
-    bias = None if head.bias is None else head.bias.float()
-    logits = F.linear(hidden_BSD[:, :-1].float(), head.weight.float(), bias)
+    logits = F.linear(hidden_BSD[:, :-1].float(), *_float32_head(loaded))
     cap = getattr(loaded.model.config, "final_logit_softcapping", None)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
