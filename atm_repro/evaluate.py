@@ -9,10 +9,11 @@ SAEs are found on disk (``runs.discover``: each complete when its
 * ``cross_layer``: ``cross_layer.saes`` at the other ``cross_layer.layers``.
 
 What each group gets (cost decides; the downstream splice runs the 262k-vocab
-head and is the dearest eval, ~6 s per SAE here): core activation metrics and
-absorption for every SAE; the CE/KL splice and sparse probing for the main
-group and the cross-layer group (so the matched comparisons have no CE-loss
-score along the sweeps); stability for every main name with two or more seeds.
+head and is the dearest per-SAE eval): core activation metrics and absorption
+for every SAE; the CE/KL splice also for the sweeps and factor ablations (the
+matched comparisons read the CE-loss score off the sweeps), not for the scale
+study; sparse probing for the main group and the cross-layer group; stability
+for every main name with two or more seeds.
 Model-side work (absorption prompts and probe, probing activations, the clean
 and zero-ablated splice passes) is done once per layer and shared by all SAEs;
 the absorption prompts and probing texts run once for all layers together.
@@ -52,7 +53,7 @@ EVAL_GROUPS = {
     "absorption": {"main", "ablation", "scale", "cross_layer"},
     "probing": {"main", "cross_layer"},
 }
-SPLICE_GROUPS = {"main", "cross_layer"}
+SPLICE_GROUPS = {"main", "ablation", "cross_layer"}
 
 
 def _pending(root: Path, records: list[SAERecord], eval_name: str, cfg):

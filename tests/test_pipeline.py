@@ -93,6 +93,8 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     table = per_sae(read_results(cfg)).set_index("sae_id")
     assert table.loc["L1-topk-k4-s0", "group"] == "ablation"
     assert table.loc["L1-topk-k4-s0", "core/l0"] == pytest.approx(4.0)
+    assert table.loc["L1-topk-k4-s0", "core/ce_loss_score"] == pytest.approx(
+        table.loc["L1-topk-k4-s0", "core/ce_loss_score"])    # spliced: a number, not NaN
     assert "probing/mean_top1" not in table.columns or \
         table["probing/mean_top1"].isna()["L1-topk-k4-s0"]
     for sae in ("L1-topk-s0", "L1-topk-s1"):
