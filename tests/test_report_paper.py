@@ -57,6 +57,9 @@ def test_setting_numbers_of_the_smoke_profile():
     assert values["train/layer"] == cfg.train.layer == 1
     assert values["setup/relative_depth"] == r"25\%"
     assert values["setup/cached_train_tokens"] == 15000
+    assert values["setup/model_dtype"] == cfg.model.dtype == "float32"
+    bf16 = setting_numbers(load_profile("smoke", {"model.dtype": "bfloat16"}), manifest())
+    assert bf16["setup/model_dtype"] == "bfloat16"   # read from the profile, not fixed
     assert values["sae/atm/warmup_steps"] == 20  # the profile's value
     assert values["sae/atm/beta"] == "0.99"  # ATMConfig's default, resolved
     assert values["sae/atm/mask_draw"] == r"per\_latent"

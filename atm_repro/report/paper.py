@@ -131,6 +131,7 @@ def setting_numbers(cfg: Profile, manifest: CacheManifest) -> dict[str, Any]:
     train = cfg.train
     out: dict[str, Any] = {
         "setup/model": cfg.model.name,
+        "setup/model_dtype": cfg.model.dtype,
         "setup/corpus": cfg.corpus.name,
         "setup/context": cfg.corpus.context,
         "setup/n_layers": int(manifest.n_layers_model),
