@@ -190,6 +190,34 @@ def test_random_sae_splice_is_worse_than_clean(loaded, baseline):
     assert m["ce_clean"] == baseline.ce_clean and m["ce_zero"] == baseline.ce_zero
 
 
+def test_splice_kl_matches_a_direct_computation(loaded, cache):
+    """KL(P_clean || P_sae) from the baseline's kept clean log-probs equals the one
+    from two plain model forwards (with the SAE put in by hand), over several
+    batches, so a kept batch paired with the wrong SAE batch would show."""
+    tokens = cache.tokens("eval")[:4]
+    baseline = splice_baseline(loaded, tokens, LAYER, batch_size=1)
+    sae = relu_sae(loaded.d_model, 32)
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[:, 0] = False                                   # BOS keeps its residual
+
+    def put_sae(_module, _args, output):
+        resid = output[0] if isinstance(output, tuple) else output
+        new = torch.where(keep.unsqueeze(-1), sae(resid.float()).to(resid.dtype), resid)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    with torch.no_grad():
+        lp_clean = torch.log_softmax(loaded.model(input_ids=ids).logits[:, 1:-1].float(), -1)
+        handle = loaded.layers[LAYER].register_forward_hook(put_sae)
+        try:
+            lp_sae = torch.log_softmax(loaded.model(input_ids=ids).logits[:, 1:-1].float(), -1)
+        finally:
+            handle.remove()
+    want = float((lp_clean.exp() * (lp_clean - lp_sae)).sum(-1).mean())
+    assert want > 1e-4
+    assert splice_metrics(sae, loaded, baseline)["kl_div"] == pytest.approx(want, rel=1e-4)
+
+
 def test_splice_rejects_bad_layer_and_width(loaded, cache, baseline):
     with pytest.raises(ValueError, match="out of range"):
         splice_baseline(loaded, cache.tokens("eval")[:2], 9)

@@ -7,8 +7,8 @@ clean, with the residual stream after block ``layer`` replaced by the SAE's
 reconstruction, and with it zero-ablated; the replacement touches only
 non-special positions (BOS/EOS/PAD keep their clean residual). The clean
 and zero passes do not depend on the SAE: ``splice_baseline`` computes them
-once (keeping the clean final hidden states for the KL) and ``splice_metrics``
-then costs one forward pass per SAE.
+once (keeping the clean next-token log-probabilities for the KL) and
+``splice_metrics`` then costs one forward pass and one LM head per SAE.
 
 Definitions (docs/metrics.md, "Core"; the activation metrics are
 ``atm_repro.sae_metrics``, shared with the trainer's summary):
@@ -210,13 +210,16 @@ def _nll_sum(lp_BTV: torch.Tensor, target_BT1: torch.Tensor, scored_BT: torch.Te
 @dataclass
 class SpliceBaseline:
     """The SAE-independent part of the splice for one (model, layer, sequences):
-    clean and zero-ablated CE, and the clean final hidden states (for the KL).
-    Compute it once with ``splice_baseline`` and reuse it for every SAE."""
+    clean and zero-ablated CE, and the clean next-token log-probabilities (for
+    the KL; float32, B x (S-1) x V per batch: 1.1 GB for Gemma-3's 262k vocabulary
+    over 8 sequences of 128, kept rather than recomputed, which would double the
+    head's work per SAE). Compute it once with ``splice_baseline`` and reuse it
+    for every SAE."""
 
     layer: int
     tokens_NS: np.ndarray
     batch_size: int
-    hidden_clean: list[torch.Tensor]  # per batch, [B, S, D]
+    lp_clean: list[torch.Tensor]  # per batch, [B, S-1, V]
     ce_clean: float
     ce_zero: float
     count: int  # scored (predicted) positions
@@ -234,23 +237,23 @@ def splice_baseline(loaded: LoadedModel, tokens_NS: np.ndarray, layer: int,
 
     Predicted positions: position t (predicting token t + 1) counts when both
     token t and token t + 1 are non-special. Position 0 (BOS input) is thus
-    excluded: the splice cannot change its prediction. Logits are reduced
-    batch by batch in float32 and not kept.
+    excluded: the splice cannot change its prediction. The zero pass's logits
+    are reduced batch by batch in float32 and not kept; the clean pass keeps its
+    log-probabilities for every SAE's KL.
     """
     _check_layer(loaded, layer)
-    hidden, clean, zero, count = [], 0.0, 0.0, 0
+    lp_clean, clean, zero, count = [], 0.0, 0.0, 0
     for ids_BS, mask_BS, keep_BS, scored_BT, target_BT1 in _splice_batches(
             loaded, tokens_NS, batch_size):
-        h_BSD = _final_hidden(loaded, ids_BS, mask_BS)
-        hidden.append(h_BSD)
-        clean += _nll_sum(next_token_log_probs(loaded, h_BSD), target_BT1, scored_BT)
+        lp_clean.append(next_token_log_probs(loaded, _final_hidden(loaded, ids_BS, mask_BS)))
+        clean += _nll_sum(lp_clean[-1], target_BT1, scored_BT)
         h_zero = _final_hidden(loaded, ids_BS, mask_BS, _splice_hook(None, keep_BS, "zero"),
                                layer)
         zero += _nll_sum(next_token_log_probs(loaded, h_zero), target_BT1, scored_BT)
         count += int(scored_BT.sum())
     if count == 0:
         raise ValueError("no non-special predicted positions in the splice sequences")
-    return SpliceBaseline(layer, np.asarray(tokens_NS), batch_size, hidden, clean / count,
+    return SpliceBaseline(layer, np.asarray(tokens_NS), batch_size, lp_clean, clean / count,
                           zero / count, count)
 
 
@@ -263,16 +266,15 @@ def splice_metrics(sae, loaded: LoadedModel, baseline: SpliceBaseline) -> dict[s
                          f"d_model={loaded.d_model}")
     ce_sum, kl_sum = 0.0, 0.0
     batches = _splice_batches(loaded, baseline.tokens_NS, baseline.batch_size)
-    for (ids_BS, mask_BS, keep_BS, scored_BT, target_BT1), h_clean in zip(
-            batches, baseline.hidden_clean, strict=True):
+    for (ids_BS, mask_BS, keep_BS, scored_BT, target_BT1), lp_clean_BTV in zip(
+            batches, baseline.lp_clean, strict=True):
         h_sae = _final_hidden(loaded, ids_BS, mask_BS, _splice_hook(sae, keep_BS, "sae"),
                               baseline.layer)
         lp_sae_BTV = next_token_log_probs(loaded, h_sae)
         ce_sum += _nll_sum(lp_sae_BTV, target_BT1, scored_BT)
-        lp_clean_BTV = next_token_log_probs(loaded, h_clean)
         kl_BT = F.kl_div(lp_sae_BTV, lp_clean_BTV, reduction="none", log_target=True).sum(-1)
         kl_sum += float(kl_BT[scored_BT].double().sum())
-        del lp_sae_BTV, lp_clean_BTV
+        del lp_sae_BTV
     ce_sae = ce_sum / baseline.count
     gap = baseline.ce_zero - baseline.ce_clean
     return {
