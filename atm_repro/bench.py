@@ -49,8 +49,11 @@ Sections (``SECTIONS``; ``--only`` picks some):
   SAEs on the same eval rows (``train.summarize``); details: dead fractions and
   whatever SAELens hard-codes differently (``saelens_unmatched``).
 * ``evals``: absorption and sparse-probing wall time: prepare once (cold, in
-  a temp dir), then per SAE. The SAEs are the profile's trained main runs
-  (lowest seed) where they exist, else bench runs of ``steps`` steps.
+  a temp dir), then per SAE; the same for core's CE splice (the layer's clean
+  and zero passes once, then one spliced pass per SAE), beside the LM head and
+  log-softmax of one splice batch alone, the splice's dearest part. The SAEs
+  are the profile's trained main runs (lowest seed) where they exist, else
+  bench runs of ``steps`` steps.
 * ``prompt_prefixes``: the absorption preparation on ``train.layer`` with
   SAEBench's per-word prompts, with per-word prompts whose examples are drawn
   again (same words and split: the metric's own prompt noise), and with shared
@@ -125,6 +128,12 @@ from atm_repro.evals.absorption import (
     letter_exclusions,
     prepare_absorption,
     run_absorption,
+)
+from atm_repro.evals.core import (
+    next_token_log_probs,
+    splice_baseline,
+    splice_metrics,
+    splice_sequences,
 )
 from atm_repro.evals.probing import prepare_probing, run_probing
 from atm_repro.evaluate import discover_saes
@@ -600,8 +609,32 @@ def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
                 run(sae, data, cfgs[eval_name], f"bench-{name}")
                 rows.append(Row("evals", f"{eval_name}: {name}", time.perf_counter() - start,
                                 "s"))
+    rows += _bench_splice(profile, loaded, saes, cfgs["core"])
     return rows, {"layer": layer, "saes": {n: {"path": str(p), "source": s}
                                            for n, (p, s) in saes.items()}}
+
+
+def _bench_splice(profile: Profile, loaded, saes: dict, core_cfg) -> list[Row]:
+    """Seconds of the CE splice: the layer's baseline, each SAE, and the LM head
+    with log-softmax on one batch of final hidden states (median of REPEATS)."""
+    layer = profile.train.layer
+    tokens_NS = splice_sequences(open_cache(profile), core_cfg)
+    start = time.perf_counter()
+    baseline = splice_baseline(loaded, tokens_NS, layer, core_cfg.splice_batch_size)
+    rows = [Row("evals", f"core splice: clean and zero passes ({len(tokens_NS)} sequences)",
+                time.perf_counter() - start, "s")]
+    for name, (path, _) in saes.items():
+        sae = load_sae(path)
+        start = time.perf_counter()
+        splice_metrics(sae, loaded, baseline)
+        rows.append(Row("evals", f"core splice: {name}", time.perf_counter() - start, "s"))
+    ids_BS = torch.from_numpy(tokens_NS[: core_cfg.splice_batch_size].astype(np.int64))
+    with torch.no_grad():
+        hidden_BSD = loaded.base(input_ids=ids_BS, use_cache=False).last_hidden_state
+        head = interleaved_medians({"head": lambda: next_token_log_probs(loaded, hidden_BSD)})
+    rows.append(Row("evals", f"core splice: LM head + log-softmax, one batch of "
+                             f"{len(ids_BS)}", head["head"], "s"))
+    return rows
 
 
 # -------------------------------------------------------------------- prompt prefixes

@@ -375,3 +375,19 @@ def test_a_partial_run_gets_its_own_doc_block(runs_dir, tmp_path, monkeypatch):
     text = doc.read_text()
     assert "full run" in text  # the full run's block is kept
     assert "<!-- bench:cpu:load:start -->" in text and "| load | x | 1.00 |" in text
+
+
+def test_evals_section_times_absorption_probing_and_the_splice(tiny_profile):
+    build_cache(tiny_profile, progress=False)
+    result = run_bench(tiny_profile, steps=2, only=["evals"], progress=False)
+    rows = _rows(result)
+    names = list(result["stages"]["evals"]["details"]["saes"])
+    assert names                                        # bench runs stand in for main runs
+    for measurement in (["absorption: prepare", "probing: prepare"]
+                        + [f"{e}: {n}" for e in ("absorption", "probing", "core splice")
+                           for n in names]):
+        assert rows[("evals", measurement)]["value"] > 0, measurement
+    splice = [m for (stage, m) in rows if m.startswith("core splice: clean and zero")]
+    head = [m for (stage, m) in rows if m.startswith("core splice: LM head")]
+    assert len(splice) == len(head) == 1
+    assert rows[("evals", head[0])]["value"] > 0
