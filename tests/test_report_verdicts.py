@@ -55,9 +55,10 @@ def test_setup_tables_come_from_the_profile():
     assert "tab:deviations" in dev and "Gemma-2-2b" in dev
     assert f"{cfg.train.tokens:,}" in dev and f"{cfg.train.layer} of 18" in dev
     assert "Q4\\_K\\_M" in dev  # the quantisation is stated
-    assert "forward in float32" in dev  # the profile's model.dtype, not a fixed text
-    bf16 = deviations_table(load_profile("cpu", {"model.dtype": "bfloat16"}), m, STAMP)
-    assert "forward in bfloat16" in bf16 and "float32" not in bf16
+    assert f"forward in {cfg.model.dtype}" in dev  # the profile's model.dtype, not a fixed text
+    for dtype, other in (("float32", "bfloat16"), ("bfloat16", "float32")):
+        text = deviations_table(load_profile("cpu", {"model.dtype": dtype}), m, STAMP)
+        assert f"forward in {dtype}" in text and other not in text
     hyper = hyperparameters_table(cfg, m, STAMP)
     assert "tab:hyperparameters" in hyper
     for name, spec in cfg.train.saes.items():
