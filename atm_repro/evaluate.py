@@ -38,13 +38,22 @@ from atm_repro.evals.results import EvalResult, is_fresh, result_key, write_resu
 from atm_repro.evals.stability import pair_id, run_stability
 from atm_repro.models import load_model
 from atm_repro.profiles import derived_specs, eval_configs, scale_specs
-from atm_repro.runs import SAERecord, discover, eval_cache_dir, results_dir, run_dir
+from atm_repro.runs import SAERecord, discover, eval_cache_dir, read_metrics, results_dir, run_dir
 from atm_repro.saes.io import load_sae
 
 
 def discover_saes(profile: Profile) -> list[SAERecord]:
     """The profile's complete SAE runs on disk, grouped (``runs.discover``)."""
     return discover(profile, derived_specs(profile), scale_specs(profile))
+
+
+def training_minutes(profile: Profile) -> tuple[int, float]:
+    """(SAEs, their summed training time in minutes) over the profile's complete
+    runs. Each SAE records its own training wall time (``wall_s``, carried across
+    resumes), so the sum is the same for a run made from empty, resumed or partly
+    cached, where the stages' wall times are those of the last invocation only."""
+    records = discover_saes(profile)
+    return len(records), sum(read_metrics(r.path)["wall_s"] for r in records) / 60
 
 
 # Which SAE groups each per-SAE eval covers (cost decides: module docstring).

@@ -3,6 +3,7 @@ paper/main.tex, and a build of the paper from smoke-like inputs."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -171,13 +172,16 @@ def smoke_numbers() -> dict:
 
 def canonical_macros() -> set[str]:
     """Every macro the package can generate for the canonical profile: numbers.tex
-    over a complete (synthetic) result table with recorded stage times, and the
+    over a complete (synthetic) result table with SAE runs on disk, and the
     crosscheck command's."""
     cfg = load_profile("cpu")
-    record_stage_time(cfg, "01_cache_activations.ipynb", 600.0)
-    record_stage_time(cfg, "05_evaluate.ipynb", 60.0)
+    for run, wall_s in (("atm-s0", 300.0), ("topk-k20-s3", 120.0), ("retired-s0", 999.0)):
+        (sae_dir := run_dir(cfg) / "saes" / "L8" / run).mkdir(parents=True)
+        (sae_dir / "metrics.json").write_text(json.dumps({"wall_s": wall_s}))
+    record_stage_time(cfg, "03_ablations.ipynb", 60.0)  # a resumed run's short stage
     numbers = paper_numbers(cfg, synthetic_tidy(cfg), manifest(d_model=640, n_layers=18))
-    assert numbers["compute/minutes"] == 10.0  # the training stages only, not 05
+    # each SAE's own training time, summed; a run of no current spec is not counted
+    assert numbers["compute/n_saes"] == 2 and numbers["compute/train_minutes"] == 7.0
     keys = set(numbers)
     curves = curve_table(cfg)  # sweeps with real curves: the matched numbers exist
     keys |= set(matched_numbers(matched_comparisons(cfg, curves), targets(cfg, curves)))

@@ -29,6 +29,7 @@ import pandas as pd
 
 from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile, format_value
+from atm_repro.evaluate import training_minutes
 from atm_repro.profiles import eval_configs
 from atm_repro.report import style, verdicts
 from atm_repro.report.claims import (
@@ -81,7 +82,6 @@ from atm_repro.report.results import per_sae
 from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
 from atm_repro.report.statements import by_macro, check, statements_tex
 from atm_repro.report.summaries import absorption_health, main_table
-from atm_repro.runs import read_stage_times
 from atm_repro.saes import build_config
 
 TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
@@ -541,9 +541,9 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
     numbers.update(_probing_numbers(table))
     numbers.update(matched_numbers(comparisons, targets(cfg, table)))
     numbers.update(verdicts.claim_numbers(cfg, table, comparisons))
-    heavy = {nb: t for nb, t in read_stage_times(cfg).items() if not nb.startswith("05")}
-    if heavy:  # the stages that train (01-04); evaluation time is in the README
-        numbers["compute/minutes"] = sum(heavy.values()) / 60
+    n_saes, minutes = training_minutes(cfg)  # stage wall times are in the README
+    if n_saes:
+        numbers |= {"compute/n_saes": n_saes, "compute/train_minutes": minutes}
     return numbers
 
 
