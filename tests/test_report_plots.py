@@ -75,6 +75,29 @@ def test_pareto_has_seed_error_bars_and_flags_raw_absorption():
     plt.close("all")
 
 
+def test_one_meaningful_sae_does_not_stand_for_its_curve():
+    """A curve whose absorption is meaningful on one seed of one point only (as
+    ATM-no-mask's was at L0 ~13 in the canonical run) is drawn raw at every point,
+    not as that single measured value."""
+    cfg = load_profile("cpu")
+    table = curve_table(cfg)
+    none = table["base"] == "atm-none"
+    for col in ("mean_full_absorption", "mean_absorption_fraction"):
+        table.loc[none, f"absorption/{col}"] = np.nan
+        table.loc[none, f"absorption/raw/{col}"] = np.linspace(0.1, 0.5, int(none.sum()))
+    lone = table.index[none & (table["name"] == table.loc[none, "name"].iloc[-1])][0]
+    table.loc[lone, "absorption/mean_full_absorption"] = 0.9
+    fig = plots.plot_pareto(table, cfg.train.layer)
+    full = fig.axes[0]
+    colour = matplotlib.colors.to_hex(style.family("atm-none").color)
+    lines = [c.lines[0] for c in full.containers
+             if matplotlib.colors.to_hex(c.lines[0].get_color()) == colour]
+    assert len(lines) == 1 and lines[0].get_linestyle() == "--"
+    assert len(lines[0].get_xdata()) == table.loc[none, "name"].nunique()  # every point
+    assert max(np.asarray(lines[0].get_ydata(), dtype=float)) <= 0.5
+    plt.close("all")
+
+
 def test_ablation_figures_take_choices_and_seeds():
     cfg = load_profile("smoke", {"ablations.factors": {"r": [2.0], "ema_start": ["first_batch"]},
                                  "ablations.factor_seeds": {"ema_start": [0, 1]}})

@@ -148,14 +148,22 @@ def _per_name(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return frame.groupby("name", sort=False)[cols].mean()
 
 
+RAW_PREFIX = "absorption/raw/"
+
+
 def _value_column(frame: pd.DataFrame, col: str) -> tuple[str | None, bool]:
-    """The column to draw for metric ``col``: itself where measured, else (for
-    absorption) its raw value, flagged as not meaningful; None if neither exists."""
+    """The column to draw for metric ``col`` over the SAEs of one line (``frame``).
+    Absorption as measured only where it is meaningful on every one of them, else
+    its raw values, flagged as not meaningful: one SAE with a letter latent must not
+    stand for a curve whose other SAEs have none (the matched comparisons' rule).
+    Other metrics as they are; None if nothing exists."""
+    raw = RAW_PREFIX + col.split("/", 1)[1]
+    if col.startswith("absorption/") and raw in frame and frame[raw].notna().any():
+        if col in frame and frame[col].notna().all():
+            return col, False
+        return raw, True
     if col in frame and frame[col].notna().any():
         return col, False
-    raw = "absorption/raw/" + col.split("/", 1)[1]
-    if col.startswith("absorption/") and raw in frame and frame[raw].notna().any():
-        return raw, True
     return None, False
 
 
@@ -434,7 +442,6 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-RAW_PREFIX = "absorption/raw/"
 CONVERGENCE_PANELS = [("core/explained_variance", "explained variance"),
                       ("absorption/mean_full_absorption", "full absorption rate"),
                       ("absorption/mean_absorption_fraction", "absorption fraction"),
