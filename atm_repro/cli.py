@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from atm_repro.bench import format_table, run_bench
+from atm_repro.bench import DEFAULT_STEPS, format_table, run_bench
 from atm_repro.cache import build_cache
 from atm_repro.config import ConfigError, to_dict
 from atm_repro.crosscheck import ACTIVATIONS, run_crosscheck
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                            help="SAEBench reads our residuals (the paper's table) or runs "
                                 "the model itself through TransformerLens")
         if name == "bench":
-            p.add_argument("--steps", type=int, help="training steps per SAE (default 50)")
+            p.add_argument("--steps", type=int,
+                           help=f"training steps per SAE (default {DEFAULT_STEPS})")
             p.add_argument("--only", nargs="+",
                            help="sections: load caching training saelens evals")
     args = parser.parse_args(argv)
