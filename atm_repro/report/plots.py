@@ -148,7 +148,9 @@ def _per_name(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return frame.groupby("name", sort=False)[cols].mean()
 
 
-RAW_PREFIX = "absorption/raw/"
+def _raw_column(col: str) -> str:
+    """The raw twin of an absorption column (``absorption/raw/...``)."""
+    return "absorption/raw/" + col.split("/", 1)[1]
 
 
 def _value_column(frame: pd.DataFrame, col: str) -> tuple[str | None, bool]:
@@ -157,7 +159,7 @@ def _value_column(frame: pd.DataFrame, col: str) -> tuple[str | None, bool]:
     its raw values, flagged as not meaningful: one SAE with a letter latent must not
     stand for a curve whose other SAEs have none (the matched comparisons' rule).
     Other metrics as they are; None if nothing exists."""
-    raw = RAW_PREFIX + col.split("/", 1)[1]
+    raw = _raw_column(col)
     if col.startswith("absorption/") and raw in frame and frame[raw].notna().any():
         if col in frame and frame[col].notna().all():
             return col, False
@@ -474,7 +476,7 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
             for j, (col, label) in enumerate(CONVERGENCE_PANELS):
                 ax = axes[i][j]
                 ycol, raw = _value_column(runs, col)
-                raw_col = RAW_PREFIX + col.split("/", 1)[1]
+                raw_col = _raw_column(col)
                 if col.startswith("absorption/mean") and raw_col in runs:
                     ycol, raw = raw_col, True  # every point; the F1 panel gives the health
                 if ycol is None:
