@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from atm_repro.cache import ActivationCache, build_cache
@@ -84,6 +85,12 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     """Run every pending eval of every discovered SAE, then stability; results go
     to ``runs.results_dir(profile)`` (``report.results`` reads them). The toy
     benchmark needs no trained SAE: ``toybench.run_toy_benchmark``."""
+    # Subnormal floats (e.g. sigmoid gradients of confident probe logits) make the
+    # absorption probe's matmuls ~1.4x slower on x86 for dense SAEs; flushing them
+    # leaves every result unchanged (docs/benchmarks.md). The mode is per thread and
+    # worker threads copy it when created, so it takes full effect only when this
+    # runs before the process's first parallel op (as in notebook 05).
+    torch.set_flush_denormal(True)
     cfgs = eval_configs(profile)
     root = results_dir(profile)
     records = discover_saes(profile)
