@@ -86,8 +86,9 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     to ``runs.results_dir(profile)`` (``report.results`` reads them). The toy
     benchmark needs no trained SAE: ``toybench.run_toy_benchmark``."""
     # Subnormal floats (e.g. sigmoid gradients of confident probe logits) make the
-    # absorption probe's matmuls ~1.4x slower on x86 for dense SAEs; flushing them
-    # leaves every result unchanged (docs/benchmarks.md). The mode is per thread and
+    # absorption probe's matmuls ~1.4x slower on x86 for dense SAEs. Flushing them
+    # also rounds the model forwards of the eval preparation slightly differently,
+    # which moves absorption values a little (docs/benchmarks.md). The mode is per thread and
     # worker threads copy it when created, so it takes full effect only when this
     # runs before the process's first parallel op (as in notebook 05).
     torch.set_flush_denormal(True)
