@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from atm_repro.cache import ActivationCache, build_cache
@@ -37,6 +36,7 @@ from atm_repro.evals.core import run_core, splice_baseline, splice_sequences
 from atm_repro.evals.probing import prepare_probing, run_baseline, run_probing
 from atm_repro.evals.results import EvalResult, is_fresh, result_key, write_result
 from atm_repro.evals.stability import pair_id, run_stability
+from atm_repro.hardware import flush_subnormals
 from atm_repro.models import load_model
 from atm_repro.profiles import derived_specs, eval_configs, scale_specs
 from atm_repro.runs import SAERecord, discover, eval_cache_dir, read_metrics, results_dir, run_dir
@@ -85,13 +85,7 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     """Run every pending eval of every discovered SAE, then stability; results go
     to ``runs.results_dir(profile)`` (``report.results`` reads them). The toy
     benchmark needs no trained SAE: ``toybench.run_toy_benchmark``."""
-    # Subnormal floats (e.g. sigmoid gradients of confident probe logits) make the
-    # absorption probe's matmuls ~1.4x slower on x86 for dense SAEs. Flushing them
-    # also rounds the model forwards of the eval preparation slightly differently,
-    # which moves absorption values a little (docs/benchmarks.md). The mode is per thread and
-    # worker threads copy it when created, so it takes full effect only when this
-    # runs before the process's first parallel op (as in notebook 05).
-    torch.set_flush_denormal(True)
+    flush_subnormals()
     cfgs = eval_configs(profile)
     root = results_dir(profile)
     records = discover_saes(profile)

@@ -4,6 +4,8 @@ refused before any heavy work (not when a profile is merely read)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +97,12 @@ def test_auto_resolves_per_machine_and_specs_override_it():
     assert describe_dtypes(auto, WITHOUT_BF16) == (
         "dtypes: model forward float32; SAE training float32 (auto: bfloat16 is not native "
         "here)")
+
+
+def test_flush_subnormals_zeroes_subnormal_results_in_a_fresh_process():
+    """Run apart: the mode is per thread and would leak into other tests."""
+    code = ("import torch; from atm_repro.hardware import flush_subnormals; "
+            "x = torch.tensor([1e-39]); before = (x * 1.0).item(); flush_subnormals(); "
+            "print(before > 0, (x * 1.0).item() == 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

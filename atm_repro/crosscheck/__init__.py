@@ -54,6 +54,7 @@ from atm_repro.evals.absorption import (
 )
 from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_text, update_doc
+from atm_repro.hardware import flush_subnormals
 from atm_repro.models import cache_root, load_model
 from atm_repro.profiles import eval_configs
 from atm_repro.report.latex import booktabs_table
@@ -121,6 +122,7 @@ def select_saes(profile: Profile, wanted: list[str] | None):
 def run_crosscheck(profile: Profile, wanted: list[str] | None = None,
                    progress: bool = True, activations: str = "ours") -> pd.DataFrame:
     """Both evals on the selected SAEs; returns the comparison table (see module doc)."""
+    flush_subnormals()  # as notebook 05 does: the eval cache is shared
     if activations not in ACTIVATIONS:
         raise ConfigError(f"crosscheck: activations must be one of {ACTIVATIONS}, "
                           f"not {activations!r}")
