@@ -270,6 +270,11 @@ class TrainConfig:
     # and optimizer state stay float32. bfloat16 needs native support (checked before
     # any work); auto: bfloat16 where native, else float32 (``resolve_dtype``).
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    # run each variant's step kernel through torch.compile (saes/base.py, "Compiled
+    # steps"): its [B, F] elementwise work fused; a one-time compile per process
+    # and shape (tens of seconds, cached on disk); numbers equal eager's up to
+    # float rounding (docs/benchmarks.md)
+    compile: bool = False
     saes: dict[str, SAESpec] = field(default_factory=dict)
 
     def seeds_of(self, name: str) -> list[int]:

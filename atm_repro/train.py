@@ -33,7 +33,7 @@ One run writes into its directory::
                       run on CPU
     train_log.jsonl   one record per ``log_every`` steps: step, tokens, lr, window
                       means of loss, of the variant's loss terms and of L0 (the
-                      trainer's count of nonzero ``latents_BF``; it replaces a
+                      trainer's count of nonzero latents (``fired_F``); it replaces a
                       variant term of the same name), dead fraction
     metrics.json      summary written last: L0, MSE, FVU / explained variance of
                       the saved SAE on up to ``SUMMARY_TOKENS`` raw eval rows
@@ -73,7 +73,7 @@ from atm_repro.files import atomic_write_text, keyed_json
 from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir
 from atm_repro.sae_metrics import activation_stats
-from atm_repro.saes import SAE, StepContext, build_config, build_sae
+from atm_repro.saes import SAE, StepContext, build_config, build_sae, compiled_kernels
 from atm_repro.saes.io import (
     EXTRA_STATE,
     SAE_CFG,
@@ -357,6 +357,16 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
     # bfloat16: matmuls in bfloat16, the float32 master weights and Adam state as they are
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                               enabled=cfg.dtype == "bfloat16")
+    with compiled_kernels(cfg.compile):
+        _steps(run, cfg, source, order, autocast, total_steps, end_step, lr, out_dir, key, bar)
+    bar.close()
+    _save_checkpoint(run, key, out_dir)
+
+
+def _steps(run: _Run, cfg: TrainConfig, source, order: BatchOrder, autocast, total_steps: int,
+           end_step: int, lr: float, out_dir: Path, key: dict, bar) -> None:
+    """Optimizer steps until ``end_step``, with logging and periodic checkpoints."""
+    sae, device, B = run.sae, cfg.device, cfg.batch_size
     started = time.perf_counter()
     while run.step < end_step:
         step = run.step
@@ -379,10 +389,9 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
             sae.normalize_decoder()
 
         with torch.no_grad():
-            fired_BF = out.latents_BF.detach() != 0
-            run.since_fired_F = torch.where(fired_BF.any(0), 0, run.since_fired_F + B)
-            values = {"loss": out.loss.detach(), **out.terms,
-                      "l0": fired_BF.sum(-1).float().mean()}
+            fired_F = out.fired_F
+            run.since_fired_F = torch.where(fired_F > 0, 0, run.since_fired_F + B)
+            values = {"loss": out.loss.detach(), **out.terms, "l0": fired_F.sum() / B}
             for k, v in values.items():
                 v = v.detach().float()
                 run.window[k] = run.window[k] + v if k in run.window else v.clone()
@@ -399,8 +408,6 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
             started = time.perf_counter()
             _save_checkpoint(run, key, out_dir)
     run.wall_s += time.perf_counter() - started
-    bar.close()
-    _save_checkpoint(run, key, out_dir)
 
 
 def _log_record(run: _Run, batch_size: int, lr: float, dead_tokens: int) -> dict:

@@ -12,9 +12,10 @@ from atm_repro.saes.atm import (
     ATMSAE,
     ATMConfig,
     apply_retention_floor,
-    batch_statistics,
+    contribution,
     draw_masked,
     ema_update,
+    firing_statistics,
     importance_scores,
     importance_threshold,
     mask_probability,
@@ -39,6 +40,16 @@ def ctx(step: int = 0, total: int = 100, seed: int = 0, gen: torch.Generator | N
 
 def data(B: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(B, D, generator=torch.Generator().manual_seed(seed))
+
+
+def batch_statistics(f: torch.Tensor, grad: torch.Tensor):
+    """(m, q, g) of a batch from per-token gradients dl_b/df_b (the docstring's
+    definition: g is the batch mean of |f dl_b/df_b|)."""
+    return (*firing_statistics(f), contribution(f, grad) / f.shape[0])
+
+
+def update(sae: ATMSAE, f: torch.Tensor, grad: torch.Tensor) -> None:
+    sae.update_state(*batch_statistics(f, grad))
 
 
 def primed(**kw) -> ATMSAE:
@@ -78,7 +89,7 @@ def test_ema_zero_start_is_bias_free_after_normalisation():
     zero = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.9))
     first = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.9, ema_start="first_batch"))
     for sae in (zero, first):
-        sae.update_state(f, grad)
+        update(sae, f, grad)
     # zero start: (1 - beta) * batch, every signal of every latent alike ...
     assert torch.allclose(zero.ema_magnitude, 0.1 * torch.tensor([2.0, 0.0, 1.0]))
     assert torch.allclose(zero.ema_contribution, 0.1 * torch.tensor([1.0, 0.0, 2.0]))
@@ -86,7 +97,7 @@ def test_ema_zero_start_is_bias_free_after_normalisation():
     assert torch.allclose(zero.importance(), first.importance(), rtol=1e-6)
     f2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
     for sae in (zero, first):
-        sae.update_state(f2, torch.ones(2, 3))
+        update(sae, f2, torch.ones(2, 3))
     # after two batches they differ: the copied first batch weighs beta, not beta / (1 + beta)
     corrected = (0.9 * 0.1 * torch.tensor([2.0, 0.0, 1.0]) + 0.1 * torch.tensor([0.0, 1.0, 0.5]))
     assert torch.allclose(zero.ema_magnitude, corrected)
@@ -98,14 +109,14 @@ def test_ema_zero_start_is_bias_free_after_normalisation():
 def test_ema_state_after_one_and_two_updates():
     f, grad = hand_batch()
     sae = ATMSAE(ATMConfig(d_in=2, d_sae=3, beta=0.5, ema_start="first_batch"))
-    sae.update_state(f, grad)
+    update(sae, f, grad)
     assert int(sae.ema_updates) == 1
     assert torch.equal(sae.ema_magnitude, torch.tensor([2.0, 0.0, 1.0]))
     assert torch.equal(sae.ema_frequency, torch.tensor([1.0, 0.0, 0.5]))
     assert torch.equal(sae.ema_contribution, torch.tensor([1.0, 0.0, 2.0]))
     # second batch: only latent 1 fires, perfect reconstruction (g = 0)
     f2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
-    sae.update_state(f2, torch.zeros(2, 3))
+    update(sae, f2, torch.zeros(2, 3))
     assert int(sae.ema_updates) == 2
     assert torch.equal(sae.ema_magnitude, torch.tensor([1.0, 0.5, 0.5]))
     assert torch.equal(sae.ema_frequency, torch.tensor([0.5, 0.5, 0.25]))

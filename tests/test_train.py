@@ -15,7 +15,7 @@ from atm_repro.cache import ActivationCache, ArraySource, build_cache
 from atm_repro.config import REPO_ROOT, ConfigError, Profile, SAESpec, TrainConfig, from_dict
 from atm_repro.runs import METRICS, TRAIN_LOG, run_dir, sae_dir
 from atm_repro.saes import SAE, VARIANTS, SAEConfigError, build_config, build_sae
-from atm_repro.saes.base import LossOutput, reconstruction_loss
+from atm_repro.saes.base import LossOutput, firing_counts, reconstruction_loss
 from atm_repro.saes.io import SAEMeta, load_sae
 from atm_repro.train import (
     CHECKPOINT,
@@ -138,7 +138,7 @@ class ProbeSAE(SAE):
         if ctx.step == 0:
             fired_BF[0, 1] = 1.0
         mse = reconstruction_loss(x_hat_BD, x_BD)
-        return LossOutput(mse, {"mse": mse.detach()}, fired_BF, x_hat_BD)
+        return LossOutput(mse, {"mse": mse.detach()}, x_hat_BD, firing_counts(fired_BF), fired_BF)
 
 
 def test_trainer_contract_dead_tracking_and_lr(tmp_path, monkeypatch):

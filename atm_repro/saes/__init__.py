@@ -10,7 +10,7 @@ import dataclasses
 
 from atm_repro.config import ConfigError, from_dict
 from atm_repro.saes.atm import ATMSAE
-from atm_repro.saes.base import SAE, SAEConfig, SAEConfigError, StepContext
+from atm_repro.saes.base import SAE, SAEConfig, SAEConfigError, StepContext, compiled_kernels
 from atm_repro.saes.batchtopk import BatchTopKSAE
 from atm_repro.saes.jumprelu import JumpReLUSAE
 from atm_repro.saes.matryoshka import MatryoshkaSAE
@@ -23,6 +23,7 @@ VARIANTS: dict[str, type[SAE]] = {
 }
 
 __all__ = ["SAE", "SAEConfig", "SAEConfigError", "StepContext", "VARIANTS", "build_config",
+           "compiled_kernels",
            "build_sae", "validate_spec"]
 
 

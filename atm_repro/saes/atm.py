@@ -27,10 +27,13 @@ B tokens, F latents:
    holds, so the least important are the ones that stay masked.
 6. f_tilde = f * keep, x_hat = decode(f_tilde),
    loss = ||x - x_hat||^2 (summed over d, mean over batch) + lambda * L1(f_tilde).
-7. In the backward pass of that loss, a tensor hook on the decoder's input
-   updates the per-latent EMA state (decay ``beta``) from this batch, using the
-   *unmasked* f and the gradient of the reconstruction term w.r.t. f_tilde,
-   which autograd computes anyway (so the statistics cost no extra matmul):
+7. In the backward pass of that loss the per-latent EMA state (decay ``beta``)
+   is updated from this batch, using the *unmasked* f and the gradient of the
+   reconstruction term w.r.t. f_tilde, which autograd computes anyway (so the
+   statistics cost no extra matmul). m and q are taken in the forward pass; g
+   is measured where that gradient passes the decoder's input
+   (``_ContributionTap``) and handed out as a dummy tensor's gradient, whose
+   hook applies the update:
      m_i: mean_b f_bi                          (magnitude; f >= 0)
      q_i: mean_b [f_bi > 0]                    (firing frequency)
      g_i: mean_b |f_bi * dl_b/df_bi|           (first-order reconstruction
@@ -95,6 +98,9 @@ from atm_repro.saes.base import (
     SAEConfig,
     SAEConfigError,
     StepContext,
+    encoder_pre_acts,
+    firing_counts,
+    kernel,
     reconstruction_loss,
 )
 from atm_repro.saes.standard import decoder_weighted_l1
@@ -162,17 +168,66 @@ class ATMConfig(SAEConfig):
 
 
 @torch.no_grad()
-def batch_statistics(
-    f_BF: torch.Tensor, grad_BF: torch.Tensor, grad_scale: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This batch's (magnitude m, frequency q, contribution g), each [F], from the
-    latents f (>= 0) and the per-token loss gradients dl_b/df_b = grad_scale * grad_BF
-    (the scale is applied to the [F] result, not to the [B, F] gradient)."""
+def firing_statistics(f_BF: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This batch's magnitude m_i = mean_b f_bi and frequency q_i = mean_b [f_bi > 0]
+    (float32 [F] each; f >= 0)."""
     n = f_BF.shape[0]
-    m = f_BF.sum(0) / n
-    q = torch.count_nonzero(f_BF, dim=0).to(f_BF.dtype) / n
-    g = (f_BF * grad_BF).abs_().sum(0) * (abs(grad_scale) / n)
-    return m, q, g
+    m_F = f_BF.sum(0, dtype=torch.float32) / n
+    q_F = torch.count_nonzero(f_BF, dim=0).to(torch.float32) / n
+    return m_F, q_F
+
+
+@torch.no_grad()
+def contribution(f_BF: torch.Tensor, grad_BF: torch.Tensor) -> torch.Tensor:
+    """sum_b |f_bi * grad_bi| (float32 [F]). With grad_bi = dL/df_bi of the batch-mean
+    loss L = mean_b l_b, this is the batch mean of |f_bi * dl_b/df_bi|, the signal g."""
+    return (f_BF * grad_BF).abs().sum(0, dtype=torch.float32)
+
+
+class _ContributionTap(torch.autograd.Function):
+    """Identity on the decoder's input f~; its backward pass also hands back, as the
+    gradient of the dummy ``probe_F``, the signal g measured from the gradient it
+    passes on (dL_rec/df~, docstring step 7): a statistic from the backward pass
+    with no side effect, so it can run inside a compiled kernel. ``restore_BF``
+    (the masked latents' own missing term, or None) is added before measuring."""
+
+    @staticmethod
+    def forward(ctx, f_tilde_BF, f_BF, restore_BF, probe_F):
+        ctx.save_for_backward(f_BF, restore_BF)
+        return f_tilde_BF.view_as(f_tilde_BF)
+
+    @staticmethod
+    def backward(ctx, grad_BF):
+        f_BF, restore_BF = ctx.saved_tensors
+        seen_BF = grad_BF if restore_BF is None else grad_BF + restore_BF
+        return grad_BF, None, None, contribution(f_BF, seen_BF)
+
+
+@kernel
+def atm_loss(x_BD, W_enc, b_enc, W_dec, b_dec, keep_RF, lam, probe_F,
+             restore: bool, unit_norm: bool):
+    """(loss, mse, l1, f~, x_hat, fired, m, q) of one step: f = ReLU(x W_enc + b_enc),
+    f~ = f * keep (``keep_RF`` None: no mask), x_hat = f~ W_dec + b_dec,
+    loss = MSE + lam * L1(f~); fired counts f~'s nonzeros. m and q are the unmasked f's firing statistics;
+    g comes back as ``probe_F``'s gradient (``_ContributionTap``). ``restore``:
+    measure a masked latent at the reconstruction with itself restored."""
+    f_BF = torch.relu(encoder_pre_acts(x_BD, W_enc, b_enc))
+    f_tilde_BF = f_BF if keep_RF is None else f_BF * keep_RF.to(f_BF.dtype)
+    n = x_BD.shape[0]
+    restore_BF = None
+    if restore:  # + 2 f ||d||^2 per token where masked (docstring, step 7), / n: mean loss
+        d_sq_F = W_dec.detach().float().pow(2).sum(-1)
+        restore_BF = f_BF.detach() * (1.0 - keep_RF.to(f_BF.dtype)) * (d_sq_F * (2.0 / n))
+    f_rec_BF = _ContributionTap.apply(f_tilde_BF, f_BF.detach(), restore_BF, probe_F)
+    x_hat_BD = f_rec_BF @ W_dec + b_dec
+    mse = reconstruction_loss(x_hat_BD, x_BD)
+    if unit_norm:  # f >= 0: sum_i f_i, mean over the batch
+        l1 = f_tilde_BF.sum(dtype=torch.float32) / n
+    else:
+        l1 = decoder_weighted_l1(f_tilde_BF, W_dec)
+    m_F, q_F = firing_statistics(f_BF.detach())
+    return (mse + lam * l1, mse, l1, f_tilde_BF, x_hat_BD, firing_counts(f_tilde_BF),
+            m_F, q_F)
 
 
 @torch.no_grad()
@@ -281,11 +336,9 @@ class ATMSAE(SAE):
 
     # --------------------------------------------------------------- state
     @torch.no_grad()
-    def update_state(self, f_BF: torch.Tensor, grad_BF: torch.Tensor,
-                     grad_scale: float = 1.0) -> None:
-        """EMA-update m, q, g from a batch: unmasked f, per-token dl_b/df_b =
-        grad_scale * grad_BF."""
-        m, q, g = batch_statistics(f_BF, grad_BF, grad_scale)
+    def update_state(self, m: torch.Tensor, q: torch.Tensor, g: torch.Tensor) -> None:
+        """EMA-update the state from one batch's m, q, g (``firing_statistics``,
+        ``contribution``)."""
         init = self.cfg.ema_start == "zero" or bool(self.ema_updates > 0)
         beta = self.cfg.beta
         self.ema_magnitude.copy_(ema_update(self.ema_magnitude, m, beta, init))
@@ -327,43 +380,26 @@ class ATMSAE(SAE):
         return keep, info
 
     # ------------------------------------------------------------ training
-    def l1_penalty(self, f_BF: torch.Tensor) -> torch.Tensor:
-        """sum_i f_i (unit_norm) or sum_i f_i ||d_i|| (l1_weighted), mean over the
-        batch (f >= 0, so |f_i| = f_i; summing over tokens first saves a [B, F] pass)."""
-        if self.unit_norm_decoder:
-            return f_BF.sum() / f_BF.shape[0]
-        return decoder_weighted_l1(f_BF, self.W_dec)
-
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
-        """The masked loss; its backward pass updates the EMA state (module docstring)."""
+        """The masked loss; its backward pass updates the EMA state (module docstring).
+        Eager here: the mask draw (RNG, retention floor); in ``atm_loss``: the rest."""
         cfg = self.cfg
-        f_BF = self.activation(self.pre_acts(x_BD))
         masking = ctx.step >= cfg.warmup_steps and cfg.mask_mode != "none"
         if masking:
             keep, info = self.sample_keep(x_BD.shape[0], ctx.generator)
-            f_tilde = f_BF * keep
         else:
-            f_tilde = f_BF
+            keep = None
             with torch.no_grad():
                 _, theta, p = self.mask_probabilities()
             info = {"theta": theta, "mask_prob_mean": p.mean(),
                     "masked_frac": torch.zeros((), device=x_BD.device)}
-        f_rec = f_tilde.view_as(f_tilde)  # the decoder's own input: its grad is dL_rec/df~
-        if f_rec.requires_grad:
-            f_seen, n = f_BF.detach(), x_BD.shape[0]  # per-token grad = n * grad of the mean
-            restore_BF = None
-            if masking and cfg.masked_g == "restored":
-                with torch.no_grad():  # + 2 f ||d||^2 where masked, per token (docstring, 7)
-                    d_sq_F = self.W_dec.detach().pow(2).sum(-1)
-                    restore_BF = f_seen * (1.0 - keep) * d_sq_F * (2.0 / n)
-            f_rec.register_hook(lambda grad_BF: self.update_state(
-                f_seen, grad_BF if restore_BF is None else grad_BF + restore_BF, n))
-        x_hat_BD = self.decode(f_rec)
-
-        mse = reconstruction_loss(x_hat_BD, x_BD)
-        l1 = self.l1_penalty(f_tilde)
         coeff = cfg.l1_coefficient * ctx.warmup(cfg.coeff_warmup_frac)
-        loss = mse + coeff * l1
+        probe_F = torch.zeros(cfg.d_sae, device=x_BD.device, requires_grad=True)
+        loss, mse, l1, f_tilde, x_hat_BD, fired_F, m_F, q_F = atm_loss(
+            x_BD, self.W_enc, self.b_enc, self.W_dec, self.b_dec, keep,
+            torch.tensor(coeff, device=x_BD.device), probe_F,
+            masking and cfg.masked_g == "restored", self.unit_norm_decoder)
+        probe_F.register_hook(lambda g_F: self.update_state(m_F, q_F, g_F))
         terms = {
             "mse": mse.detach(),
             "l1": l1.detach(),
@@ -371,4 +407,5 @@ class ATMSAE(SAE):
             "masking_active": torch.tensor(float(masking), device=x_BD.device),
             **{k: v.detach().float() for k, v in info.items()},
         }
-        return LossOutput(loss=loss, terms=terms, latents_BF=f_tilde, x_hat_BD=x_hat_BD)
+        return LossOutput(loss=loss, terms=terms, x_hat_BD=x_hat_BD, fired_F=fired_F,
+                          latents=f_tilde)

@@ -17,13 +17,24 @@ and implements ``activation`` (inference nonlinearity on pre-activations)
 and ``training_forward`` (loss terms and per-step state updates). Per-step
 state lives in registered buffers, so ``state_dict`` carries it into
 checkpoints; ``inference_tensors`` is what the saved SAE holds.
+
+Compiled steps. A variant puts the [B, F] arithmetic of its training step in a
+``@kernel``: a pure function of tensors (parameters passed in, no module state,
+no RNG, no branch on a tensor's value). Eager PyTorch runs each elementwise op
+as its own pass over [B, F] (a dozen per step, plus dtype casts under
+autocast); inside ``compiled_kernels(True)`` (the trainer's ``train.compile``)
+the kernel runs through ``torch.compile``, which fuses them. The stateful parts
+(mask draws, EMA updates) stay eager around it. Same function either way, so
+the eager run is the reference the compiled one is tested against.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -33,6 +44,49 @@ from atm_repro.config import ConfigError
 
 class SAEConfigError(ConfigError):
     """Bad SAE hyperparameters (raised before any training starts)."""
+
+
+_COMPILE = {"on": False}
+_Fn = TypeVar("_Fn", bound=Callable)
+
+
+@contextlib.contextmanager
+def compiled_kernels(on: bool = True) -> Iterator[None]:
+    """Within this block every ``@kernel`` runs compiled (``on``) or eagerly."""
+    before = _COMPILE["on"]
+    _COMPILE["on"] = on
+    try:
+        yield
+    finally:
+        _COMPILE["on"] = before
+
+
+def kernel(fn: _Fn) -> _Fn:
+    """Mark a step's pure tensor function (module docstring, "Compiled steps").
+    Compiled once per process on first use (static shapes: one graph per shape,
+    dtype and autocast state; torch caches the generated code on disk)."""
+    compiled: list[Callable] = []
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if not _COMPILE["on"]:
+            return fn(*args, **kwargs)
+        if not compiled:
+            compiled.append(torch.compile(fn, dynamic=False))
+        return compiled[0](*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+def encoder_pre_acts(x_BD: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
+                     b_dec: torch.Tensor | None = None) -> torch.Tensor:
+    """x W_enc + b_enc, or (x - b_dec) W_enc + b_enc when ``b_dec`` is given. The
+    b_dec term is folded into the bias, b_enc - b_dec W_enc, so that autograd never
+    forms the [B, D] gradient of the input (a full extra matmul per training
+    step), and the bias rides in the matmul (``addmm``: under bfloat16 autocast
+    the [B, F] result stays bfloat16, with no float32 copy)."""
+    bias_F = b_enc if b_dec is None else b_enc - b_dec @ W_enc
+    return torch.addmm(bias_F, x_BD, W_enc)
 
 
 @dataclass(frozen=True)
@@ -69,8 +123,20 @@ class StepContext:
 class LossOutput:
     loss: torch.Tensor  # scalar to backpropagate
     terms: dict[str, torch.Tensor]  # named scalar parts (detached), logged by the trainer
-    latents_BF: torch.Tensor  # the latents used for reconstruction (for L0 / dead tracking)
     x_hat_BD: torch.Tensor
+    fired_F: torch.Tensor  # int64 [F]: tokens of the batch on which each latent is nonzero
+    # the [B, F] latents used for reconstruction, or a function that forms them
+    # (sparse variants never do in training; the trainer reads only ``fired_F``)
+    latents: torch.Tensor | Callable[[], torch.Tensor]
+
+    @property
+    def latents_BF(self) -> torch.Tensor:
+        return self.latents() if callable(self.latents) else self.latents
+
+
+def firing_counts(latents_BF: torch.Tensor) -> torch.Tensor:
+    """Per latent, the tokens of the batch on which it is nonzero (int64 [F])."""
+    return torch.count_nonzero(latents_BF.detach(), dim=0)
 
 
 def reconstruction_loss(x_hat_BD: torch.Tensor, x_BD: torch.Tensor) -> torch.Tensor:
@@ -122,12 +188,9 @@ class SAE(nn.Module):
 
     # ------------------------------------------------------------- inference
     def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
-        """(x - b_dec) W_enc + b_enc, or x W_enc + b_enc. The b_dec term is applied
-        as a bias, b_enc - b_dec W_enc, so that autograd never forms the [B, D]
-        gradient of the input (a full extra matmul per training step)."""
-        if self.subtract_b_dec:
-            return x_BD @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
-        return x_BD @ self.W_enc + self.b_enc
+        """(x - b_dec) W_enc + b_enc, or x W_enc + b_enc (``encoder_pre_acts``)."""
+        return encoder_pre_acts(x_BD, self.W_enc, self.b_enc,
+                                self.b_dec if self.subtract_b_dec else None)
 
     def activation(self, z_BF: torch.Tensor) -> torch.Tensor:
         """Inference nonlinearity (no masks, no batch coupling)."""

@@ -19,6 +19,9 @@ from atm_repro.saes.base import (
     SAEConfig,
     SAEConfigError,
     StepContext,
+    encoder_pre_acts,
+    firing_counts,
+    kernel,
     reconstruction_loss,
 )
 
@@ -86,6 +89,18 @@ class StepFunction(torch.autograd.Function):
         return None, grad_theta.sum_to_size(theta_F.shape), None
 
 
+@kernel
+def jumprelu_loss(x_BD, W_enc, b_enc, W_dec, b_dec, log_threshold_F, lam, eps: float):
+    """(loss, mse, l0, f, x_hat, fired) of one step: MSE + lam * L0."""
+    z_BF = encoder_pre_acts(x_BD, W_enc, b_enc)
+    theta_F = log_threshold_F.exp()
+    f_BF = JumpReLUFunction.apply(z_BF, theta_F, eps)
+    x_hat_BD = f_BF @ W_dec + b_dec
+    mse = reconstruction_loss(x_hat_BD, x_BD)
+    l0 = StepFunction.apply(z_BF, theta_F, eps).sum(-1, dtype=torch.float32).mean()
+    return mse + lam * l0, mse, l0, f_BF, x_hat_BD, firing_counts(f_BF)
+
+
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     config_cls = JumpReLUConfig
@@ -114,19 +129,16 @@ class JumpReLUSAE(SAE):
                 {"params": [self.log_threshold], "lr_scale": self.cfg.threshold_lr_scale}]
 
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
-        z_BF = self.pre_acts(x_BD)
-        theta_F = self.log_threshold.exp()
-        eps = self.cfg.bandwidth
-        f_BF = JumpReLUFunction.apply(z_BF, theta_F, eps)
-        x_hat_BD = self.decode(f_BF)
-        mse = reconstruction_loss(x_hat_BD, x_BD)
-        l0 = StepFunction.apply(z_BF, theta_F, eps).sum(-1).mean()
         lam = self.cfg.l0_coefficient * ctx.warmup(self.cfg.coeff_warmup_frac)
+        loss, mse, l0, f_BF, x_hat_BD, fired_F = jumprelu_loss(
+            x_BD, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self.log_threshold,
+            torch.tensor(lam, device=x_BD.device), self.cfg.bandwidth)
         return LossOutput(
-            loss=mse + lam * l0,
+            loss=loss,
             terms={"mse": mse.detach(), "l0": l0.detach()},
-            latents_BF=f_BF,
             x_hat_BD=x_hat_BD,
+            fired_F=fired_F,
+            latents=f_BF,
         )
 
     def scale_thresholds(self, latent_scale_F: torch.Tensor) -> None:

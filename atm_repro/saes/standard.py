@@ -17,6 +17,9 @@ from atm_repro.saes.base import (
     SAEConfig,
     SAEConfigError,
     StepContext,
+    encoder_pre_acts,
+    firing_counts,
+    kernel,
     reconstruction_loss,
 )
 
@@ -36,7 +39,18 @@ def decoder_weighted_l1(f_BF: torch.Tensor, W_dec_FD: torch.Tensor) -> torch.Ten
     over tokens first avoids a [B, F] product in the forward and backward pass.
     In float32 under bfloat16 autocast too (an elementwise product, which autocast
     leaves alone), as SAELens computes it."""
-    return (f_BF.float().sum(0) * W_dec_FD.float().norm(dim=-1)).sum() / f_BF.shape[0]
+    f_F = f_BF.sum(0, dtype=torch.float32)
+    return (f_F * W_dec_FD.float().norm(dim=-1)).sum() / f_BF.shape[0]
+
+
+@kernel
+def standard_loss(x_BD, W_enc, b_enc, W_dec, b_dec, lam):
+    """(loss, mse, l1, f, x_hat, fired) of one step: MSE + lam * sum_i f_i ||d_i||."""
+    f_BF = torch.relu(encoder_pre_acts(x_BD, W_enc, b_enc))
+    x_hat_BD = f_BF @ W_dec + b_dec
+    mse = reconstruction_loss(x_hat_BD, x_BD)
+    l1 = decoder_weighted_l1(f_BF, W_dec)
+    return mse + lam * l1, mse, l1, f_BF, x_hat_BD, firing_counts(f_BF)
 
 
 class StandardSAE(SAE):
@@ -49,14 +63,13 @@ class StandardSAE(SAE):
     cfg: StandardConfig
 
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
-        f_BF = self.encode(x_BD)
-        x_hat_BD = self.decode(f_BF)
-        mse = reconstruction_loss(x_hat_BD, x_BD)
-        l1 = decoder_weighted_l1(f_BF, self.W_dec)
         lam = self.cfg.l1_coefficient * ctx.warmup(self.cfg.coeff_warmup_frac)
+        loss, mse, l1, f_BF, x_hat_BD, fired_F = standard_loss(
+            x_BD, self.W_enc, self.b_enc, self.W_dec, self.b_dec, torch.tensor(lam, device=x_BD.device))
         return LossOutput(
-            loss=mse + lam * l1,
+            loss=loss,
             terms={"mse": mse.detach(), "l1": l1.detach()},
-            latents_BF=f_BF,
             x_hat_BD=x_hat_BD,
+            fired_F=fired_F,
+            latents=f_BF,
         )

@@ -124,6 +124,10 @@ class ActiveLatents:
         return torch.repeat_interleave(
             torch.arange(self.n_rows, device=self.crow_R.device), self.crow_R.diff())
 
+    def fired(self) -> torch.Tensor:
+        """Per latent, the rows in which its stored value is nonzero (int64 [F])."""
+        return torch.bincount(self.cols_N[self.vals_N.detach() != 0], minlength=self.n_latents)
+
     def to_dense(self) -> torch.Tensor:
         """[B, F] with the stored values (differentiable)."""
         out = self.vals_N.new_zeros(self.n_rows, self.n_latents)
@@ -205,13 +209,12 @@ class TopKSAE(SAE):
             z_BF, x_BD - x_hat_BD, self.W_dec, ctx.dead_mask_F, self.cfg.resolved_aux_k
         )
         terms["auxk"] = auxk.detach()
-        with torch.no_grad():
-            f_BF = latents.to_dense()
         return LossOutput(
             loss=rec_loss + self.cfg.aux_alpha * auxk,
             terms=terms,
-            latents_BF=f_BF,
             x_hat_BD=x_hat_BD,
+            fired_F=latents.fired(),
+            latents=lambda: latents.to_dense().detach(),
         )
 
     def saelens_cfg(self) -> dict:
