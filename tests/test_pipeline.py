@@ -7,11 +7,12 @@ import time
 
 import nbformat
 import pytest
-from helpers import TINY_OVERRIDES
+from helpers import TINY_OVERRIDES, save_tiny_checkpoint
 
 from atm_repro import cli, pipeline
 from atm_repro.cache import ActivationCache, build_cache
-from atm_repro.config import ConfigError
+from atm_repro.config import ConfigError, CorpusConfig
+from atm_repro.corpus import load_articles
 from atm_repro.evaluate import discover_saes, evaluate_profile
 from atm_repro.profiles import load_profile
 from atm_repro.report.results import per_sae, read_results
@@ -72,6 +73,25 @@ def test_pipeline_rejects_bad_overrides_before_running(monkeypatch):
     monkeypatch.setattr("papermill.execute_notebook", boom)
     with pytest.raises(ConfigError, match="unknown key"):
         pipeline.run("smoke", {"cache.nope": 1})
+
+
+def test_layer_beyond_the_model_is_refused_before_notebook_01(tmp_path, runs_dir, monkeypatch,
+                                                              capsys):
+    """A 4-layer checkpoint directory (weights removed: only its config and tokenizer
+    may be read) with layer 6 cached: ``plan`` and ``run`` refuse it, no notebook runs."""
+    def boom(*args, **kwargs):
+        raise AssertionError("a notebook ran")
+
+    monkeypatch.setattr("papermill.execute_notebook", boom)
+    path = save_tiny_checkpoint(tmp_path / "neox", "gpt_neox",
+                                load_articles(CorpusConfig(max_articles=120)))
+    (path / "model.safetensors").unlink()
+    sets = ["--set", f"model.name={path}", "--set", "cache.layers=[1, 2, 6]"]
+    for command in ("plan", "run"):
+        assert cli.main([command, "--profile", "smoke", *sets]) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"configuration error: layer\(s\) \[6\] out of range for .*neox', "
+                         r"which has 4 layers", err), err
 
 
 def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
