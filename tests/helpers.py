@@ -30,6 +30,18 @@ TINY_OVERRIDES = {
     "train.layer": 1,
 }
 
+# The tiny smoke profile cut to one seed of one family (TopK) at one layer: no ablation,
+# sweep, scale study or second layer (issue 34: every valid profile runs to the end).
+ONE_FAMILY = {
+    **TINY_OVERRIDES, "cache.layers": [1], "train.seeds": [0],
+    "train.saes": {"topk": {"variant": "topk", "params": {"k": 8}}},
+    "train.width": 64, "train.tokens": 1024, "train.batch_size": 128,
+    "ablations.factors": {}, "ablations.sparsity_sweeps": {}, "scale.saes": [],
+    "cross_layer.layers": [], "cross_layer.saes": [],
+    "evals.core.n_splice_sequences": 2, "evals.absorption": {"n_words": 100},
+    "evals.probing": {"datasets": ["wiki_topic"], "n_train": 10, "n_test": 6, "max_tokens": 16},
+    "evals.toy.sweeps": {"topk": {"param": "k", "values": [1, 4]}}}
+
 STAMP = Stamp("cpu", False, "abc1234")
 
 
