@@ -187,6 +187,9 @@ def test_tables_without_their_input_say_why(runs_dir):
         text = (out / f"{name}.tex").read_text()
         assert f"\\label{{tab:{name}}}" in text and reason in text, name
         assert "tabular" not in text
+    claims = (out / "claims.tex").read_text()  # no factor ablation: said, not left blank
+    assert "no ablation of $\\beta$, $c$ or $r$ in this profile" in claims
+    assert "not testable here (not ablated)" in claims
 
 
 # --------------------------------------------------------------------------- main.tex
