@@ -140,7 +140,7 @@ from atm_repro.evaluate import discover_saes
 from atm_repro.files import atomic_write_json, atomic_write_text, update_doc
 from atm_repro.hardware import CPU_BF16_FLAGS, bf16_native
 from atm_repro.intervals import diff_interval
-from atm_repro.models import BLOCKS, TINY_MODEL, load_model
+from atm_repro.models import TINY_MODEL, load_model
 from atm_repro.pipeline import PipelineError
 from atm_repro.profiles import eval_configs
 from atm_repro.runs import bench_dir, eval_cache_dir
@@ -311,13 +311,12 @@ def bench_load(profile: Profile, steps: int) -> tuple[list[Row], dict]:
 @torch.no_grad()
 def _bare_forward(loaded, ids_BS: torch.Tensor, n_blocks: int) -> None:
     """The decoder stack's own forward, cut after ``n_blocks`` blocks, no hooks."""
-    attr = BLOCKS[loaded.model.config.model_type]
-    full = getattr(loaded.base, attr)
-    setattr(loaded.base, attr, full[:n_blocks])
+    path, full = loaded.layers_path, loaded.layers
+    loaded.base.set_submodule(path, full[:n_blocks])
     try:
         loaded.base(input_ids=ids_BS, use_cache=False)
     finally:
-        setattr(loaded.base, attr, full)
+        loaded.base.set_submodule(path, full)
 
 
 def bench_caching(profile: Profile, steps: int) -> tuple[list[Row], dict]:

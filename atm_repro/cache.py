@@ -191,7 +191,8 @@ def cache_dir(profile: Profile, masked: bool = False) -> Path:
 
 
 def check_cache_request(profile: Profile) -> None:
-    """Reject a bad model, layer or corpus before anything heavy happens."""
+    """Reject a bad model, layer or corpus before anything heavy happens (no weights
+    read): ``build_cache``, ``atm-repro plan`` and the start of ``atm-repro run``."""
     check_model_name(profile.model.name, profile.cache.layers)
     check_corpus_name(profile.corpus.name)
 

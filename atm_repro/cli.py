@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from atm_repro.bench import DEFAULT_STEPS, format_table, run_bench
-from atm_repro.cache import build_cache
+from atm_repro.cache import build_cache, check_cache_request
 from atm_repro.config import ConfigError, to_dict
 from atm_repro.crosscheck import ACTIVATIONS, run_crosscheck
 from atm_repro.pipeline import PipelineError, refresh_references, run
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="re-run the notebooks on smoke; store nbval references")
     refresh.add_argument("--only", nargs="+")
     for name, help_ in (("run", "run the notebooks with papermill"),
-                        ("plan", "validate a profile and print what it would do"),
+                        ("plan", "validate a profile (and its model) and print what it "
+                                 "would do"),
                         ("cache", "build the activation cache(s) of a profile"),
                         ("bench", "measure throughput, FLOP rate and memory (docs/benchmarks.md)"),
                         ("crosscheck", "SAEBench's absorption eval against ours on the same SAEs")):
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_sets(args.sets)
         profile = load_profile(args.profile, overrides)
         if args.command == "plan":
+            check_cache_request(profile)
             print(yaml.safe_dump(to_dict(profile), sort_keys=False))
         elif args.command == "cache":
             print(build_cache(profile))

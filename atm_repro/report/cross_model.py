@@ -29,7 +29,7 @@ from atm_repro.report.comparisons import (
     others,
     targets,
 )
-from atm_repro.report.latex import booktabs_table, format_cell
+from atm_repro.report.latex import booktabs_table, format_cell, missing_table
 from atm_repro.report.provenance import Stamp
 from atm_repro.report.results import per_sae, read_results
 
@@ -103,8 +103,21 @@ def _cell(row: pd.Series) -> str:
     return f"{iv} {SHORT_VERDICT.get(row['verdict'], row['verdict'])}".strip()
 
 
+CROSS_MODEL_CAPTION = (
+    "The main comparison on each model: ATM minus each other family and minus "
+    "ATM's controls, at the model's TopK $L_0$, each family read off its sparsity "
+    "curve: difference [95\\% CI] and verdict (better / worse: ATM's, the "
+    "interval excludes 0; no diff.: it includes 0; n.m.: absorption not "
+    "meaningful on that model, raw values shown; n/a: the target lies outside "
+    "a curve; not trained: that model's profile has no such SAE).")
+
+
 def cross_model_table(frame: pd.DataFrame, stamp: Stamp) -> str:
-    """``tab:cross_model``: one row per (other family, metric), one column per model."""
+    """``tab:cross_model``: one row per (other family, metric), one column per model;
+    without any comparison (no model trains ATM and another family) it says so."""
+    if frame.empty:
+        return missing_table("No comparison: no model's train.saes holds ATM and another "
+                             "family.", CROSS_MODEL_CAPTION, "tab:cross_model", stamp)
     labels = {m: label for m, label, _ in COMPARED_METRICS}
     models = list(dict.fromkeys(zip(frame["model"], frame["layer"])))
     wide: dict[tuple[str, str], dict] = {}
@@ -123,13 +136,7 @@ def cross_model_table(frame: pd.DataFrame, stamp: Stamp) -> str:
                                        f"($L_0 = {format_cell(target, '.0f')}$)")
     return booktabs_table(
         table, columns, stamp=stamp, label="tab:cross_model", align="ll" + "r" * len(models),
-        caption="The main comparison on each model: ATM minus each other family and minus "
-                "ATM's controls, at the model's TopK $L_0$, each family read off its sparsity "
-                "curve: difference [95\\% CI] and verdict (better / worse: ATM's, the "
-                "interval excludes 0; no diff.: it includes 0; n.m.: absorption not "
-                "meaningful on that model, raw values shown; n/a: the target lies outside "
-                "a curve; not trained: that model's profile has no such SAE).",
-        notes=MATCHED_RULE)
+        caption=CROSS_MODEL_CAPTION, notes=MATCHED_RULE)
 
 
 def health_numbers(models: list[ModelResults]) -> dict[str, float]:

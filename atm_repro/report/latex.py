@@ -168,6 +168,16 @@ def booktabs_table(df: pd.DataFrame, columns: dict[str, str], caption: str, labe
     return with_stamp(stamp, lines)
 
 
+def missing_table(reason: str, caption: str, label: str, stamp: Stamp,
+                  placement: str = "htbp") -> str:
+    """The float of a table whose input the profile does not produce (one seed, one
+    family, no sweep): its caption and label, so references resolve, and in place of
+    the tabular why it is empty (``reason``, data)."""
+    return with_stamp(stamp, [rf"\begin{{table}}[{placement}]", r"\centering",
+                              rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+                              rf"\emph{{{escape_latex(reason)}}}", r"\end{table}"])
+
+
 def _group_header(groups: list[tuple[str, int]]) -> list[str]:
     """The \\multicolumn row and its \\cmidrule's for ``booktabs_table``'s groups."""
     if not groups:

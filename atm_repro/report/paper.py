@@ -30,7 +30,7 @@ import pandas as pd
 from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile, format_value
 from atm_repro.evaluate import training_minutes
-from atm_repro.profiles import eval_configs
+from atm_repro.profiles import eval_configs, scale_runs
 from atm_repro.report import style, verdicts
 from atm_repro.report.claims import (
     NOT_MEANINGFUL,
@@ -63,6 +63,7 @@ from atm_repro.report.latex import (
     escape_latex,
     format_cell,
     joined,
+    missing_table,
     numbers_tex,
     profile_tex,
     setting_value,
@@ -335,6 +336,15 @@ SCALE_TEX = {"family": "SAE", "param": "changed", "value": "to", "core/l0": "$L_
 
 def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
     """The scale study: one row per changed setting (the main set's point first)."""
+    caption = (f"Scale study at layer {cfg.train.layer}: ATM and TopK with one setting "
+               f"changed (latents, or training tokens as a multiple of {cfg.train.tokens:,}; "
+               "budgets beyond the cache repeat it in epochs). The canonical row is the main "
+               "set's mean over its seeds; the others have the scale study's seeds "
+               f"({len(cfg.scale.seeds)}). Absorption is raw (shown whether or not "
+               "meaningful); letters kept and main-latent $F_1$ are the metric's health.")
+    if not scale_runs(cfg):
+        return missing_table("No scale study in this profile (scale.saes, scale.widths, "
+                             "scale.token_multiples).", caption, "tab:scale", stamp)
     at = table[table["layer"] == cfg.train.layer]
     rows = []
     for base in cfg.scale.saes:
@@ -353,13 +363,16 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
     fmt = {c: ".3f" for c in SCALE_TEX if c.startswith(("core/e", "absorption/"))}
     fmt |= {"core/l0": ",.1f", "absorption/n_letters_kept": ".0f", "absorption/meaningful": ".0%"}
     return booktabs_table(
-        frame, SCALE_TEX, stamp=stamp, label="tab:scale", fmt=fmt,
-        caption=f"Scale study at layer {cfg.train.layer}: ATM and TopK with one setting "
-                f"changed (latents, or training tokens as a multiple of {cfg.train.tokens:,}; "
-                "budgets beyond the cache repeat it in epochs). The canonical row is the main "
-                "set's mean over its seeds; the others have the scale study's seeds "
-                f"({len(cfg.scale.seeds)}). Absorption is raw (shown whether or not "
-                "meaningful); letters kept and main-latent $F_1$ are the metric's health.")
+        frame, SCALE_TEX, stamp=stamp, label="tab:scale", fmt=fmt, caption=caption)
+
+
+MATCHED_CAPTION = (
+    "ATM minus each other family and minus ATM's controls (random mask at ATM's "
+    "rate; no mask), at TopK's operating point (its main set's $L_0$ and "
+    "explained variance), each family read off its sparsity curve, and at each "
+    "one's own settings: difference [95\\% CI] and verdict (better / worse: "
+    "ATM's, the interval excludes 0; no diff.: it includes 0; n.m.: absorption "
+    "not meaningful, raw values shown; 1 seed: no interval).")
 
 
 # verdicts of the matched table, short enough for one cell beside the difference
@@ -367,6 +380,9 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
              stamp: Stamp) -> str:
     goal = targets(cfg, table)
     frame = matched_frame(comparisons + main_setting_comparisons(cfg, table, letters))
+    if frame.empty:
+        return missing_table("No comparison: train.saes does not hold ATM and another "
+                             "family.", MATCHED_CAPTION, "tab:matched", stamp)
     frame["other"] = frame["other"].map(style.label)
     cols = {"other": "against", "metric": "metric"}
     for match in ("L0", "EV", "main"):
@@ -382,13 +398,15 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
                        "main": "at own settings"}[match]
     return booktabs_table(
         frame, cols, stamp=stamp, label="tab:matched", align="llrrr",
-        caption="ATM minus each other family and minus ATM's controls (random mask at ATM's "
-                "rate; no mask), at TopK's operating point (its main set's $L_0$ and "
-                "explained variance), each family read off its sparsity curve, and at each "
-                "one's own settings: difference [95\\% CI] and verdict (better / worse: "
-                "ATM's, the interval excludes 0; no diff.: it includes 0; n.m.: absorption "
-                "not meaningful, raw values shown; 1 seed: no interval).",
-        notes=MATCHED_RULE)
+        caption=MATCHED_CAPTION, notes=MATCHED_RULE)
+
+
+STABILITY_CAPTION = (
+    "Feature stability across training seeds, over disjoint seed pairs (mean "
+    "$\\pm$ half the 95\\% bootstrap interval where there are two pairs): mean "
+    "best-match decoder cosine, mean cosine of the optimal one-to-one assignment, "
+    "and the fraction of latents whose best match exceeds 0.7 / 0.9 (both "
+    "directions averaged).")
 
 
 def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
@@ -405,14 +423,13 @@ def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
         rows.append({"name": style.label(name), "n_pairs": len(pairs),
                      **seed_interval_cells(pairs, present)})
     frame = pd.DataFrame(rows, columns=["name", "n_pairs", *present])
+    if not frame["n_pairs"].any():
+        return missing_table("No seed pair: no main SAE was trained with two seeds "
+                             "(train.seeds, train.sae_seeds).", STABILITY_CAPTION,
+                             "tab:stability", stamp)
     return booktabs_table(
         frame, {"name": "SAE", "n_pairs": "pairs", **{c: cols[c] for c in present}},
-        stamp=stamp, label="tab:stability", fmt={"n_pairs": "d"},
-        caption="Feature stability across training seeds, over disjoint seed pairs (mean "
-                "$\\pm$ half the 95\\% bootstrap interval where there are two pairs): mean "
-                "best-match decoder cosine, mean cosine of the optimal one-to-one assignment, "
-                "and the fraction of latents whose best match exceeds 0.7 / 0.9 (both "
-                "directions averaged).")
+        stamp=stamp, label="tab:stability", fmt={"n_pairs": "d"}, caption=STABILITY_CAPTION)
 
 
 HEALTH_TEX = {"layer": "layer", "name": "SAE", "absorption/n_letters_kept": "letters",

@@ -284,6 +284,8 @@ def plot_probing_by_k(table: pd.DataFrame, title: str = ""):
                  if (c.startswith("probing/mean_top") or c == "probing/mean_all")
                  and not c.endswith("_se")),
                 key=lambda k: (k == "all", int(k[3:]) if k != "all" else 0))
+    if not ks:
+        return nothing_to_draw("no sparse-probing results for the main SAEs", title)
     cols = [f"probing/mean_{k}" for k in ks]
     fig, ax = style.figure(height=2.6, width=4.8)
     for name, row in _per_name(main, cols).iterrows():
@@ -326,10 +328,14 @@ STABILITY_COLUMNS = {"stability/max_cos_mean": "best-match cosine",
 @style.styled
 def plot_stability(table: pd.DataFrame, title: str = ""):
     """Seed stability per main SAE: mean best-match cosine, one-to-one mean, and
-    the fraction of latents matched above 0.9 (mean over seed pairs)."""
+    the fraction of latents matched above 0.9 (mean over seed pairs). Without a
+    second seed of any main SAE there is no pair: the figure says so."""
     main = table[table["group"] == "main"]
     present = [c for c in STABILITY_COLUMNS if c in main]
-    frame = _per_name(main, present).rename(columns=STABILITY_COLUMNS)
+    frame = _per_name(main, present).rename(columns=STABILITY_COLUMNS).dropna(how="all")
+    if frame.empty:
+        return nothing_to_draw("no seed stability: no main SAE was trained with two seeds "
+                               "(train.seeds, train.sae_seeds)", title)
     frame.index = [style.label(n) for n in frame.index]
     fig, ax = style.figure(height=2.4)
     frame.plot.bar(ax=ax, rot=30, ylim=(0, 1), color=["0.2", "0.55", "0.8"], width=0.75)
@@ -413,16 +419,18 @@ def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict,
 
 @style.styled
 def plot_cross_layer(table: pd.DataFrame, title: str = ""):
-    """Each evaluated metric across layers, one line per SAE (first seed); raw
-    absorption (not meaningful) dashed and hollow."""
+    """Each evaluated metric across layers, one line per SAE (first seed) trained at
+    two layers or more; raw absorption (not meaningful) dashed and hollow."""
     frame = table[table["group"].isin(["main", "cross_layer"])]
     frame = frame[frame["seed"] == frame["seed"].min()]
+    spread = frame.groupby("name", sort=False)["layer"].transform("nunique") > 1
+    if not spread.any():
+        return nothing_to_draw("no SAE at a second layer (cross_layer.layers, "
+                               "cross_layer.saes)", title)
     fig, axes = style.figure(1, len(EVAL_PANELS), height=2.4)
     raw_used = [False] * len(EVAL_PANELS)
-    for name, runs in frame.groupby("name", sort=False):
+    for name, runs in frame[spread].groupby("name", sort=False):
         runs = runs.sort_values("layer")
-        if runs["layer"].nunique() < 2:
-            continue
         fam = style.family(name)
         for j, (ax, (col, label)) in enumerate(zip(axes, EVAL_PANELS)):
             ycol, raw = _value_column(runs, col)
@@ -519,7 +527,11 @@ def plot_cross_model(frame: pd.DataFrame, title: str = ""):
     with its 95% interval, in that family's colour and marker (hollow where the
     absorption metric is not meaningful and the difference is of raw values).
     Above the dotted zero line ATM is higher (better for explained variance, worse
-    for absorption). A difference the curves cannot give (n/a) is left out."""
+    for absorption). A difference the curves cannot give (n/a) is left out; with
+    none at all the figure says why."""
+    if not np.isfinite(frame["diff"].to_numpy(dtype=float)).any():
+        return nothing_to_draw("no matched difference: it needs ATM, another family and "
+                               "TopK (whose L0 is the target) in train.saes", title)
     models = list(dict.fromkeys(zip(frame["model"], frame["layer"])))
     fig, axes = style.figure(len(models), len(CROSS_MODEL_PANELS),
                              height=1.7 * len(models) + 1.3, squeeze=False, sharex=True)

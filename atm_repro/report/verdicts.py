@@ -158,12 +158,23 @@ def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> lis
         Claim("stability", "ATM trains stable features",
               f"best-match decoder cosine vs TopK {stab.format()} (disjoint seed pairs)",
               stab_verdict),
-        Claim("mechanism", "$\\beta$, $c$, $r$ shape the result",
-              "; ".join(factor_effect(table, cfg, f, ev) for f in ("r", "c", "beta")
-                        if f in cfg.ablations.factors) + " (explained variance)",
-              "not testable here (1 seed per value)"
-              if not _multi_seed(cfg, ("r", "c", "beta")) else "see ablations"),
+        _mechanism(cfg, table, ev),
     ]
+
+
+def _mechanism(cfg: Profile, table: pd.DataFrame, ev: str) -> Claim:
+    """The mechanism claim from the factor ablations of notebook 03; without any
+    ablation of beta, c or r there is nothing to judge, and it says so."""
+    factors = [f for f in ("r", "c", "beta") if f in cfg.ablations.factors]
+    if not factors:
+        return Claim("mechanism", "$\\beta$, $c$, $r$ shape the result",
+                     "no ablation of $\\beta$, $c$ or $r$ in this profile (ablations.factors)",
+                     "not testable here (not ablated)")
+    return Claim("mechanism", "$\\beta$, $c$, $r$ shape the result",
+                 "; ".join(factor_effect(table, cfg, f, ev) for f in factors)
+                 + " (explained variance)",
+                 "not testable here (1 seed per value)"
+                 if not _multi_seed(cfg, factors) else "see ablations")
 
 
 def _multi_seed(cfg: Profile, factors) -> bool:
