@@ -5,7 +5,9 @@ Layout of a cache directory::
     manifest.json                 model, layers, hook, dtype, counts, fingerprints,
                                   per-shard sha256, code version, ``complete``
     {split}_tokens_{i:05d}.npy    int32 [n_seq, context] model inputs (BOS first)
-    {split}_L{layer}_{i:05d}.npy  float16/32 [n_seq * (context - 1), d_model]
+    {split}_L{layer}_{i:05d}.npy  [n_seq * (context - 1), d_model] in ``cache.dtype``:
+                                  float32, float16, or bfloat16 stored as its raw
+                                  bits (uint16; numpy has no bfloat16)
 
 ``split`` is ``train`` or ``eval`` (held-out articles). The BOS position is
 not cached (its residual is a huge-norm constant that SAEs should not spend
@@ -50,6 +52,28 @@ CACHE_CODE = ("cache.py", "corpus.py", "models.py")
 
 class CacheError(RuntimeError):
     """A cache is incomplete, corrupt, or does not match what was asked for."""
+
+
+# cache.dtype -> the numpy dtype of the stored arrays
+STORAGE = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
+           "bfloat16": np.dtype(np.uint16)}
+
+
+def to_storage(a_ND: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 rows as stored in ``dtype``. bfloat16 is rounded to nearest (ties to
+    even) by torch and kept as its 16 raw bits: half the disk and read bandwidth of
+    float32, float32's range (Gemma-3's residual reaches ~1e5, beyond float16)."""
+    if dtype == "bfloat16":
+        bits = torch.from_numpy(np.ascontiguousarray(a_ND, dtype=np.float32))
+        return bits.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return a_ND.astype(STORAGE[dtype])
+
+
+def from_storage(raw_ND: np.ndarray) -> np.ndarray:
+    """Stored rows as float32 (exact: every stored value is a float32 value)."""
+    if raw_ND.dtype == np.uint16:  # bfloat16 bits are the high half of a float32
+        return (raw_ND.astype(np.uint32) << 16).view(np.float32)
+    return raw_ND.astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------- forward
@@ -272,7 +296,6 @@ def build_cache(
     done = sum(sh.n_tokens for s in SPLITS for sh in manifest.shards[s])
     bar = tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
                desc=f"cache {out.name}")
-    np_dtype = np.dtype(ccfg.dtype)
     for split in SPLITS:
         for i, start in enumerate(range(0, len(tokens[split]), ccfg.shard_sequences)):
             if i < len(manifest.shards[split]):
@@ -287,11 +310,11 @@ def build_cache(
                 res = capture_residuals(loaded, ids.to(profile.model.device), layers)
                 for layer in layers:
                     a = res[layer][:, 1:].reshape(-1, loaded.d_model).float().cpu().numpy()
-                    if np_dtype != a.dtype and np.abs(a).max() > np.finfo(np_dtype).max:
+                    if ccfg.dtype == "float16" and np.abs(a).max() > np.finfo(np.float16).max:
                         raise CacheError(
                             f"layer {layer} has activations of magnitude {np.abs(a).max():.3g}, "
-                            f"beyond {ccfg.dtype}'s range: set cache.dtype to float32")
-                    acts[layer].append(a.astype(np_dtype))
+                            "beyond float16's range: set cache.dtype to bfloat16 or float32")
+                    acts[layer].append(to_storage(a, ccfg.dtype))
                 bar.update(ids.shape[0] * body)
             record = ShardRecord(i, int(len(shard_tok)) * body, {})
             name = f"{split}_tokens_{i:05d}.npy"
@@ -309,7 +332,7 @@ def build_cache(
 
 
 def _check_disk(out: Path, manifest: CacheManifest, layers: list[int]) -> None:
-    itemsize = np.dtype(manifest.dtype).itemsize
+    itemsize = STORAGE[manifest.dtype].itemsize
     need = sum(manifest.n_tokens.values()) * manifest.d_model * itemsize * len(layers)
     free = shutil.disk_usage(out).free
     if need * 1.05 > free:
@@ -348,16 +371,17 @@ class ShardedSource:
         return int(self.offsets[-1])
 
     def gather(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` (any order) as float32 [len(idx), D]; reads shard by shard."""
+        """Rows ``idx`` (any order) as float32 [len(idx), D]; reads shard by shard in
+        the stored dtype, then converts once (``from_storage``)."""
         idx = np.asarray(idx)
-        out = np.empty((len(idx), self.d_model), dtype=np.float32)
+        out = np.empty((len(idx), self.d_model), dtype=self.arrays[0].dtype)
         shard = np.searchsorted(self.offsets, idx, side="right") - 1
         for s in np.unique(shard):
             sel = np.nonzero(shard == s)[0]
             local = idx[sel] - self.offsets[s]
             order = np.argsort(local, kind="stable")
             out[sel[order]] = self.arrays[s][local[order]]
-        return out
+        return from_storage(out)
 
 
 @dataclass

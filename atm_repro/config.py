@@ -203,7 +203,9 @@ class CacheConfig:
     layers: list[int] = field(default_factory=lambda: [1])
     train_tokens: int = 20_000
     eval_tokens: int = 4_000
-    dtype: Literal["float16", "float32"] = "float32"
+    # stored dtype of the activations; bfloat16 where SAEs train in bfloat16 (half
+    # float32's bytes, float32's range; docs/benchmarks.md, "bfloat16 cache")
+    dtype: Literal["float16", "float32", "bfloat16"] = "float32"
     batch_size: int = 8  # sequences per forward pass
     shard_sequences: int = 64  # sequences per shard (multiple of batch_size)
     token_mask_prob: float = 0.3  # used only by the masked cache (masked-reg)

@@ -120,3 +120,29 @@ def test_real_gemma_3_270m_loads_and_caches_consistently():
         hidden = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
     for layer in (4, 8):
         torch.testing.assert_close(res[layer], hidden[layer + 1], rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_cache_round_trips_within_bfloat16_rounding(tiny_profile):
+    """A bfloat16 cache stores 2 bytes a value and reads back float32 rows that are the
+    float32 cache's rows rounded to bfloat16 (nearest, ties to even), huge values
+    included (bfloat16 has float32's range)."""
+    f32 = ActivationCache.open(build_cache(tiny_profile, progress=False))
+    profile = load_profile("smoke", {**TINY_OVERRIDES, "cache.dtype": "bfloat16"})
+    b16 = ActivationCache.open(build_cache(profile, progress=False))
+    assert b16.path != f32.path and b16.manifest.dtype == "bfloat16"
+    for layer in tiny_profile.cache.layers:
+        name = f"train_L{layer}_00000.npy"
+        stored = np.load(b16.path / name, mmap_mode="r")
+        assert stored.dtype == np.uint16
+        assert (b16.path / name).stat().st_size < 0.55 * (f32.path / name).stat().st_size
+        idx = np.random.default_rng(0).permutation(len(f32.source(layer)))[:300]
+        exact, got = f32.source(layer).gather(idx), b16.source(layer).gather(idx)
+        assert got.dtype == np.float32 and got.shape == exact.shape
+        rounded = torch.from_numpy(exact).to(torch.bfloat16).float().numpy()
+        np.testing.assert_array_equal(got, rounded)
+        rel = np.abs(got - exact) / np.maximum(np.abs(exact), 1e-30)
+        assert rel.max() <= 2.0 ** -8 and rel.max() > 0  # bfloat16: 8 significant bits
+    big = np.array([[1.0e5, -1.5 * 2.0**127, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8]], dtype=np.float32)
+    back = cache_mod.from_storage(cache_mod.to_storage(big, "bfloat16"))
+    # 1e5 to 8 bits; an exact value stays; two ties go to the even neighbour
+    np.testing.assert_array_equal(back, [[99840.0, -1.5 * 2.0**127, 1.0, 1.0 + 2.0**-6]])

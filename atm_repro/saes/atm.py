@@ -188,19 +188,22 @@ class _ContributionTap(torch.autograd.Function):
     """Identity on the decoder's input f~; its backward pass also hands back, as the
     gradient of the dummy ``probe_F``, the signal g measured from the gradient it
     passes on (dL_rec/df~, docstring step 7): a statistic from the backward pass
-    with no side effect, so it can run inside a compiled kernel. ``restore_BF``
-    (the masked latents' own missing term, or None) is added before measuring."""
+    with no side effect, so it can run inside a compiled kernel. With ``keep_RF``
+    and ``restore_F`` given, restore_F * f is added where masked before measuring
+    (the masked latents' own missing term; formed here, not stored from the forward)."""
 
     @staticmethod
-    def forward(ctx, f_tilde_BF, f_BF, restore_BF, probe_F):
-        ctx.save_for_backward(f_BF, restore_BF)
+    def forward(ctx, f_tilde_BF, f_BF, keep_RF, restore_F, probe_F):
+        ctx.save_for_backward(f_BF, keep_RF, restore_F)
         return f_tilde_BF.view_as(f_tilde_BF)
 
     @staticmethod
     def backward(ctx, grad_BF):
-        f_BF, restore_BF = ctx.saved_tensors
-        seen_BF = grad_BF if restore_BF is None else grad_BF + restore_BF
-        return grad_BF, None, None, contribution(f_BF, seen_BF)
+        f_BF, keep_RF, restore_F = ctx.saved_tensors
+        seen_BF = grad_BF
+        if restore_F is not None:
+            seen_BF = grad_BF + f_BF * (1.0 - keep_RF.to(f_BF.dtype)) * restore_F
+        return grad_BF, None, None, None, contribution(f_BF, seen_BF)
 
 
 @kernel
@@ -208,17 +211,16 @@ def atm_loss(x_BD, W_enc, b_enc, W_dec, b_dec, keep_RF, lam, probe_F,
              restore: bool, unit_norm: bool):
     """(loss, mse, l1, f~, x_hat, fired, m, q) of one step: f = ReLU(x W_enc + b_enc),
     f~ = f * keep (``keep_RF`` None: no mask), x_hat = f~ W_dec + b_dec,
-    loss = MSE + lam * L1(f~); fired counts f~'s nonzeros. m and q are the unmasked f's firing statistics;
-    g comes back as ``probe_F``'s gradient (``_ContributionTap``). ``restore``:
-    measure a masked latent at the reconstruction with itself restored."""
+    loss = MSE + lam * L1(f~); fired counts f~'s nonzeros. m and q are the unmasked
+    f's firing statistics; g comes back as ``probe_F``'s gradient
+    (``_ContributionTap``). ``restore``: measure a masked latent at the
+    reconstruction with itself restored. The returned f~ is detached."""
     f_BF = torch.relu(encoder_pre_acts(x_BD, W_enc, b_enc))
     f_tilde_BF = f_BF if keep_RF is None else f_BF * keep_RF.to(f_BF.dtype)
     n = x_BD.shape[0]
-    restore_BF = None
-    if restore:  # + 2 f ||d||^2 per token where masked (docstring, step 7), / n: mean loss
-        d_sq_F = W_dec.detach().float().pow(2).sum(-1)
-        restore_BF = f_BF.detach() * (1.0 - keep_RF.to(f_BF.dtype)) * (d_sq_F * (2.0 / n))
-    f_rec_BF = _ContributionTap.apply(f_tilde_BF, f_BF.detach(), restore_BF, probe_F)
+    # + 2 f ||d||^2 per token where masked (docstring, step 7), / n: the batch-mean loss
+    restore_F = W_dec.detach().float().pow(2).sum(-1) * (2.0 / n) if restore else None
+    f_rec_BF = _ContributionTap.apply(f_tilde_BF, f_BF.detach(), keep_RF, restore_F, probe_F)
     x_hat_BD = f_rec_BF @ W_dec + b_dec
     mse = reconstruction_loss(x_hat_BD, x_BD)
     if unit_norm:  # f >= 0: sum_i f_i, mean over the batch
@@ -226,8 +228,8 @@ def atm_loss(x_BD, W_enc, b_enc, W_dec, b_dec, keep_RF, lam, probe_F,
     else:
         l1 = decoder_weighted_l1(f_tilde_BF, W_dec)
     m_F, q_F = firing_statistics(f_BF.detach())
-    return (mse + lam * l1, mse, l1, f_tilde_BF, x_hat_BD, firing_counts(f_tilde_BF),
-            m_F, q_F)
+    return (mse + lam * l1, mse, l1, f_tilde_BF.detach(), x_hat_BD,
+            firing_counts(f_tilde_BF), m_F, q_F)
 
 
 @torch.no_grad()

@@ -91,14 +91,14 @@ class StepFunction(torch.autograd.Function):
 
 @kernel
 def jumprelu_loss(x_BD, W_enc, b_enc, W_dec, b_dec, log_threshold_F, lam, eps: float):
-    """(loss, mse, l0, f, x_hat, fired) of one step: MSE + lam * L0."""
+    """(loss, mse, l0, f, x_hat, fired) of one step (f detached): MSE + lam * L0."""
     z_BF = encoder_pre_acts(x_BD, W_enc, b_enc)
     theta_F = log_threshold_F.exp()
     f_BF = JumpReLUFunction.apply(z_BF, theta_F, eps)
     x_hat_BD = f_BF @ W_dec + b_dec
     mse = reconstruction_loss(x_hat_BD, x_BD)
     l0 = StepFunction.apply(z_BF, theta_F, eps).sum(-1, dtype=torch.float32).mean()
-    return mse + lam * l0, mse, l0, f_BF, x_hat_BD, firing_counts(f_BF)
+    return mse + lam * l0, mse, l0, f_BF.detach(), x_hat_BD, firing_counts(f_BF)
 
 
 class JumpReLUSAE(SAE):

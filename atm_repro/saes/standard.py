@@ -45,12 +45,12 @@ def decoder_weighted_l1(f_BF: torch.Tensor, W_dec_FD: torch.Tensor) -> torch.Ten
 
 @kernel
 def standard_loss(x_BD, W_enc, b_enc, W_dec, b_dec, lam):
-    """(loss, mse, l1, f, x_hat, fired) of one step: MSE + lam * sum_i f_i ||d_i||."""
+    """(loss, mse, l1, f, x_hat, fired) of one step (f detached): MSE + lam * sum_i f_i ||d_i||."""
     f_BF = torch.relu(encoder_pre_acts(x_BD, W_enc, b_enc))
     x_hat_BD = f_BF @ W_dec + b_dec
     mse = reconstruction_loss(x_hat_BD, x_BD)
     l1 = decoder_weighted_l1(f_BF, W_dec)
-    return mse + lam * l1, mse, l1, f_BF, x_hat_BD, firing_counts(f_BF)
+    return mse + lam * l1, mse, l1, f_BF.detach(), x_hat_BD, firing_counts(f_BF)
 
 
 class StandardSAE(SAE):
