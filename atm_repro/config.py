@@ -277,6 +277,11 @@ class TrainConfig:
     # and shape (tens of seconds, cached on disk); numbers equal eager's up to
     # float rounding (docs/benchmarks.md)
     compile: bool = False
+    # token counts at which a run also saves its inference SAE, evaluated like a
+    # finished one (train.py, "Snapshots"): a convergence curve from one run's
+    # training, without its learning-rate decay; counts at or past a run's own
+    # budget are the finished SAE itself and are not saved again
+    snapshot_tokens: list[int] = field(default_factory=list)
     saes: dict[str, SAESpec] = field(default_factory=dict)
 
     def seeds_of(self, name: str) -> list[int]:
@@ -298,6 +303,10 @@ class TrainConfig:
         require(self.grad_clip > 0, "train.grad_clip must be > 0")
         require(0.0 <= self.lr_decay_frac < 1.0, "train.lr_decay_frac must be in [0, 1)")
         require(len(self.seeds) > 0, "train.seeds must not be empty")
+        require(all(t >= self.batch_size for t in self.snapshot_tokens) and
+                len(set(self.snapshot_tokens)) == len(self.snapshot_tokens),
+                f"train.snapshot_tokens must be distinct and >= train.batch_size, "
+                f"got {self.snapshot_tokens}")
         unknown = sorted(set(self.sae_seeds) - set(self.saes))
         require(not unknown, f"train.sae_seeds: {unknown} not in train.saes {sorted(self.saes)}")
         for name, seeds in {"seeds": self.seeds, **self.sae_seeds}.items():

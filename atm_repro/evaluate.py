@@ -6,12 +6,14 @@ SAEs are found on disk (``runs.discover``: each complete when its
 * ``main``: ``train.saes`` at ``train.layer`` (every seed);
 * ``ablation``: the notebook-03 runs (``profiles.derived_specs``) at ``train.layer``;
 * ``scale``: the notebook-03 scale study (``profiles.scale_specs``) at ``train.layer``;
-* ``cross_layer``: ``cross_layer.saes`` at the other ``cross_layer.layers``.
+* ``cross_layer``: ``cross_layer.saes`` at the other ``cross_layer.layers``;
+* ``snapshot``: any of these runs' SAEs saved mid-training (``train.snapshot_tokens``).
 
 What each group gets (cost decides; the downstream splice runs the 262k-vocab
 head and is the dearest per-SAE eval): core activation metrics and absorption
 for every SAE; the CE/KL splice also for the sweeps and factor ablations (the
-matched comparisons read the CE-loss score off the sweeps), not for the scale
+matched comparisons read the CE-loss score off the sweeps) and the snapshots
+(a convergence curve reads them as it reads finished SAEs), not for the scale
 study; sparse probing for the main group and the cross-layer group; stability
 for every main name with two or more seeds.
 Model-side work (absorption prompts and probe, probing activations, the clean
@@ -59,11 +61,11 @@ def training_minutes(profile: Profile) -> tuple[int, float]:
 
 # Which SAE groups each per-SAE eval covers (cost decides: module docstring).
 EVAL_GROUPS = {
-    "core": {"main", "ablation", "scale", "cross_layer"},
-    "absorption": {"main", "ablation", "scale", "cross_layer"},
+    "core": {"main", "ablation", "scale", "cross_layer", "snapshot"},
+    "absorption": {"main", "ablation", "scale", "cross_layer", "snapshot"},
     "probing": {"main", "cross_layer"},
 }
-SPLICE_GROUPS = {"main", "ablation", "cross_layer"}
+SPLICE_GROUPS = {"main", "ablation", "cross_layer", "snapshot"}
 
 
 def _pending(root: Path, records: list[SAERecord], eval_name: str, cfg):

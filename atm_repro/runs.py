@@ -6,6 +6,8 @@
       cache/                         activation caches (``atm_repro.cache`` names them)
       saes/L<layer>/<name>-s<seed>/  one trained SAE (``sae_dir``; ``atm_repro.train``
                                      writes it, metrics.json last)
+        snapshots/t<tokens>/         the same run's SAE after <tokens> training tokens
+                                     (``snapshot_dir``; train.snapshot_tokens)
       evals/<sae_id>/<eval>.json     eval results (``results_dir``; ``evals.results``)
       eval_cache/                    model-side eval inputs, shared by every SAE
       toy/                           the planted-absorption benchmark (``toy_dir``)
@@ -14,8 +16,8 @@
       stage_times.json               seconds per notebook of the last run (``pipeline``)
       figures/, paper/tables/        smoke outputs (other profiles write into the repo)
 
-An SAE's id is ``L<layer>-<name>-s<seed>``; ``discover`` finds the complete
-SAE runs on disk and groups them.
+An SAE's id is ``L<layer>-<name>-s<seed>`` (a snapshot's: ``...-t<tokens>``);
+``discover`` finds the complete SAE runs and snapshots on disk and groups them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def cache_root(profile: Profile) -> Path:
 
 def sae_dir(profile: Profile, layer: int, name: str, seed: int) -> Path:
     return run_dir(profile) / "saes" / f"L{layer}" / f"{name}-s{seed}"
+
+
+def snapshot_dir(run_path: Path, tokens: int) -> Path:
+    """Where the run at ``run_path`` saves its SAE after ``tokens`` training tokens."""
+    return Path(run_path) / "snapshots" / f"t{tokens}"
 
 
 def parse_sae_dir(path: Path) -> tuple[int, str, int]:
@@ -113,6 +120,7 @@ class SAERecord:
     seed: int
     layer: int
     path: Path
+    tokens: int | None = None  # a snapshot's training tokens (None: the finished run)
 
     @property
     def run_key(self) -> str:
@@ -126,7 +134,8 @@ def discover(profile: Profile, ablation_names: Collection[str],
     at ``train.layer``), ``ablation`` (``ablation_names``, the profile's derived
     runs, at ``train.layer``), ``scale`` (``scale_names``, the scale study, at
     ``train.layer``), ``cross_layer`` (``cross_layer.saes`` at the other
-    ``cross_layer.layers``). Runs left over from another configuration are skipped."""
+    ``cross_layer.layers``), and ``snapshot`` (a listed run's complete snapshots,
+    fewest tokens first). Runs left over from another configuration are skipped."""
     main_layer = profile.train.layer
     cross = profile.cross_layer
     records = []
@@ -146,6 +155,10 @@ def discover(profile: Profile, ablation_names: Collection[str],
             else:
                 continue
             records.append(SAERecord(f"L{layer}-{path.name}", group, name, seed, layer, path))
+            snaps = [p for p in snapshot_dir(path, 0).parent.glob("t*") if (p / METRICS).exists()]
+            for snap in sorted(snaps, key=lambda p: int(p.name[1:])):
+                records.append(SAERecord(f"L{layer}-{path.name}-{snap.name}", "snapshot", name,
+                                         seed, layer, snap, int(snap.name[1:])))
     return records
 
 

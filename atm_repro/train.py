@@ -40,6 +40,14 @@ One run writes into its directory::
                       (a training summary; the full metrics are atm_repro.evals),
                       dead fractions, wall time, tokens/s, and the run key
 
+Snapshots (``train.snapshot_tokens``): at step round(t / batch_size) of each
+listed count t below the run's budget, the inference SAE as it stands is saved
+like a finished one (folded weights, metrics.json with the tokens and steps
+seen and a key of its own) into ``runs.snapshot_dir``;
+``runs.discover`` lists it (group ``snapshot``) and the evals read it as any
+SAE. Such a point has not had the final learning-rate decay. Saving it pauses
+the run's clock.
+
 A run whose ``metrics.json`` holds the same key (spec, train config incl.
 device, seed, hook metadata, data fingerprint, code version) is skipped; a checkpoint with
 that key is resumed; anything else starts afresh.
@@ -51,9 +59,11 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -71,7 +81,7 @@ from atm_repro.config import (
 )
 from atm_repro.files import atomic_write_text, keyed_json
 from atm_repro.profiles import derived_runs, scale_runs
-from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir
+from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir, snapshot_dir
 from atm_repro.sae_metrics import activation_stats
 from atm_repro.saes import SAE, StepContext, build_config, build_sae, compiled_kernels
 from atm_repro.saes.io import (
@@ -331,6 +341,7 @@ def train_sae(
     if ckpt is None:
         for stale in (METRICS, TRAIN_LOG, CHECKPOINT, SAE_CFG, SAE_WEIGHTS, EXTRA_STATE):
             (out_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(snapshot_dir(out_dir, 0).parent, ignore_errors=True)
         run = _Run(sae.to(cfg.device), lr, generator,
                    initialise(sae, source, cfg, seed, generator))
     else:
@@ -339,16 +350,25 @@ def train_sae(
         _truncate_log(out_dir / TRAIN_LOG, run.step)
 
     end_step = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
-    _train_loop(run, cfg, source, total_steps, end_step, lr, seed, out_dir, key, name, progress)
+    eval_source = source if eval_source is None else eval_source
+    snapshot = {max(1, round(t / cfg.batch_size)): t for t in cfg.snapshot_tokens}
+    snapshot = {s: t for s, t in snapshot.items() if s < total_steps}
+
+    def save_snapshot() -> None:
+        _save_inference(run, cfg, {**key, "snapshot_step": run.step}, meta,
+                        snapshot_dir(out_dir, run.step * cfg.batch_size), eval_source)
+
+    _train_loop(run, cfg, source, total_steps, end_step, lr, seed, out_dir, key, name, progress,
+                {s: save_snapshot for s in snapshot})
     if run.step < total_steps:
         return TrainResult(name, seed, out_dir, "interrupted", run.step, None)
     return TrainResult(name, seed, out_dir, "trained", run.step,
-                       _finalize(run, cfg, key, meta, out_dir,
-                                 source if eval_source is None else eval_source))
+                       _save_inference(run, cfg, key, meta, out_dir, eval_source))
 
 
 def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step: int, lr: float,
-                seed: int, out_dir: Path, key: dict, name: str, progress: bool) -> None:
+                seed: int, out_dir: Path, key: dict, name: str, progress: bool,
+                at_step: dict[int, Callable[[], None]]) -> None:
     sae, device, B = run.sae, cfg.device, cfg.batch_size
     order = BatchOrder(len(source), B, seed)
     bar = tqdm(total=total_steps * B, initial=run.step * B, unit="tok", unit_scale=True,
@@ -358,14 +378,17 @@ def _train_loop(run: _Run, cfg: TrainConfig, source, total_steps: int, end_step:
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                               enabled=cfg.dtype == "bfloat16")
     with compiled_kernels(cfg.compile):
-        _steps(run, cfg, source, order, autocast, total_steps, end_step, lr, out_dir, key, bar)
+        _steps(run, cfg, source, order, autocast, total_steps, end_step, lr, out_dir, key, bar,
+               at_step)
     bar.close()
     _save_checkpoint(run, key, out_dir)
 
 
 def _steps(run: _Run, cfg: TrainConfig, source, order: BatchOrder, autocast, total_steps: int,
-           end_step: int, lr: float, out_dir: Path, key: dict, bar) -> None:
-    """Optimizer steps until ``end_step``, with logging and periodic checkpoints."""
+           end_step: int, lr: float, out_dir: Path, key: dict, bar,
+           at_step: dict[int, Callable[[], None]]) -> None:
+    """Optimizer steps until ``end_step``, with logging, periodic checkpoints and
+    ``at_step[step]()`` once that many steps are done (off the run's clock)."""
     sae, device, B = run.sae, cfg.device, cfg.batch_size
     started = time.perf_counter()
     while run.step < end_step:
@@ -403,6 +426,10 @@ def _steps(run: _Run, cfg: TrainConfig, source, order: BatchOrder, autocast, tot
             with (out_dir / TRAIN_LOG).open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4g}", l0=f"{record['l0']:.1f}")
+        if run.step in at_step:
+            run.wall_s += time.perf_counter() - started
+            at_step[run.step]()
+            started = time.perf_counter()
         if run.step < end_step and cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
             run.wall_s += time.perf_counter() - started
             started = time.perf_counter()
@@ -418,9 +445,10 @@ def _log_record(run: _Run, batch_size: int, lr: float, dead_tokens: int) -> dict
             "dead_frac": dead}
 
 
-def _finalize(run: _Run, cfg: TrainConfig, key: dict, meta: SAEMeta, out_dir: Path,
-              eval_source) -> dict:
-    """Save the folded inference SAE, then metrics.json (written last: marks completion)."""
+def _save_inference(run: _Run, cfg: TrainConfig, key: dict, meta: SAEMeta, out_dir: Path,
+                    eval_source) -> dict:
+    """Save the folded inference SAE as it stands, then metrics.json (written last:
+    marks completion); the run's end or a snapshot."""
     saved = copy.deepcopy(run.sae).eval()
     saved.fold_input_scale(run.scale)
     save_sae(saved, out_dir, meta, input_scale_folded=run.scale,

@@ -16,6 +16,7 @@ from atm_repro.runs import (
     results_dir,
     run_dir,
     sae_dir,
+    snapshot_dir,
 )
 
 
@@ -45,12 +46,21 @@ def test_discover_groups_and_skips(runs_dir):
     finished(sae_dir(cfg, 1, "topk", 1), complete=False)  # still training: not found
     finished(sae_dir(cfg, 1, "atm-beta0.9", 0))
     finished(sae_dir(cfg, 2, "topk", 0))
+    finished(snapshot_dir(sae_dir(cfg, 1, "topk", 0), 2000))
+    finished(snapshot_dir(sae_dir(cfg, 1, "topk", 0), 500))
+    finished(snapshot_dir(sae_dir(cfg, 1, "topk", 0), 900), complete=False)  # being written
     finished(sae_dir(cfg, 2, "atm", 0))  # not a cross-layer SAE: a leftover
+    finished(snapshot_dir(sae_dir(cfg, 2, "atm", 0), 500))  # nor its snapshot
     finished(sae_dir(cfg, 1, "gone", 0))  # no longer in the profile
-    found = {r.sae_id: r.group for r in discover(cfg, ablations)}
-    assert found == {"L1-topk-s0": "main", "L1-atm-beta0.9-s0": "ablation",
+    records = discover(cfg, ablations)
+    found = {r.sae_id: r.group for r in records}
+    assert found == {"L1-topk-s0": "main", "L1-topk-s0-t500": "snapshot",
+                     "L1-topk-s0-t2000": "snapshot", "L1-atm-beta0.9-s0": "ablation",
                      "L2-topk-s0": "cross_layer"}
-    assert {r.sae_id for r in discover(cfg, [])} == {"L1-topk-s0", "L2-topk-s0"}
+    assert [(r.sae_id, r.tokens) for r in records if r.name == "topk" and r.layer == 1] == [
+        ("L1-topk-s0", None), ("L1-topk-s0-t500", 500), ("L1-topk-s0-t2000", 2000)]
+    assert {r.sae_id for r in discover(cfg, [])} == {"L1-topk-s0", "L1-topk-s0-t500",
+                                                     "L1-topk-s0-t2000", "L2-topk-s0"}
 
 
 def test_stage_times_are_recorded_per_notebook(runs_dir, tiny_profile):

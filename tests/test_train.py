@@ -13,7 +13,7 @@ import yaml
 
 from atm_repro.cache import ActivationCache, ArraySource, build_cache
 from atm_repro.config import REPO_ROOT, ConfigError, Profile, SAESpec, TrainConfig, from_dict
-from atm_repro.runs import METRICS, TRAIN_LOG, run_dir, sae_dir
+from atm_repro.runs import METRICS, TRAIN_LOG, read_metrics, run_dir, sae_dir, snapshot_dir
 from atm_repro.saes import SAE, VARIANTS, SAEConfigError, build_config, build_sae
 from atm_repro.saes.base import LossOutput, firing_counts, reconstruction_loss
 from atm_repro.saes.io import SAEMeta, load_sae
@@ -415,3 +415,28 @@ def test_bfloat16_training_autocasts_the_step_and_keeps_float32_state(tmp_path, 
     assert runs["bfloat16"].metrics["fvu"] == pytest.approx(runs["float32"].metrics["fvu"],
                                                            abs=0.05)
     assert runs["bfloat16"].metrics["key"]["train"]["dtype"] == "bfloat16"
+
+
+def test_snapshot_is_the_sae_a_shorter_run_finishes_with(tmp_path):
+    """A run of 8 steps with a snapshot after 4 saves, at step 4, exactly the SAE a
+    4-step run of the same recipe finishes with (no lr decay, so the two schedules
+    agree up to there): same weights, same core summary, so it evaluates like a
+    finished SAE; ``runs.discover`` lists it as the run's snapshot."""
+    source = synthetic_source(n=400)
+    base = dict(batch_size=20, lr_decay_frac=0.0, lr_warmup_steps=2, log_every=2)
+    spec = SAESpec(variant="atm", params={"warmup_steps": 1, "l1_coefficient": 0.01})
+    short = train_sae("atm", spec, 0, tcfg(tokens=80, **base), source, tmp_path / "short",
+                      META, progress=False)
+    longer = train_sae("atm", spec, 0, tcfg(tokens=160, snapshot_tokens=[80, 160, 400], **base),
+                       source, tmp_path / "long", META, progress=False)
+    snap = snapshot_dir(tmp_path / "long", 80)
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["t80"]  # 160, 400: not mid-run
+    a, b = load_sae(tmp_path / "short"), load_sae(snap)
+    for name, tensor in a.inference_tensors().items():
+        assert torch.equal(tensor, b.inference_tensors()[name]), name
+    snap_metrics = read_metrics(snap)
+    assert snap_metrics["steps"] == 4 and snap_metrics["tokens"] == 80
+    for key in ("l0", "mse", "explained_variance"):
+        assert snap_metrics[key] == short.metrics[key]
+    assert snap_metrics["key"] != longer.metrics["key"]  # a result key of its own
+    assert not torch.equal(load_sae(tmp_path / "long").W_dec, b.W_dec)
