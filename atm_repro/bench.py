@@ -279,15 +279,15 @@ def _load(profile: Profile):
 
 
 def _train(profile: Profile, cache: ActivationCache, name: str, steps: int, out: Path,
-           fresh: bool, spec: SAESpec | None = None):
+           fresh: bool, spec: SAESpec | None = None, seed: int | None = None):
     """``train.saes[name]`` (or ``spec`` in its place) trained ``steps`` steps into
-    ``out`` (``fresh``: from scratch)."""
+    ``out`` (``fresh``: from scratch), at ``seed`` (default: the first of ``train.seeds``)."""
     tcfg = dataclasses.replace(profile.train, tokens=steps * profile.train.batch_size,
                                checkpoint_every=0)
     layer = tcfg.layer
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
-    return train_sae(name, spec or tcfg.saes[name], tcfg.seeds[0], tcfg,
+    return train_sae(name, spec or tcfg.saes[name], tcfg.seeds[0] if seed is None else seed, tcfg,
                      cache.source(layer, "train"), out, sae_meta(profile, cache, layer),
                      eval_source=cache.source(layer, "eval"), progress=False)
 
@@ -592,46 +592,51 @@ def _eval_saes(profile: Profile, steps: int) -> dict[str, tuple[Path, str]]:
 def bench_evals(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     """Absorption and probing: prepare (cold) once, then seconds per SAE."""
     saes = _eval_saes(profile, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = _eval_seconds(profile, "evals", saes, Path(tmp))
+    return rows, {"layer": profile.train.layer,
+                  "saes": {n: {"path": str(p), "source": s} for n, (p, s) in saes.items()}}
+
+
+def _eval_seconds(profile: Profile, stage: str, saes: dict, prep_dir: Path) -> list[Row]:
+    """Seconds of absorption's and probing's preparation (into ``prep_dir``: cold
+    when empty) and per SAE of ``saes`` ({name: (dir, source)}), then the splice."""
     cfgs = eval_configs(profile)
     loaded = _load(profile)
     layer = profile.train.layer
     rows = []
     for eval_name, prepare, run in (("absorption", prepare_absorption, run_absorption),
                                     ("probing", prepare_probing, run_probing)):
-        with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        data = prepare(loaded, [layer], cfgs[eval_name], prep_dir, False)[layer]
+        rows.append(Row(stage, f"{eval_name}: prepare", time.perf_counter() - start, "s"))
+        for name, (path, _) in saes.items():
+            sae = load_sae(path)
             start = time.perf_counter()
-            data = prepare(loaded, [layer], cfgs[eval_name], tmp, False)[layer]
-            rows.append(Row("evals", f"{eval_name}: prepare", time.perf_counter() - start, "s"))
-            for name, (path, _) in saes.items():
-                sae = load_sae(path)
-                start = time.perf_counter()
-                run(sae, data, cfgs[eval_name], f"bench-{name}")
-                rows.append(Row("evals", f"{eval_name}: {name}", time.perf_counter() - start,
-                                "s"))
-    rows += _bench_splice(profile, loaded, saes, cfgs["core"])
-    return rows, {"layer": layer, "saes": {n: {"path": str(p), "source": s}
-                                           for n, (p, s) in saes.items()}}
+            run(sae, data, cfgs[eval_name], f"bench-{name}")
+            rows.append(Row(stage, f"{eval_name}: {name}", time.perf_counter() - start, "s"))
+    return rows + _bench_splice(profile, stage, loaded, saes, cfgs["core"])
 
 
-def _bench_splice(profile: Profile, loaded, saes: dict, core_cfg) -> list[Row]:
+def _bench_splice(profile: Profile, stage: str, loaded, saes: dict, core_cfg) -> list[Row]:
     """Seconds of the CE splice: the layer's baseline, each SAE, and the LM head
     with log-softmax on one batch of final hidden states (median of REPEATS)."""
     layer = profile.train.layer
     tokens_NS = splice_sequences(open_cache(profile), core_cfg)
     start = time.perf_counter()
     baseline = splice_baseline(loaded, tokens_NS, layer, core_cfg.splice_batch_size)
-    rows = [Row("evals", f"core splice: clean and zero passes ({len(tokens_NS)} sequences)",
+    rows = [Row(stage, f"core splice: clean and zero passes ({len(tokens_NS)} sequences)",
                 time.perf_counter() - start, "s")]
     for name, (path, _) in saes.items():
         sae = load_sae(path)
         start = time.perf_counter()
         splice_metrics(sae, loaded, baseline)
-        rows.append(Row("evals", f"core splice: {name}", time.perf_counter() - start, "s"))
+        rows.append(Row(stage, f"core splice: {name}", time.perf_counter() - start, "s"))
     ids_BS = torch.from_numpy(tokens_NS[: core_cfg.splice_batch_size].astype(np.int64))
     with torch.no_grad():
         hidden_BSD = loaded.base(input_ids=ids_BS, use_cache=False).last_hidden_state
         head = interleaved_medians({"head": lambda: next_token_log_probs(loaded, hidden_BSD)})
-    rows.append(Row("evals", f"core splice: LM head + log-softmax, one batch of "
+    rows.append(Row(stage, f"core splice: LM head + log-softmax, one batch of "
                              f"{len(ids_BS)}", head["head"], "s"))
     return rows
 
@@ -885,14 +890,176 @@ def _fidelity_rows(stage: str, values: dict) -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------------ headline shapes
+
+HEADLINE_WIDTH = 4096  # the headline SAEs' width (6.4 x gemma-3-270m's d_model)
+HEADLINE_BATCHES = (1024, 4096)
+GEMM_SIDE = 2048  # the square bfloat16 GEMM every training rate is set against
+HEADLINE_FLOOR = 0.6  # achieved (10 B D F per step) / square GEMM rate, every family
+HEADLINE_VS_STANDARD = 0.85  # ATM and JumpReLU tokens/s / the standard SAE's
+HEADLINE_FIDELITY_SEEDS = (0, 1, 2)
+
+
+def headline_specs(profile: Profile) -> dict[str, SAESpec]:
+    """The first clean spec of each variant, as the headline trains it: bfloat16
+    autocast, and ATM masking from its first step (its steady state)."""
+    specs = {}
+    for name, spec in profile.train.saes.items():
+        if spec.token_masked or any(s.variant == spec.variant for s in specs.values()):
+            continue
+        params = {**spec.params, "warmup_steps": 0} if spec.variant == "atm" else spec.params
+        specs[name] = dataclasses.replace(spec, params=params, dtype="bfloat16", width=None)
+    return specs
+
+
+def _headline_profile(profile: Profile, batch_size: int, compiled: bool = True) -> Profile:
+    return dataclasses.replace(profile, train=dataclasses.replace(
+        profile.train, width=HEADLINE_WIDTH, batch_size=batch_size, compile=compiled))
+
+
+def square_gemm_seconds(device: str = "cpu") -> float:
+    """Median seconds of one bfloat16 GEMM of side ``GEMM_SIDE``."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(GEMM_SIDE, GEMM_SIDE, generator=gen).to(device, torch.bfloat16)
+            for _ in range(2))
+    return interleaved_medians({"gemm": lambda: a @ b}, device=device)["gemm"]
+
+
+def bench_headline(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Training at the headline shapes (width ``HEADLINE_WIDTH``, each batch of
+    ``HEADLINE_BATCHES``): every family (``headline_specs``) compiled in bfloat16,
+    ``steps`` steps each after a two-step run that compiles its kernel (the compile
+    time is a row of its own). Rows: tokens/s; the dense-equivalent FLOP rate
+    (10 B D F per step, module docstring) over a square bfloat16 GEMM's, measured
+    before and after (fastest counts); the five SAE-step matmuls alone over the
+    same GEMM (what no elementwise work could beat); ATM's and JumpReLU's
+    tokens/s over the standard SAE's. Then seconds per SAE of each eval on the
+    trained width-``HEADLINE_WIDTH`` SAEs (the largest batch's), after the shared
+    preparation (the run's eval cache: cold only if it is empty)."""
+    _require_bf16(profile)
+    cache = open_cache(profile)
+    D, device = cache.d_model, profile.train.device
+    specs = headline_specs(profile)
+    gemm_s = [square_gemm_seconds(device)]
+    step_s, compile_s, saes = {}, {}, {}
+    for B in HEADLINE_BATCHES:
+        run = _headline_profile(profile, B)
+        for name, spec in specs.items():
+            out = bench_dir(profile) / "headline" / f"{name}-B{B}"
+            start = time.perf_counter()
+            _train(run, cache, name, 2, out, fresh=True, spec=spec)
+            compile_s[(name, B)] = time.perf_counter() - start
+            metrics = _train(run, cache, name, steps, out, fresh=True, spec=spec).metrics
+            step_s[(name, B)] = metrics["wall_s"] / steps
+            saes[name] = (out, f"bench run, {steps} steps at batch {B}")
+    gemm_s.append(square_gemm_seconds(device))
+    gemm_rate = 2 * GEMM_SIDE**3 / min(gemm_s)
+    rows = [Row("headline", f"square bfloat16 GEMM ({GEMM_SIDE}^3)", gemm_rate / 1e9, "GFLOP/s")]
+    by_variant = {spec.variant: name for name, spec in specs.items()}
+    for B in HEADLINE_BATCHES:
+        flops = FLOPS_PER_BDF * B * D * HEADLINE_WIDTH
+        mm_s = _bf16_matmul_seconds(B, D, HEADLINE_WIDTH, device)
+        rows.append(Row("headline", f"B {B}: SAE-step matmuls alone / square GEMM",
+                        flops / mm_s / gemm_rate, "x"))
+        for name in specs:
+            rows += [Row("headline", f"B {B}, {name}: tokens/s", B / step_s[(name, B)], "tok/s"),
+                     Row("headline", f"B {B}, {name}: achieved / square GEMM",
+                         flops / step_s[(name, B)] / gemm_rate, "x", ">=", HEADLINE_FLOOR),
+                     Row("headline", f"B {B}, {name}: first two steps (compile)",
+                         compile_s[(name, B)], "s")]
+        standard = by_variant.get("standard")
+        for variant in ("atm", "jumprelu"):
+            if standard is not None and variant in by_variant:
+                name = by_variant[variant]
+                rows.append(Row("headline", f"B {B}: {name} / {standard} tokens/s",
+                                step_s[(standard, B)] / step_s[(name, B)], "x", ">=",
+                                HEADLINE_VS_STANDARD))
+    rows += _eval_seconds(profile, "headline evals", saes, eval_cache_dir(profile))
+    return rows, {"width": HEADLINE_WIDTH, "d_model": D, "steps": steps,
+                  "gemm_s": gemm_s, "specs": {n: to_dict(s) for n, s in specs.items()},
+                  "step_s": {f"{n}/B{b}": v for (n, b), v in step_s.items()}}
+
+
+def bench_headline_fidelity(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """Does the fast step change what is learnt? Every headline family at width
+    ``HEADLINE_WIDTH`` and the smallest headline batch, ``steps`` steps (a shortened
+    budget), ``HEADLINE_FIDELITY_SEEDS`` each way: the plain step (eager, float32)
+    and the headline's (compiled, bfloat16 autocast). Per family and core metric
+    (the training summary on held-out rows): the fast mean, and whether it lies
+    within the float32 seeds' range (``<= 0`` passes: its distance outside it)."""
+    cache = open_cache(profile)
+    B = min(HEADLINE_BATCHES)
+    arms = {"float32": (_headline_profile(profile, B, compiled=False), "float32"),
+            "compiled bfloat16": (_headline_profile(profile, B), "bfloat16")}
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for name, spec in headline_specs(profile).items():
+        for arm, (run, dtype) in arms.items():
+            for seed in HEADLINE_FIDELITY_SEEDS:
+                out = bench_dir(profile) / "headline_fidelity" / f"{name}-{arm}-s{seed}"
+                metrics = _train(run, cache, name, steps, out, fresh=True, seed=seed,
+                                 spec=dataclasses.replace(spec, dtype=dtype)).metrics
+                for key in HEADLINE_CORE:
+                    values.setdefault((name, arm), {}).setdefault(key, []).append(metrics[key])
+    rows = []
+    for name in headline_specs(profile):
+        for key in HEADLINE_CORE:
+            ref, fast = values[(name, "float32")][key], values[(name, "compiled bfloat16")][key]
+            mean = float(np.mean(fast))
+            outside = max(min(ref) - mean, mean - max(ref), 0.0)
+            rows += [Row("headline fidelity", f"{name} {key}: float32 seeds "
+                         f"[{min(ref):.4g}, {max(ref):.4g}], compiled bfloat16 mean", mean),
+                     Row("headline fidelity", f"{name} {key}: outside the float32 range by",
+                         outside, "", "<=", 0.0)]
+    return rows, {"batch_size": B, "steps": steps, "seeds": list(HEADLINE_FIDELITY_SEEDS),
+                  "values": {f"{n}/{a}": v for (n, a), v in values.items()}}
+
+
+HEADLINE_CORE = ("l0", "explained_variance", "mse", "dead_frac")
+
+
+def bench_bf16_cache(profile: Profile, steps: int) -> tuple[list[Row], dict]:
+    """A bfloat16 activation cache against the profile's float32 one, same forward:
+    the main layer cached again with ``cache.dtype: bfloat16``; the relative error
+    of its rows (every train row), its bytes on disk; and ``FIDELITY_SPECS`` x
+    ``FIDELITY_SEEDS`` trained on each at the full budget and scored on their own
+    held-out split and the run's absorption data (rows as ``bf16_fidelity``)."""
+    layer = profile.train.layer
+    f32 = open_cache(profile)
+    if f32.manifest.dtype != "float32":
+        raise BenchError(f"bf16_cache compares against a float32 cache; profile "
+                         f"{profile.name!r} caches {f32.manifest.dtype}")
+    run = dataclasses.replace(
+        profile, cache=dataclasses.replace(profile.cache, layers=[layer], dtype="bfloat16"),
+        cross_layer=dataclasses.replace(profile.cross_layer, layers=[layer]))
+    b16 = ActivationCache.open(build_cache(run, progress=False), verify=False)
+    rows = []
+    for split in ("train", "eval"):
+        exact, rounded = f32.source(layer, split), b16.source(layer, split)
+        idx = np.arange(len(exact))
+        a, b = exact.gather(idx).astype(np.float64), rounded.gather(idx).astype(np.float64)
+        rel = np.linalg.norm(b - a, axis=1) / np.linalg.norm(a, axis=1)
+        rows += [Row("bf16 cache", f"{split} rows: mean relative error", 100 * rel.mean(), "%"),
+                 Row("bf16 cache", f"{split} rows: largest relative error", 100 * rel.max(), "%")]
+    size = [sum(p.stat().st_size for p in c.path.glob(f"*_L{layer}_*.npy")) for c in (f32, b16)]
+    rows.append(Row("bf16 cache", "bytes on disk: bfloat16 / float32", size[1] / size[0], "x"))
+    cfg = eval_configs(profile)["absorption"]
+    data = prepare_absorption(_load(profile), [layer], cfg, eval_cache_dir(profile))[layer]
+    values = _fidelity_values(profile, {"float32": (f32, data, None),
+                                        "bfloat16": (b16, data, None)}, "cache")
+    rows += _fidelity_rows("bf16 cache", values)
+    return rows, {"layer": layer, "seeds": list(FIDELITY_SEEDS),
+                  "values": {f"{n}/{d}": v for (n, d), v in values.items()}}
+
+
 STAGES: dict[str, Callable[[Profile, int], tuple[list[Row], dict]]] = {
     "load": bench_load, "caching": bench_caching, "training": bench_training,
     "saelens": bench_saelens, "evals": bench_evals, "prompt_prefixes": bench_prompt_prefixes,
     "bfloat16": bench_bfloat16, "bf16_fidelity": bench_bf16_fidelity,
-    "bf16_forward": bench_bf16_forward}
+    "bf16_forward": bench_bf16_forward, "headline": bench_headline,
+    "headline_fidelity": bench_headline_fidelity, "bf16_cache": bench_bf16_cache}
 SECTIONS = tuple(STAGES)
 NEEDS_CACHE = ("caching", "training", "saelens", "evals", "prompt_prefixes", "bfloat16",
-               "bf16_fidelity", "bf16_forward")
+               "bf16_fidelity", "bf16_forward", "headline", "headline_fidelity", "bf16_cache")
 
 
 # --------------------------------------------------------------------------- driver

@@ -22,7 +22,7 @@ from atm_repro.hardware import bf16_native
 from atm_repro.runs import bench_dir
 from atm_repro.saes import build_config
 from atm_repro.saes.base import StepContext
-from atm_repro.saes.io import SAEMeta
+from atm_repro.saes.io import SAEMeta, load_sae
 from atm_repro.train import CHECKPOINT, BatchOrder, lr_multiplier, train_sae
 
 
@@ -391,3 +391,47 @@ def test_evals_section_times_absorption_probing_and_the_splice(tiny_profile):
     head = [m for (stage, m) in rows if m.startswith("core splice: LM head")]
     assert len(splice) == len(head) == 1
     assert rows[("evals", head[0])]["value"] > 0
+
+
+@pytest.mark.skipif(not bf16_native("cpu"), reason="bfloat16 is not native on this CPU")
+def test_headline_sections(tiny_profile, tmp_path):
+    """Headline shapes: every family compiled in bfloat16 at width 4096 and both
+    batches, rated against one square GEMM, ATM and JumpReLU against the standard
+    SAE, evals timed per SAE; its fidelity check trains each family both ways; the
+    bfloat16 cache halves the bytes and moves the rows by bfloat16 rounding only."""
+    build_cache(tiny_profile, progress=False)
+    result = run_bench(tiny_profile, steps=2, only=["headline", "headline_fidelity",
+                                                    "bf16_cache"],
+                       doc_path=tmp_path / "benchmarks.md", progress=False)
+    rows = _rows(result)
+    specs = bench.headline_specs(tiny_profile)
+    assert {s.variant for s in specs.values()} == {
+        s.variant for s in tiny_profile.train.saes.values() if not s.token_masked}
+    assert all(s.dtype == "bfloat16" for s in specs.values())
+    assert all(s.params["warmup_steps"] == 0 for s in specs.values() if s.variant == "atm")
+    assert rows[("headline", "square bfloat16 GEMM (2048^3)")]["value"] > 0
+    for B in bench.HEADLINE_BATCHES:
+        for name in specs:
+            assert rows[("headline", f"B {B}, {name}: tokens/s")]["value"] > 0
+            assert rows[("headline", f"B {B}, {name}: achieved / square GEMM")]["target"] == \
+                ">= 0.6"
+        for name in ("atm", "jumprelu"):
+            assert rows[("headline", f"B {B}: {name} / standard tokens/s")]["target"] == ">= 0.85"
+    for name in specs:
+        for what in ("absorption", "probing", "core splice"):
+            assert rows[("headline evals", f"{what}: {name}")]["value"] > 0
+    trained = load_sae(bench_dir(tiny_profile) / "headline" / f"atm-B{max(bench.HEADLINE_BATCHES)}")
+    assert trained.cfg.d_sae == bench.HEADLINE_WIDTH
+    values = result["stages"]["headline_fidelity"]["details"]["values"]
+    for name in specs:
+        for arm in ("float32", "compiled bfloat16"):
+            assert len(values[f"{name}/{arm}"]["l0"]) == len(bench.HEADLINE_FIDELITY_SEEDS)
+        assert rows[("headline fidelity", f"{name} l0: outside the float32 range by")][
+            "target"] == "<= 0"
+    assert values["atm/float32"]["mse"] != values["atm/compiled bfloat16"]["mse"]  # both ran
+    for split in ("train", "eval"):
+        err = rows[("bf16 cache", f"{split} rows: mean relative error")]["value"]
+        assert 0 < err < 100 * 2.0**-8  # percent: bfloat16 keeps 8 significant bits
+    assert 0.45 < rows[("bf16 cache", "bytes on disk: bfloat16 / float32")]["value"] < 0.55
+    assert sum(s == "bf16 cache" and "bfloat16 - float32" in m for s, m in rows) == \
+        len(bench.FIDELITY_SPECS) * len(bench.FIDELITY_METRICS)

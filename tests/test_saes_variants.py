@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from atm_repro.config import ConfigError, from_dict
-from atm_repro.saes.atm import ATMConfig, ATMSAE
+from atm_repro.saes.atm import ATMSAE, ATMConfig
 from atm_repro.saes.base import SAEConfigError, StepContext
 from atm_repro.saes.batchtopk import BatchTopKConfig, BatchTopKSAE, batch_topk
 from atm_repro.saes.jumprelu import JumpReLUConfig, JumpReLUFunction, JumpReLUSAE, StepFunction

@@ -84,9 +84,11 @@ def encoder_pre_acts(x_BD: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tenso
     b_dec term is folded into the bias, b_enc - b_dec W_enc, so that autograd never
     forms the [B, D] gradient of the input (a full extra matmul per training
     step), and the bias rides in the matmul (``addmm``: under bfloat16 autocast
-    the [B, F] result stays bfloat16, with no float32 copy)."""
+    the [B, F] result stays bfloat16, with no float32 copy). Leading dimensions
+    other than one batch dimension ([B, S, D]) are kept."""
     bias_F = b_enc if b_dec is None else b_enc - b_dec @ W_enc
-    return torch.addmm(bias_F, x_BD, W_enc)
+    lead = x_BD.shape[:-1]
+    return torch.addmm(bias_F, x_BD.reshape(-1, x_BD.shape[-1]), W_enc).view(*lead, -1)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ class StandardSAE(SAE):
     def training_forward(self, x_BD: torch.Tensor, ctx: StepContext) -> LossOutput:
         lam = self.cfg.l1_coefficient * ctx.warmup(self.cfg.coeff_warmup_frac)
         loss, mse, l1, f_BF, x_hat_BD, fired_F = standard_loss(
-            x_BD, self.W_enc, self.b_enc, self.W_dec, self.b_dec, torch.tensor(lam, device=x_BD.device))
+            x_BD, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
+            torch.tensor(lam, device=x_BD.device))
         return LossOutput(
             loss=loss,
             terms={"mse": mse.detach(), "l1": l1.detach()},
