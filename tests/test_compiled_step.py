@@ -4,10 +4,15 @@ in float32 (saes/base.py, "Compiled steps")."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from atm_repro.cache import ArraySource
+from atm_repro.config import SAESpec, TrainConfig
 from atm_repro.saes import StepContext, build_config, build_sae, compiled_kernels
+from atm_repro.saes.io import SAEMeta, load_sae
+from atm_repro.train import train_sae
 
 D, F, B = 16, 64, 48
 CASES = {
@@ -56,3 +61,17 @@ def test_compiled_step_equals_eager(case):
         assert torch.allclose(grads_c[name], grad, rtol=1e-5, atol=1e-5), name
     for name, buf in bufs_e.items():
         assert torch.allclose(bufs_c[name].float(), buf.float(), rtol=1e-5, atol=1e-6), name
+
+
+def test_compiled_training_is_deterministic(tmp_path):
+    """Same profile, same seed, compiled bfloat16 steps: the same SAE, byte for byte."""
+    source = ArraySource(np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32))
+    meta = SAEMeta(model_name="synthetic", hook_name="blocks.0.hook_resid_post", layer=0,
+                   context_size=8, dataset_path="synthetic")
+    cfg = TrainConfig(width=F, batch_size=B, tokens=B * 12, compile=True, dtype="bfloat16",
+                      lr_warmup_steps=2, seeds=[0], layer=0)
+    spec = SAESpec(variant="atm", params={"warmup_steps": 3})
+    for run in ("a", "b"):
+        train_sae("atm", spec, 0, cfg, source, tmp_path / run, meta, progress=False)
+    a, b = load_sae(tmp_path / "a"), load_sae(tmp_path / "b")
+    assert all(torch.equal(t, b.inference_tensors()[n]) for n, t in a.inference_tensors().items())
