@@ -65,8 +65,12 @@ def test_setup_tables_come_from_the_profile():
         assert label(name) in hyper
         for key in spec.params:
             assert key.replace("_", " ") in hyper, (name, key)
-    # the training dtype as resolved here: the TopK row says float32 whatever auto gives
-    topk_row = [r for r in hyper.splitlines() if r.startswith(f"{label('topk')} &")][0]
-    assert "training dtype float32" in topk_row
-    atm_row = [r for r in hyper.splitlines() if r.startswith(f"{label('atm')} &")][0]
-    assert f"training dtype {cfg.train.for_spec(cfg.train.saes['atm']).dtype}" in atm_row
+    # the training dtype as resolved here, a spec's own override included
+    def row(table: str, name: str) -> str:
+        return [r for r in table.splitlines() if r.startswith(f"{label(name)} &")][0]
+
+    for name in ("atm", "topk"):
+        resolved = cfg.train.for_spec(cfg.train.saes[name]).dtype
+        assert f"training dtype {resolved}" in row(hyper, name)
+    pinned = load_profile("cpu", {"train.saes.topk.dtype": "float32"})
+    assert "training dtype float32" in row(hyperparameters_table(pinned, m, STAMP), "topk")
