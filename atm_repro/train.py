@@ -351,15 +351,14 @@ def train_sae(
 
     end_step = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
     eval_source = source if eval_source is None else eval_source
-    snapshot = {max(1, round(t / cfg.batch_size)): t for t in cfg.snapshot_tokens}
-    snapshot = {s: t for s, t in snapshot.items() if s < total_steps}
+    snapshot_steps = {max(1, round(t / cfg.batch_size)) for t in cfg.snapshot_tokens}
 
     def save_snapshot() -> None:
         _save_inference(run, cfg, {**key, "snapshot_step": run.step}, meta,
                         snapshot_dir(out_dir, run.step * cfg.batch_size), eval_source)
 
     _train_loop(run, cfg, source, total_steps, end_step, lr, seed, out_dir, key, name, progress,
-                {s: save_snapshot for s in snapshot})
+                {s: save_snapshot for s in snapshot_steps if s < total_steps})
     if run.step < total_steps:
         return TrainResult(name, seed, out_dir, "interrupted", run.step, None)
     return TrainResult(name, seed, out_dir, "trained", run.step,
