@@ -12,8 +12,9 @@ _PKG = Path(__file__).resolve().parent
 
 def code_version(*modules: str) -> str:
     """``<version>+<hash>`` of the package's source (or only of ``modules``: files
-    or folders relative to the package, such as ``"cache.py"`` or ``"evals"``).
-    Stages record it so that a rerun skips work whose code has not changed."""
+    or folders relative to the package, such as ``"cache.py"`` or ``"evals"``): a
+    stamp of the code that wrote an output. Reuse is decided by ``codehash.code_key``,
+    which hashes the code a result depends on, not files."""
     paths = [_PKG / m for m in modules] if modules else [_PKG]
     files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.py")))
     h = hashlib.sha256()

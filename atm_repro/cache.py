@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from atm_repro import code_version
+from atm_repro.codehash import code_key
 from atm_repro.config import ConfigError, Profile, fingerprint, from_dict, to_dict
 from atm_repro.corpus import check_corpus_name, load_articles, tokenize_splits
 from atm_repro.files import atomic_save_npy, atomic_write_json, sha256_file
@@ -47,7 +47,7 @@ from atm_repro.runs import cache_root
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 SPLITS = ("train", "eval")
 MANIFEST = "manifest.json"
-CACHE_CODE = ("cache.py", "corpus.py", "models.py")
+CACHE_CODE = ("atm_repro.cache:build_cache",)  # roots of the cache's code key (codehash)
 
 
 class CacheError(RuntimeError):
@@ -195,7 +195,7 @@ def cache_key(profile: Profile, masked: bool) -> dict:
         "cache": cache_cfg,
         "masked": masked,
         "seed": profile.seed,
-        "code_version": code_version(*CACHE_CODE),
+        "code_version": code_key(*CACHE_CODE),
     }
 
 
@@ -282,7 +282,7 @@ def build_cache(
         n_tokens={s: int(len(t)) * body for s, t in tokens.items()},
         shard_sequences=ccfg.shard_sequences,
         token_mask_prob=ccfg.token_mask_prob if masked else 0.0,
-        code_version=code_version(*CACHE_CODE),
+        code_version=code_key(*CACHE_CODE),
         shards={s: [] for s in SPLITS},
     )
     if manifest is None or manifest.key != fresh.key or \

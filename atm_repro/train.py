@@ -83,7 +83,14 @@ from atm_repro.files import atomic_write_text, keyed_json
 from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir, snapshot_dir
 from atm_repro.sae_metrics import activation_stats
-from atm_repro.saes import SAE, StepContext, build_config, build_sae, compiled_kernels
+from atm_repro.saes import (
+    SAE,
+    StepContext,
+    build_config,
+    build_sae,
+    compiled_kernels,
+    get_variant,
+)
 from atm_repro.saes.io import (
     EXTRA_STATE,
     SAE_CFG,
@@ -202,10 +209,11 @@ def initialise(sae: SAE, source, cfg: TrainConfig, seed: int,
 
 def run_key(spec: SAESpec, seed: int, cfg: TrainConfig, meta: SAEMeta, data_key: str) -> dict:
     """Everything a trained SAE depends on (``seeds``/``saes``/``layer`` of ``cfg``
-    are replaced by this run's seed, spec and ``meta.layer``)."""
+    are replaced by this run's seed, spec and ``meta.layer``); its code is that of
+    training the spec's variant."""
     train = {k: v for k, v in to_dict(cfg).items() if k not in ("seeds", "saes", "layer")}
     return {"spec": to_dict(spec), "seed": seed, "train": train, "meta": to_dict(meta),
-            "data": data_key, "code_version": sae_code_version()}
+            "data": data_key, "code_version": sae_code_version(get_variant(spec.variant))}
 
 
 def summarize(sae: SAE, source, batch_size: int, max_tokens: int = SUMMARY_TOKENS) -> dict:

@@ -83,8 +83,8 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from atm_repro import code_version
 from atm_repro.cache import capture_residuals
+from atm_repro.codehash import code_key
 from atm_repro.config import ConfigError, fingerprint
 from atm_repro.evals.results import EvalResult
 from atm_repro.models import LoadedModel
@@ -103,7 +103,7 @@ REFERENCE_TOLERANCE = 0.05  # largest |ours - SAEBench| per measure that counts 
 CACHED_WORDS_PER_PASS = 256  # one token each, on a copy of the prefix's key/value cache
 
 EVAL_NAME = "absorption"
-CODE_FILES = ("evals/absorption.py", "cache.py")
+PREP_CODE = ("atm_repro.evals.absorption:prepare_absorption",)  # roots of the prep's code key
 
 
 @dataclass(frozen=True)
@@ -583,7 +583,7 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
 
     Cached at ``<cache_dir>/absorption/<model>-L<layer>-<fingerprint>.npz``; the
     fingerprint covers the prep config, the model weights and dtype, the word
-    list and this module's code. The probe prompts of the layers not in the cache
+    list and the prep's code (``PREP_CODE``). The probe prompts of the layers not in the cache
     share one forward pass; the scoring prompts depend on the layer's probe (its true
     positives), so each layer runs its own.
     """
@@ -598,7 +598,7 @@ def prepare_absorption(loaded: LoadedModel, layers: list[int], cfg: AbsorptionCo
     for layer in layers:
         keys[layer] = fingerprint({"prep": prep_fingerprint(cfg), "model": loaded.name,
                                    "weights": loaded.fingerprint, "dtype": dtype, "layer": layer,
-                                   "words": words_sha, "code": code_version(*CODE_FILES)})
+                                   "words": words_sha, "code": code_key(*PREP_CODE)})
         if cache_dir is not None:
             stem = f"{loaded.name.replace('/', '_')}-L{layer}-{keys[layer][:16]}"
             paths[layer] = Path(cache_dir) / "absorption" / f"{stem}.npz"

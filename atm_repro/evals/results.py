@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from atm_repro import code_version
+from atm_repro.codehash import code_key
 from atm_repro.config import fingerprint, to_dict
 from atm_repro.files import atomic_write_json, keyed_json
 
-# The code an eval result depends on (beyond the SAE, whose run key covers training).
-EVAL_CODE = ("evals", "saes", "cache.py", "models.py", "corpus.py", "probing_data.py")
+# Roots of the code an eval result depends on (beyond the SAE, whose run key covers
+# training): the eval functions ``evaluate`` calls and what feeds them (codehash).
+EVAL_CODE = (
+    "atm_repro.evals.core:run_core", "atm_repro.evals.core:splice_baseline",
+    "atm_repro.evals.core:splice_sequences", "atm_repro.evals.absorption:prepare_absorption",
+    "atm_repro.evals.absorption:run_absorption", "atm_repro.evals.probing:prepare_probing",
+    "atm_repro.evals.probing:run_baseline", "atm_repro.evals.probing:run_probing",
+    "atm_repro.evals.stability:run_stability", "atm_repro.saes.io:load_sae",
+    "atm_repro.cache:ActivationCache", "atm_repro.models:load_model",
+)
 
 
 @dataclass
@@ -68,9 +77,9 @@ def write_result(root: Path, result: EvalResult) -> Path:
 
 def result_key(*parts) -> str:
     """Fingerprint of an eval's inputs (e.g. the SAE's run key and the eval config)
-    plus the version of the code that computes evals: an unchanged key means the
+    plus the code key of the evals (``EVAL_CODE``): an unchanged key means the
     result is reusable."""
-    return fingerprint({"parts": list(parts), "code": code_version(*EVAL_CODE)})
+    return fingerprint({"parts": list(parts), "code": code_key(*EVAL_CODE)})
 
 
 def is_fresh(root: Path, sae_id: str, eval_name: str, key: str) -> bool:

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from atm_repro import code_version
+from atm_repro.codehash import code_key
 from atm_repro.saes import SAE, SAEConfigError, build_config, build_sae, config_dict
 
 SAE_CFG = "cfg.json"
@@ -56,14 +56,14 @@ EXTRA_STATE = "atm_repro_state.safetensors"
 SAELENS_FORMAT_VERSION = "6.0.0"
 # SAELens architecture -> our variant for directories without an "atm_repro" block.
 SAELENS_TO_VARIANT = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu"}
-_PKG = Path(__file__).resolve().parent.parent
 
 
-def sae_code_version() -> str:
-    """Version of the code a trained SAE depends on: the trainer, the activation
-    metrics of its summary (``sae_metrics``) and every SAE module."""
-    saes = sorted(p.relative_to(_PKG).as_posix() for p in (_PKG / "saes").glob("*.py"))
-    return code_version("train.py", "sae_metrics.py", *saes)
+def sae_code_version(variant: type[SAE]) -> str:
+    """Code key (``codehash``) of training a ``variant`` SAE: the trainer (named, not
+    imported: it sits above this module), the cache's row sources it reads and the
+    variant's class; the registry of variants is cut, so other variants stay out."""
+    return code_key("atm_repro.train:train_sae", "atm_repro.cache:ActivationCache",
+                    "atm_repro.cache:ArraySource", variant, cut=("atm_repro.saes:VARIANTS",))
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def save_sae(
         "variant": sae.architecture,
         "config": config_dict(sae.cfg),
         "input_scale_folded": float(input_scale_folded),
-        "code_version": sae_code_version(),
+        "code_version": sae_code_version(type(sae)),
         **(extra or {}),
     }
     (path / SAE_CFG).write_text(json.dumps(cfg, indent=1))
