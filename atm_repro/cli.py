@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from atm_repro.bench import DEFAULT_STEPS, format_table, run_bench
+from atm_repro.bench import DEFAULT_STEPS, BenchError, format_table, run_bench
 from atm_repro.cache import build_cache, check_cache_request
 from atm_repro.config import ConfigError, to_dict
 from atm_repro.crosscheck import ACTIVATIONS, run_crosscheck
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"atm-repro: configuration error: {exc}", file=sys.stderr)
         return 2
-    except PipelineError as exc:
+    except (PipelineError, BenchError) as exc:
         print(f"atm-repro: {exc}", file=sys.stderr)
         return 1
     return 0

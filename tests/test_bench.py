@@ -1,25 +1,37 @@
-"""The bench (atm_repro.bench): one tiny run of the caching and training sections
-in their subprocesses, the rendering, the doc update, and the SAELens row without
-SAELens. Nothing here asserts on speed."""
+"""The bench (atm_repro.bench): the section registry, one tiny run of the caching
+and training sections in their subprocesses, the rendering, the doc update, and the
+SAELens row without SAELens. Nothing here asserts on speed."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import importlib
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from atm_repro import bench
-from atm_repro.bench import Row, format_table, render_markdown, run_bench
+from atm_repro import bench, cli
+from atm_repro.bench import (
+    Row,
+    common,
+    format_table,
+    headline_fidelity,
+    prompt_prefixes,
+    render_markdown,
+    run_bench,
+    saelens,
+)
 from atm_repro.cache import ArraySource, build_cache
 from atm_repro.config import ConfigError, SAESpec, TrainConfig
 from atm_repro.files import update_doc
 from atm_repro.hardware import bf16_native
-from atm_repro.runs import bench_dir
+from atm_repro.runs import bench_dir, eval_cache_dir
 from atm_repro.saes import build_config
 from atm_repro.saes.base import StepContext
 from atm_repro.saes.io import SAEMeta, load_sae
@@ -28,6 +40,41 @@ from atm_repro.train import CHECKPOINT, BatchOrder, lr_multiplier, train_sae
 
 def _rows(result: dict) -> dict[tuple[str, str], dict]:
     return {(r["stage"], r["measurement"]): r for r in result["rows"]}
+
+
+def test_one_module_per_section_in_run_order():
+    """Each section is the ``run`` of the package module named as it; the order of
+    ``SECTIONS`` is the run order of ``run_bench`` (and of bench.json's sections)."""
+    assert bench.SECTIONS == ("load", "caching", "training", "saelens", "evals",
+                              "prompt_prefixes", "bfloat16", "bf16_fidelity", "bf16_forward",
+                              "headline", "headline_fidelity", "bf16_cache")
+    for name, run in bench.STAGES.items():
+        module = importlib.import_module(f"atm_repro.bench.{name}")
+        assert run is module.run
+        assert module.__doc__.startswith(f"``{name}``: ")  # the section's definition
+    assert set(bench.NEEDS_CACHE) == set(bench.SECTIONS) - {"load"}
+
+
+def test_sections_share_code_only_through_common():
+    """No section imports another: what two sections share lives once, in ``common``."""
+    for name in bench.SECTIONS:
+        path = Path(importlib.import_module(f"atm_repro.bench.{name}").__file__)
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        assert {m for m in imported if m.startswith("atm_repro.bench")} == \
+            {"atm_repro.bench.common"}, name
+
+
+def test_cli_reports_a_bench_error_as_a_message(runs_dir, capsys):
+    """A missing cache stops ``atm-repro bench`` with exit 1 and how to build it."""
+    assert cli.main(["bench", "--profile", "smoke", "--only", "training"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("atm-repro: ") and "atm-repro cache --profile smoke" in err
+    assert "Traceback" not in err
 
 
 def test_caching_and_training_sections(tiny_profile, tmp_path):
@@ -82,12 +129,12 @@ def test_prompt_prefixes_section_compares_both_preparations(tiny_profile):
     """Per-word and shared-prefix preparations of the same words, each SAE scored
     on both, and the change set against the crosscheck tolerance."""
     build_cache(tiny_profile, progress=False)
-    rows, details = bench.bench_prompt_prefixes(tiny_profile, 2)
+    rows, details = prompt_prefixes.run(tiny_profile, 2)
     modes = ["per word", "per word, examples redrawn",
-             *(f"{n} prefixes" for n in bench.PREFIX_COUNTS)]
+             *(f"{n} prefixes" for n in prompt_prefixes.PREFIX_COUNTS)]
     assert list(details["modes"]) == modes
     by_name = {r.measurement: r for r in rows}
-    saes = [n for n in bench.PREFIX_SAES if n in tiny_profile.train.saes]
+    saes = [n for n in prompt_prefixes.PREFIX_SAES if n in tiny_profile.train.saes]
     assert saes
     for mode in modes:
         assert by_name[f"{mode}: letters kept"].value == len(details["modes"][mode]["letters"])
@@ -127,7 +174,7 @@ RESULT = {
              Row("caching", "capture_residuals", 1234.5, "tok/s").to_json(),
              Row("training", "atm: step time overhead over standard", 22.0, "%", "<=",
                  15.0).to_json(),
-             Row("saelens", bench.SAELENS_MISSING, None).to_json()],
+             Row("saelens", saelens.SAELENS_MISSING, None).to_json()],
 }
 
 
@@ -142,7 +189,7 @@ def test_rendering_and_targets():
     assert "Test CPU, 2 logical cores" in md and "torch 2.13, torch threads: 2" in md
     text = format_table(RESULT)
     assert text.splitlines()[0].split() == ["stage", "measurement", "value", "target", "pass"]
-    assert bench.SAELENS_MISSING in text
+    assert saelens.SAELENS_MISSING in text
 
 
 def test_update_doc_replaces_only_its_profile_block(tmp_path):
@@ -160,7 +207,7 @@ def test_update_doc_replaces_only_its_profile_block(tmp_path):
 
 def test_saelens_row_without_saelens(tiny_profile, monkeypatch):
     monkeypatch.setitem(sys.modules, "sae_lens", None)  # import sae_lens -> ImportError
-    rows, details = bench.bench_saelens(tiny_profile, steps=2)
+    rows, details = saelens.run(tiny_profile, steps=2)
     assert details == {"installed": False}
     assert [(r.stage, r.measurement, r.value, r.passed) for r in rows] == \
         [("saelens", "SAELens: not installed (pip install -e .[bench])", None, None)]
@@ -170,7 +217,7 @@ def test_saelens_side_by_side(tiny_profile):
     """Runs where the optional extra is installed (pip install -e .[bench])."""
     pytest.importorskip("sae_lens")
     build_cache(tiny_profile, progress=False)
-    rows, details = bench.bench_saelens(tiny_profile, steps=3)
+    rows, details = saelens.run(tiny_profile, steps=3)
     assert details["saes"] == ["standard", "topk"]
     full = tiny_profile.train.tokens // tiny_profile.train.batch_size  # steps is not used
     assert {n: r["steps"] for n, r in details["runs"].items()} == {"standard": full, "topk": full}
@@ -203,9 +250,9 @@ SYN_SPECS = {"standard": SAESpec("standard", {"l1_coefficient": 2.0, "coeff_warm
 
 
 def test_saelens_schedule_decays_like_ours():
-    assert bench.saelens_schedule(496, 25, 0.2) == {"lr_warm_up_steps": 25, "lr_decay_steps": 99}
-    assert bench.saelens_schedule(10, 25, 0.2) == {"lr_warm_up_steps": 8, "lr_decay_steps": 2}
-    assert bench.saelens_schedule(10, 0, 0.0) == {"lr_warm_up_steps": 0, "lr_decay_steps": 0}
+    assert saelens.saelens_schedule(496, 25, 0.2) == {"lr_warm_up_steps": 25, "lr_decay_steps": 99}
+    assert saelens.saelens_schedule(10, 25, 0.2) == {"lr_warm_up_steps": 8, "lr_decay_steps": 2}
+    assert saelens.saelens_schedule(10, 0, 0.0) == {"lr_warm_up_steps": 0, "lr_decay_steps": 0}
 
 
 @pytest.mark.parametrize("dead_tokens,batch", [(100_000, 512), (1024, 512), (1000, 512),
@@ -213,7 +260,7 @@ def test_saelens_schedule_decays_like_ours():
 def test_saelens_dead_window_is_ours(dead_tokens, batch):
     """Ours: dead once the steps without firing hold >= dead_tokens tokens; SAELens:
     dead after more than ``window`` such steps. Same steps for every count."""
-    window = bench.saelens_dead_window(dead_tokens, batch)
+    window = saelens.saelens_dead_window(dead_tokens, batch)
     for n in range(300):
         assert (n * batch >= dead_tokens) == (n > window), n
 
@@ -228,7 +275,7 @@ def test_our_init_is_the_trainers(tmp_path):
                            stop_after_steps=0)  # checkpoint of the initial state
         ckpt = torch.load(tmp_path / name / CHECKPOINT, map_location="cpu", weights_only=True)
         assert result.steps == 0
-        sae, scale = bench.our_init(spec, tcfg, source, 3)
+        sae, scale = saelens.our_init(spec, tcfg, source, 3)
         assert scale == ckpt["input_scale"]
         for key, value in sae.state_dict().items():
             torch.testing.assert_close(value, ckpt["sae"][key], rtol=0, atol=0)
@@ -245,22 +292,22 @@ def _saelens_shaped(D: int, F: int, W_dec_shape: tuple[int, int] | None = None) 
 
 def test_copy_init_copies_every_tensor_and_refuses_a_transpose():
     source, tcfg = _synthetic(), _tcfg()
-    ours, _ = bench.our_init(SYN_SPECS["topk"], tcfg, source, 3)
+    ours, _ = saelens.our_init(SYN_SPECS["topk"], tcfg, source, 3)
     theirs = _saelens_shaped(SYN_D, SYN_F)
-    bench.copy_init(ours, theirs)
-    for name in bench.SAELENS_TENSORS:
+    saelens.copy_init(ours, theirs)
+    for name in saelens.SAELENS_TENSORS:
         assert torch.equal(getattr(theirs, name), getattr(ours, name))
     with pytest.raises(bench.BenchError, match="W_dec"):
-        bench.copy_init(ours, _saelens_shaped(SYN_D, SYN_F, W_dec_shape=(SYN_D, SYN_F)))
-    jumprelu, _ = bench.our_init(SAESpec("jumprelu", {}), tcfg, source, 3)
+        saelens.copy_init(ours, _saelens_shaped(SYN_D, SYN_F, W_dec_shape=(SYN_D, SYN_F)))
+    jumprelu, _ = saelens.our_init(SAESpec("jumprelu", {}), tcfg, source, 3)
     with pytest.raises(bench.BenchError, match="parameters SAELens lacks"):
-        bench.copy_init(jumprelu, _saelens_shaped(SYN_D, SYN_F))
+        saelens.copy_init(jumprelu, _saelens_shaped(SYN_D, SYN_F))
 
 
 def test_saelens_unmatched_names_what_saelens_hard_codes():
     cfg = build_config("topk", {"k": 3}, SYN_D, SYN_F)
-    assert bench.saelens_unmatched(_tcfg(), cfg, SYN_STEPS) == []
-    odd = bench.saelens_unmatched(_tcfg(grad_clip=0.5, lr_warmup_steps=11),
+    assert saelens.saelens_unmatched(_tcfg(), cfg, SYN_STEPS) == []
+    odd = saelens.saelens_unmatched(_tcfg(grad_clip=0.5, lr_warmup_steps=11),
                                   build_config("topk", {"k": 3, "aux_k": 2}, SYN_D, SYN_F),
                                   SYN_STEPS)
     assert [n.split()[0] for n in odd] == ["grad_clip", "aux_k", "lr"]
@@ -273,8 +320,8 @@ def test_saelens_trainer_runs_our_recipe(name):
     every step, betas, dead window, and the batches in our order."""
     sae_lens = pytest.importorskip("sae_lens")
     source, tcfg, spec = _synthetic(), _tcfg(), SYN_SPECS[name]
-    trainer = bench.saelens_trainer(sae_lens, spec, tcfg, source, SYN_STEPS)
-    ours, scale = bench.our_init(spec, tcfg, source, 3)
+    trainer = saelens.saelens_trainer(sae_lens, spec, tcfg, source, SYN_STEPS)
+    ours, scale = saelens.our_init(spec, tcfg, source, 3)
     lr = spec.lr or tcfg.lr
     assert (trainer.cfg.adam_beta1, trainer.cfg.adam_beta2) == ours.adam_betas
     assert not trainer.cfg.autocast
@@ -325,15 +372,15 @@ def test_bfloat16_sections(tiny_profile, tmp_path):
     for name in tiny_profile.train.saes:
         assert rows[("bfloat16", f"training {name}: bfloat16 / float32 speed")]["value"] > 0
     fidelity = [m for s, m in rows if s == "bf16 fidelity"]
-    for name in bench.FIDELITY_SPECS:
-        for _, label in bench.FIDELITY_METRICS:
+    for name in common.FIDELITY_SPECS:
+        for _, label in common.FIDELITY_METRICS:
             assert sum(m.startswith(f"{name} {label}: bfloat16 - float32 (95% CI [")
                        for m in fidelity) == 1
             std = rows[("bf16 fidelity", f"{name} {label}: float32 seed std")]["value"]
             # the tiny model may keep no letter: absorption can be undefined there
             assert std >= 0 or (math.isnan(std) and "absorption" in label)
     values = result["stages"]["bf16_fidelity"]["details"]["values"]
-    assert len(values["topk/float32"]["l0"]) == len(bench.FIDELITY_SEEDS)
+    assert len(values["topk/float32"]["l0"]) == len(common.FIDELITY_SEEDS)
     assert values["topk/float32"]["l0"] == values["topk/bfloat16"]["l0"]  # L0 = k both ways
     assert values["atm/float32"]["explained_variance"] != values["atm/bfloat16"][
         "explained_variance"]
@@ -349,11 +396,11 @@ def test_bf16_forward_section_runs_each_pipeline_on_its_own_data(tiny_profile, t
         assert rows[("bf16 forward", f"absorption preparation, {dtype}: model forwards")][
             "value"] > 0
     layer = tiny_profile.train.layer
-    bf16 = bench._with_model_dtype(tiny_profile, "bfloat16")
+    bf16 = common.with_model_dtype(tiny_profile, "bfloat16")
     bf16 = dataclasses.replace(bf16, cache=dataclasses.replace(bf16.cache, layers=[layer]),
                                cross_layer=dataclasses.replace(bf16.cross_layer, layers=[layer]))
-    assert bench.open_cache(bf16).layers == [layer]  # built here, cut after the main layer
-    prepared = list((bench.eval_cache_dir(tiny_profile) / "absorption").glob("*.npz"))
+    assert common.open_cache(bf16).layers == [layer]  # built here, cut after the main layer
+    prepared = list((eval_cache_dir(tiny_profile) / "absorption").glob("*.npz"))
     assert len(prepared) == 2  # one preparation per model dtype
     values = result["stages"]["bf16_forward"]["details"]["values"]
     # TopK trains in float32 either way: only the residuals it reads differ
@@ -404,13 +451,13 @@ def test_headline_sections(tiny_profile, tmp_path):
                                                     "bf16_cache"],
                        doc_path=tmp_path / "benchmarks.md", progress=False)
     rows = _rows(result)
-    specs = bench.headline_specs(tiny_profile)
+    specs = common.headline_specs(tiny_profile)
     assert {s.variant for s in specs.values()} == {
         s.variant for s in tiny_profile.train.saes.values() if not s.token_masked}
     assert all(s.dtype == "bfloat16" for s in specs.values())
     assert all(s.params["warmup_steps"] == 0 for s in specs.values() if s.variant == "atm")
     assert rows[("headline", "square bfloat16 GEMM (2048^3)")]["value"] > 0
-    for B in bench.HEADLINE_BATCHES:
+    for B in common.HEADLINE_BATCHES:
         for name in specs:
             assert rows[("headline", f"B {B}, {name}: tokens/s")]["value"] > 0
             assert rows[("headline", f"B {B}, {name}: achieved / square GEMM")]["target"] == \
@@ -420,12 +467,14 @@ def test_headline_sections(tiny_profile, tmp_path):
     for name in specs:
         for what in ("absorption", "probing", "core splice"):
             assert rows[("headline evals", f"{what}: {name}")]["value"] > 0
-    trained = load_sae(bench_dir(tiny_profile) / "headline" / f"atm-B{max(bench.HEADLINE_BATCHES)}")
-    assert trained.cfg.d_sae == bench.HEADLINE_WIDTH
+    largest = max(common.HEADLINE_BATCHES)
+    trained = load_sae(bench_dir(tiny_profile) / "headline" / f"atm-B{largest}")
+    assert trained.cfg.d_sae == common.HEADLINE_WIDTH
     values = result["stages"]["headline_fidelity"]["details"]["values"]
     for name in specs:
         for arm in ("float32", "compiled bfloat16"):
-            assert len(values[f"{name}/{arm}"]["l0"]) == len(bench.HEADLINE_FIDELITY_SEEDS)
+            assert len(values[f"{name}/{arm}"]["l0"]) == \
+                len(headline_fidelity.HEADLINE_FIDELITY_SEEDS)
         assert rows[("headline fidelity", f"{name} l0: outside the float32 range by")][
             "target"] == "<= 0"
     assert values["atm/float32"]["mse"] != values["atm/compiled bfloat16"]["mse"]  # both ran
@@ -434,4 +483,4 @@ def test_headline_sections(tiny_profile, tmp_path):
         assert 0 < err < 100 * 2.0**-8  # percent: bfloat16 keeps 8 significant bits
     assert 0.45 < rows[("bf16 cache", "bytes on disk: bfloat16 / float32")]["value"] < 0.55
     assert sum(s == "bf16 cache" and "bfloat16 - float32" in m for s, m in rows) == \
-        len(bench.FIDELITY_SPECS) * len(bench.FIDELITY_METRICS)
+        len(common.FIDELITY_SPECS) * len(common.FIDELITY_METRICS)
