@@ -35,7 +35,10 @@ __all__ = ["INFO", "SAE", "PlotStyle", "SAEConfig", "SAEConfigError", "StepConte
 
 def build_config(variant: str, params: dict, d_in: int, d_sae: int, where: str = "") -> SAEConfig:
     """Validate ``params`` against the variant's config (unknown keys are errors)."""
-    cls = get_variant(variant).config_cls
+    try:
+        cls = get_variant(variant).config_cls
+    except SAEConfigError as exc:
+        raise SAEConfigError(f"{where}: {exc}" if where else str(exc)) from None
     fixed = {"d_in", "d_sae"} & set(params)
     if fixed:
         raise SAEConfigError(f"{where}: {sorted(fixed)} come from the cache and train.width")
