@@ -88,7 +88,7 @@ def test_figure_has_a_row_per_model_in_family_colours(models):
     assert axes[0].get_ylabel().startswith("gemma-3-270m") and \
         axes[3].get_ylabel().startswith("smollm2-135m")
     assert axes[1].get_title() == "absorption fraction"
-    labels = {style.label(f): f for f in style.FAMILIES}
+    labels = {style.label(f): f for f in style.families()}
     points = 0
     for ax in axes:
         for bars in ax.containers:

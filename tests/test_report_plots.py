@@ -126,7 +126,7 @@ def _drawn_styles(fig) -> dict[str, set]:
 
 
 def test_one_colour_per_family_across_figures_and_figures_fit_the_page():
-    assert len({s.color for s in style.FAMILIES.values()}) == len(style.FAMILIES)
+    assert len({s.color for s in style.families().values()}) == len(style.families())
     cfg = load_profile("cpu")
     table = per_sae(synthetic_tidy(cfg))
     figures = [plots.plot_pareto(curve_table(cfg), cfg.train.layer),
@@ -143,7 +143,7 @@ def test_one_colour_per_family_across_figures_and_figures_fit_the_page():
         assert fig.get_size_inches()[0] <= style.MAX_WIDTH
         for lbl, colours in _drawn_styles(fig).items():
             seen.setdefault(lbl, set()).update(colours)
-    for name, fam in style.FAMILIES.items():
+    for name, fam in style.families().items():
         if fam.label in seen:
             assert seen[fam.label] == {fam.color.lower()}, name
     assert {"ATM", "TopK", "JumpReLU", "Matryoshka"} <= set(seen)

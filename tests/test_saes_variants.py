@@ -1,4 +1,5 @@
-"""Unit tests for the baseline SAE variants (standard, topk, batchtopk, jumprelu, matryoshka)."""
+"""Unit tests for the registered SAE variants: shared checks over the registry, then
+per-variant hand values (standard, topk, batchtopk, jumprelu, matryoshka)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from atm_repro.config import ConfigError, from_dict
+from atm_repro.saes import VARIANTS as REGISTERED
 from atm_repro.saes.atm import ATMSAE, ATMConfig
 from atm_repro.saes.base import SAEConfigError, StepContext
 from atm_repro.saes.batchtopk import BatchTopKConfig, BatchTopKSAE, batch_topk
@@ -22,13 +24,18 @@ from atm_repro.saes.topk import (
 
 D, F = 8, 32
 
-VARIANTS = [
-    (StandardSAE, StandardConfig, {"l1_coefficient": 0.05}),
-    (TopKSAE, TopKConfig, {"k": 4}),
-    (BatchTopKSAE, BatchTopKConfig, {"k": 4}),
-    (JumpReLUSAE, JumpReLUConfig, {"l0_coefficient": 0.01}),
-    (MatryoshkaSAE, MatryoshkaConfig, {"k": 4}),
-]
+# Small-data settings; any other registered variant runs on its config's defaults.
+PARAMS = {
+    "standard": {"l1_coefficient": 0.05},
+    "topk": {"k": 4},
+    "batchtopk": {"k": 4},
+    "jumprelu": {"l0_coefficient": 0.01},
+    "atm": {"l1_coefficient": 0.01},
+    "matryoshka": {"k": 4},
+}
+# Every registered variant but ATM (tests/test_atm.py covers its training step).
+VARIANTS = [(cls, cls.config_cls, PARAMS.get(name, {}))
+            for name, cls in REGISTERED.items() if name != "atm"]
 VARIANT_IDS = [cls.architecture for cls, _, _ in VARIANTS]
 
 
@@ -57,7 +64,7 @@ def sparse_dataset(n: int = 256, d: int = D, n_dirs: int = 16, seed: int = 0) ->
 
 
 @pytest.mark.parametrize("cls,cfg_cls,params",
-                         [*VARIANTS, (ATMSAE, ATMConfig, {"l1_coefficient": 0.01})],
+                         [*VARIANTS, (ATMSAE, ATMConfig, PARAMS["atm"])],
                          ids=[*VARIANT_IDS, "atm"])
 def test_init_is_centred(cls, cfg_cls, params):
     """Every variant starts with pre-activations (x - b_dec) W_enc, whether it

@@ -57,7 +57,7 @@ from atm_repro.evals.absorption import (
 from atm_repro.evals.results import EvalResult
 from atm_repro.evals.stability import best_match_cosines, unit_rows
 from atm_repro.sae_metrics import CoreStats
-from atm_repro.saes import validate_spec
+from atm_repro.saes import INFO, validate_spec
 
 
 @dataclass(frozen=True)
@@ -383,31 +383,17 @@ EVAL_NAME = "toy_absorption"
 
 
 def _default_saes() -> dict[str, SAESpec]:
-    """Base specs of the toy runs; a sweep replaces one parameter."""
-    return {
-        "standard": SAESpec("standard", {"l1_coefficient": 1.0}),
-        "topk": SAESpec("topk", {"k": 2}),
-        "batchtopk": SAESpec("batchtopk", {"k": 2}),
-        # thresholds start near the scaled toy features' pre-activations (~5): from
-        # the default 0.001 a few hundred steps cannot raise them to matter
-        "jumprelu": SAESpec("jumprelu", {"l0_coefficient": 3.0, "init_threshold": 1.0,
-                                         "bandwidth": 0.2}),
-        "atm": SAESpec("atm", {"l1_coefficient": 1.0, "warmup_steps": 100}),
-        "matryoshka": SAESpec("matryoshka", {"k": 2}),
-    }
+    """Base specs of the toy runs, one per registered variant with toy settings
+    (``VariantInfo.toy_params``); a sweep replaces one parameter."""
+    return {name: SAESpec(name, dict(info.toy_params))
+            for name, info in INFO.items() if info.toy_sweep is not None}
 
 
 def _default_sweeps() -> dict[str, SweepConfig]:
-    """An L0 sweep per variant: k for the TopK family, the sparsity coefficient else."""
-    ks = [1.0, 2.0, 4.0, 8.0]
-    return {
-        "standard": SweepConfig("l1_coefficient", [0.1, 0.3, 1.0, 3.0]),
-        "topk": SweepConfig("k", ks),
-        "batchtopk": SweepConfig("k", ks),
-        "jumprelu": SweepConfig("l0_coefficient", [0.3, 3.0, 30.0, 300.0]),
-        "atm": SweepConfig("l1_coefficient", [0.3, 1.0, 3.0, 6.0]),
-        "matryoshka": SweepConfig("k", ks),
-    }
+    """An L0 sweep per variant (``VariantInfo.toy_sweep``): k for the TopK family,
+    the sparsity coefficient else."""
+    return {name: SweepConfig(info.toy_sweep[0], list(info.toy_sweep[1]))
+            for name, info in INFO.items() if info.toy_sweep is not None}
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,18 @@ from typing import Any
 
 from atm_repro.report.latex import escape_latex, is_missing, macro_name, with_stamp
 from atm_repro.report.provenance import Stamp
+from atm_repro.saes import VARIANTS
 
 Numbers = Mapping[str, Any]  # macro name without the backslash -> value
 
 SPARSE = ("topk", "batchtopk", "jumprelu", "matryoshka")  # the k / L0-penalty families
 ATM_SET = ("atm", "atm-random", "atm-none")
-OTHERS = (*SPARSE, "standard", "masked-reg")
+
+
+def _others() -> tuple[str, ...]:
+    """The families a statement about "every other family" covers: every registered
+    variant but ATM, and masked-reg."""
+    return (*(v for v in VARIANTS if v != "atm"), "masked-reg")
 
 
 def m(key: str) -> str:
@@ -74,7 +80,7 @@ class Statement:
 
 
 def _every_other_family_reconstructs_better(n: Numbers) -> bool:
-    diffs = present(n, [f"matched/{f}/explained_variance/L0/diff" for f in OTHERS])
+    diffs = present(n, [f"matched/{f}/explained_variance/L0/diff" for f in _others()])
     return bool(diffs) and get(n, "matched/topk/explained_variance/L0/hi") < 0 and all(
         d < 0 for d in diffs)
 
@@ -85,24 +91,24 @@ def _above_sparse(n: Numbers) -> bool:
 
 
 def _standard_worst(n: Numbers) -> bool:
-    every = present(n, [f"main/{f}/explained_variance" for f in (*ATM_SET, *OTHERS)])
+    every = present(n, [f"main/{f}/explained_variance" for f in (*ATM_SET, *_others())])
     return get(n, "main/standard/explained_variance") == min(every)
 
 
 def _every_family_beats_one_dimension(n: Numbers) -> bool:
-    tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *OTHERS)])
+    tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *_others())])
     return bool(tops) and min(tops) > get(n, "probing/baseline_top1")
 
 
 def _atm_probing_in_the_middle(n: Numbers) -> bool:
-    tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *OTHERS)])
+    tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *_others())])
     atm = get(n, "main/atm/mean_top1")
     return min(tops) < atm < max(tops) and atm < get(n, "main/atm-random/mean_top1")
 
 
 def _atm_set_least_stable(n: Numbers) -> bool:
     atm = [get(n, f"main/{f}/max_cos_mean") for f in ATM_SET]
-    others = present(n, [f"main/{f}/max_cos_mean" for f in OTHERS])
+    others = present(n, [f"main/{f}/max_cos_mean" for f in _others()])
     return bool(others) and max(atm) < min(others)
 
 
@@ -171,7 +177,7 @@ STATEMENTS = (
               "features of all families", _atm_set_least_stable),
     Statement("stability", "the standard SAE's decoders match best across seeds",
               lambda n: get(n, "main/standard/max_cos_mean") == max(present(
-                  n, [f"main/{f}/max_cos_mean" for f in (*ATM_SET, *OTHERS)]))),
+                  n, [f"main/{f}/max_cos_mean" for f in (*ATM_SET, *_others())]))),
     Statement("scale study", "at 8192 latents neither TopK nor ATM has a letter latent",
               lambda n: not _letter_latent(n, "topk-width8192")
               and not _letter_latent(n, "atm-width8192")),

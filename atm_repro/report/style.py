@@ -2,7 +2,9 @@
 across all figures, figures are sized for the page (drawn at the text width, so
 printed text is the size set here, >= 7 pt), and log axes show plain numbers.
 
-Colours are the Okabe-Ito palette (distinguishable with the common colour-vision
+A variant's look is registered with it (``saes.registry``); the controls here
+are spec names that are a variant plus settings, drawn apart from it. Colours
+are the Okabe-Ito palette (distinguishable with the common colour-vision
 deficiencies); ATM and its two controls share a hue family (blues).
 """
 
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+from atm_repro.saes.registry import INFO, PlotStyle
 
 TEXT_WIDTH = 6.5  # inches: the paper's text width (letter paper, 1 in margins)
 MAX_WIDTH = 7.5  # no figure is wider than this (a test checks it)
@@ -27,25 +30,16 @@ RC = {
 }
 
 
-@dataclass(frozen=True)
-class FamilyStyle:
-    label: str
-    color: str
-    marker: str
+FamilyStyle = PlotStyle  # a family's label, colour and marker (the registry's type)
 
-
-FAMILIES: dict[str, FamilyStyle] = {
-    "atm": FamilyStyle("ATM", "#0072B2", "o"),
+# Spec names of the profiles that are a variant plus settings (ATM's two mask
+# controls; BatchTopK / Matryoshka on the token-masked cache) with their own look.
+CONTROLS: dict[str, FamilyStyle] = {
     "atm-random": FamilyStyle("ATM, random mask", "#56B4E9", "v"),
     "atm-none": FamilyStyle("ATM, no mask", "#6A8CAF", "^"),
-    "topk": FamilyStyle("TopK", "#D55E00", "s"),
-    "batchtopk": FamilyStyle("BatchTopK", "#E69F00", "D"),
-    "jumprelu": FamilyStyle("JumpReLU", "#009E73", "P"),
-    "matryoshka": FamilyStyle("Matryoshka", "#CC79A7", "X"),
     "masked-reg": FamilyStyle("masked reg.", "#999999", "h"),
-    "standard": FamilyStyle("standard (L1)", "#000000", "*"),
 }
-OTHER = FamilyStyle("", "#7F7F7F", ".")  # a spec name this table does not know
+OTHER = FamilyStyle("", "#7F7F7F", ".")  # a spec name neither table knows
 
 PARAM_LABELS = {
     "l1_coefficient": "L1 coefficient λ", "l0_coefficient": "L0 coefficient", "k": "k",
@@ -55,10 +49,15 @@ PARAM_LABELS = {
 }
 
 
+def families() -> dict[str, FamilyStyle]:
+    """Every known family's style: the registered variants', then the controls'."""
+    return {**{name: info.style for name, info in INFO.items()}, **CONTROLS}
+
+
 def family(name: str) -> FamilyStyle:
     """The style of an SAE family (a spec name of the profiles); unknown names
     get a neutral grey and their own name as label."""
-    return FAMILIES.get(name, FamilyStyle(name, OTHER.color, OTHER.marker))
+    return families().get(name, FamilyStyle(name, OTHER.color, OTHER.marker))
 
 
 def label(name: str) -> str:

@@ -1,5 +1,9 @@
 """SAE variants: one module each on the shared base, looked up by name.
 
+Each variant module registers its class (``registry.register_variant``) when it
+is imported; importing them here, in this order, fills the registry. The order
+is the registry's, which the toy benchmark's defaults follow.
+
 ``masked-reg`` is not a variant: it is a BatchTopK or Matryoshka SAE trained on
 the token-masked cache (``SAESpec.token_masked``).
 """
@@ -9,33 +13,32 @@ from __future__ import annotations
 import dataclasses
 
 from atm_repro.config import ConfigError, from_dict
-from atm_repro.saes.atm import ATMSAE
 from atm_repro.saes.base import SAE, SAEConfig, SAEConfigError, StepContext, compiled_kernels
-from atm_repro.saes.batchtopk import BatchTopKSAE
-from atm_repro.saes.jumprelu import JumpReLUSAE
-from atm_repro.saes.matryoshka import MatryoshkaSAE
-from atm_repro.saes.standard import StandardSAE
-from atm_repro.saes.topk import TopKSAE
+from atm_repro.saes.registry import (
+    INFO,
+    VARIANTS,
+    PlotStyle,
+    VariantInfo,
+    get_variant,
+    register_variant,
+)
 
-VARIANTS: dict[str, type[SAE]] = {
-    cls.architecture: cls
-    for cls in (StandardSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE, ATMSAE, MatryoshkaSAE)
-}
+# isort: off
+# each variant module registers itself on import, in this order (the registry's)
+from atm_repro.saes import standard, topk, batchtopk, jumprelu, atm, matryoshka  # noqa: F401
+# isort: on
 
-__all__ = ["SAE", "SAEConfig", "SAEConfigError", "StepContext", "VARIANTS", "build_config",
-           "compiled_kernels",
-           "build_sae", "validate_spec"]
-
-
-def get_variant(name: str) -> type[SAE]:
-    if name not in VARIANTS:
-        raise SAEConfigError(f"unknown SAE variant {name!r}; known variants: {sorted(VARIANTS)}")
-    return VARIANTS[name]
+__all__ = ["INFO", "SAE", "PlotStyle", "SAEConfig", "SAEConfigError", "StepContext", "VARIANTS",
+           "VariantInfo", "build_config", "build_sae", "compiled_kernels", "get_variant",
+           "register_variant", "validate_spec"]
 
 
 def build_config(variant: str, params: dict, d_in: int, d_sae: int, where: str = "") -> SAEConfig:
     """Validate ``params`` against the variant's config (unknown keys are errors)."""
-    cls = get_variant(variant).config_cls
+    try:
+        cls = get_variant(variant).config_cls
+    except SAEConfigError as exc:
+        raise SAEConfigError(f"{where}: {exc}" if where else str(exc)) from None
     fixed = {"d_in", "d_sae"} & set(params)
     if fixed:
         raise SAEConfigError(f"{where}: {sorted(fixed)} come from the cache and train.width")

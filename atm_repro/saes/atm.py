@@ -103,6 +103,7 @@ from atm_repro.saes.base import (
     kernel,
     reconstruction_loss,
 )
+from atm_repro.saes.registry import PlotStyle, VariantInfo, register_variant
 from atm_repro.saes.standard import decoder_weighted_l1
 
 _EPS = 1e-12  # guards divisions by a mean over latents
@@ -411,3 +412,11 @@ class ATMSAE(SAE):
         }
         return LossOutput(loss=loss, terms=terms, x_hat_BD=x_hat_BD, fired_F=fired_F,
                           latents=f_tilde)
+
+
+# Its controls (spec names atm-random, atm-none) are drawn in lighter blues
+# (report.style.CONTROLS).
+register_variant(ATMSAE, VariantInfo(
+    PlotStyle("ATM", "#0072B2", "o"),
+    toy_params={"l1_coefficient": 1.0, "warmup_steps": 100},
+    toy_sweep=("l1_coefficient", (0.3, 1.0, 3.0, 6.0))))

@@ -3,11 +3,13 @@
 Notation: B tokens, D = d_in, F = d_sae. Parameters follow SAELens:
 W_enc [D, F], W_dec [F, D] (row i is decoder direction d_i), b_enc [F], b_dec [D].
 
-A variant subclasses ``SAE`` and sets:
-  * ``architecture`` (our registry name) and ``config_cls`` (a frozen
+A variant subclasses ``SAE``, registers the class (``registry.register_variant``,
+next to it) and sets:
+  * ``architecture`` (its registry name) and ``config_cls`` (a frozen
     dataclass derived from ``SAEConfig``; validated on construction);
   * ``saelens_architecture``: how the *inference* SAE is saved
-    ("standard", "topk" or "jumprelu");
+    ("standard", "topk" or "jumprelu"; ``saelens_cfg`` adds its cfg.json
+    entries);
   * ``subtract_b_dec``: encode ``x - b_dec`` (True) or ``x`` (False);
   * ``unit_norm_decoder``: the trainer then removes the gradient component
     parallel to each decoder row and renormalises rows after each step;
@@ -242,6 +244,18 @@ class SAE(nn.Module):
     def saelens_cfg(self) -> dict:
         """Architecture-specific cfg.json entries (e.g. ``k`` for topk)."""
         return {}
+
+    # The two below read plain SAELens directories: the loader calls them on the
+    # variant registered to read its architecture (``registry.VariantInfo``).
+    @classmethod
+    def params_from_saelens(cls, saelens_cfg: dict) -> dict:
+        """Config params of a SAELens cfg.json (the inverse of ``saelens_cfg``)."""
+        return {}
+
+    def state_from_inference(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """State dict for saved SAELens tensors (the inverse of ``inference_tensors``,
+        whose names ``tensors`` has)."""
+        return {k: tensors[k].float() for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
 
     # Whether the inference nonlinearity commutes with a positive per-latent
     # rescaling (ReLU, JumpReLU). TopK-style selections compare latents with each

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from atm_repro.saes.base import SAEConfigError
+from atm_repro.saes.registry import PlotStyle, VariantInfo, register_variant
 from atm_repro.saes.topk import ActiveLatents, TopKConfig, TopKSAE
 
 
@@ -97,3 +98,8 @@ class BatchTopKSAE(TopKSAE):
 
     def saelens_cfg(self) -> dict:
         return {}  # a JumpReLU SAE: the threshold tensor replaces k
+
+
+register_variant(BatchTopKSAE, VariantInfo(
+    PlotStyle("BatchTopK", "#E69F00", "D"),
+    toy_params={"k": 2}, toy_sweep=("k", (1.0, 2.0, 4.0, 8.0))))

@@ -48,14 +48,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from atm_repro.codehash import code_key
-from atm_repro.saes import SAE, SAEConfigError, build_config, build_sae, config_dict
+from atm_repro.saes import (
+    SAE,
+    SAEConfigError,
+    build_config,
+    build_sae,
+    config_dict,
+    get_variant,
+)
+from atm_repro.saes.registry import SAELENS_ARCHITECTURES, saelens_reader
 
 SAE_CFG = "cfg.json"
 SAE_WEIGHTS = "sae_weights.safetensors"
 EXTRA_STATE = "atm_repro_state.safetensors"
 SAELENS_FORMAT_VERSION = "6.0.0"
-# SAELens architecture -> our variant for directories without an "atm_repro" block.
-SAELENS_TO_VARIANT = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu"}
 
 
 def sae_code_version(variant: type[SAE]) -> str:
@@ -63,7 +69,7 @@ def sae_code_version(variant: type[SAE]) -> str:
     imported: it sits above this module), the cache's row sources it reads and the
     variant's class; the registry of variants is cut, so other variants stay out."""
     return code_key("atm_repro.train:train_sae", "atm_repro.cache:ActivationCache",
-                    "atm_repro.cache:ArraySource", variant, cut=("atm_repro.saes:VARIANTS",))
+                    "atm_repro.cache:ArraySource", variant, cut=("atm_repro.saes.registry:VARIANTS",))
 
 
 @dataclass(frozen=True)
@@ -156,8 +162,9 @@ def load_sae(path: str | Path, device: str = "cpu") -> SAE:
     """Load a saved SAE as one of our variants, in eval mode.
 
     Directories we wrote rebuild their exact variant from cfg.json's "atm_repro"
-    block; plain SAELens directories (standard / topk / jumprelu, no activation
-    normalisation) map to our standard / topk / jumprelu classes.
+    block; plain SAELens directories (no activation normalisation) load as the
+    variant registered to read their architecture (``VariantInfo.reads_saelens``:
+    standard / topk / jumprelu).
     """
     path = Path(path)
     cfg = read_cfg(path)
@@ -191,34 +198,31 @@ def _from_saelens(cfg: dict, tensors: dict[str, torch.Tensor], path: Path) \
     arch = cfg.get("architecture", "standard")
     if cfg.get("activation_fn", cfg.get("activation_fn_str")) == "topk":  # pre-6 topk
         arch, cfg = "topk", {**cfg, "k": cfg["activation_fn_kwargs"]["k"]}
-    if arch not in SAELENS_TO_VARIANT:
+    variant = saelens_reader(arch)
+    if variant is None:
+        readable = sorted(a for a in SAELENS_ARCHITECTURES if saelens_reader(a) is not None)
         raise SAEConfigError(f"{path}: SAELens architecture {arch!r} is not supported; "
-                             f"supported: {sorted(SAELENS_TO_VARIANT)}")
+                             f"supported: {readable}")
     if cfg.get("normalize_activations", "none") not in ("none", False):
         raise SAEConfigError(f"{path}: normalize_activations={cfg['normalize_activations']!r} "
                              "is not supported (fold the normalisation into the weights first)")
     if cfg.get("rescale_acts_by_decoder_norm"):
         raise SAEConfigError(f"{path}: rescale_acts_by_decoder_norm is not supported")
-    expected = {"W_enc", "W_dec", "b_enc", "b_dec"}
-    if arch == "jumprelu":
-        expected.add("threshold")
+    params = get_variant(variant).params_from_saelens(cfg)
+    sae = build_sae(variant, build_config(variant, params, cfg["d_in"], cfg["d_sae"],
+                                          where=str(path / SAE_CFG)))
+    expected = set(sae.inference_tensors())
     if set(tensors) != expected:
         raise SAEConfigError(f"{path}: expected tensors {sorted(expected)} for {arch!r}, "
                              f"found {sorted(tensors)}")
-    variant = SAELENS_TO_VARIANT[arch]
-    params = {"k": cfg["k"]} if arch == "topk" else {}
-    sae = build_sae(variant, build_config(variant, params, cfg["d_in"], cfg["d_sae"],
-                                          where=str(path / SAE_CFG)))
-    state = {k: tensors[k].float() for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
+    try:
+        state = sae.state_from_inference(tensors)
+    except SAEConfigError as exc:
+        raise SAEConfigError(f"{path}: {exc}") from None
     # Our class may (not) subtract b_dec before encoding; move that into b_enc.
     applies = bool(cfg.get("apply_b_dec_to_input", True))
     if applies != sae.subtract_b_dec:
         shift_F = state["b_dec"] @ state["W_enc"]
         state["b_enc"] = state["b_enc"] - shift_F if applies else state["b_enc"] + shift_F
-    if arch == "jumprelu":
-        threshold = tensors["threshold"].float()
-        if bool((threshold < 0).any()):
-            raise SAEConfigError(f"{path}: negative JumpReLU thresholds are not supported")
-        state["log_threshold"] = threshold.log()
     return sae, state
 

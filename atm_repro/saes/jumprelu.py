@@ -24,6 +24,7 @@ from atm_repro.saes.base import (
     kernel,
     reconstruction_loss,
 )
+from atm_repro.saes.registry import PlotStyle, VariantInfo, register_variant
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,17 @@ class JumpReLUSAE(SAE):
 
     def inference_tensors(self) -> dict[str, torch.Tensor]:
         return {**super().inference_tensors(), "threshold": self.log_threshold.detach().exp()}
+
+    def state_from_inference(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        threshold_F = tensors["threshold"].float()
+        if bool((threshold_F < 0).any()):
+            raise SAEConfigError("negative JumpReLU thresholds are not supported")
+        return {**super().state_from_inference(tensors), "log_threshold": threshold_F.log()}
+
+
+# On the toy benchmark, thresholds start near the scaled toy features' pre-activations
+# (~5): from the default 0.001 a few hundred steps cannot raise them to matter.
+register_variant(JumpReLUSAE, VariantInfo(
+    PlotStyle("JumpReLU", "#009E73", "P"), reads_saelens=True,
+    toy_params={"l0_coefficient": 3.0, "init_threshold": 1.0, "bandwidth": 0.2},
+    toy_sweep=("l0_coefficient", (0.3, 3.0, 30.0, 300.0))))

@@ -14,6 +14,7 @@ import torch
 
 from atm_repro.saes.base import SAEConfigError, reconstruction_loss
 from atm_repro.saes.batchtopk import BatchTopKConfig, BatchTopKSAE
+from atm_repro.saes.registry import PlotStyle, VariantInfo, register_variant
 from atm_repro.saes.topk import ActiveLatents
 
 
@@ -63,3 +64,8 @@ class MatryoshkaSAE(BatchTopKSAE):
         terms["mse"] = prefix_losses[-1].detach()
         terms["matryoshka_mse"] = loss.detach()
         return x_hat_BD, loss, terms
+
+
+register_variant(MatryoshkaSAE, VariantInfo(
+    PlotStyle("Matryoshka", "#CC79A7", "X"),
+    toy_params={"k": 2}, toy_sweep=("k", (1.0, 2.0, 4.0, 8.0))))

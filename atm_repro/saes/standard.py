@@ -22,6 +22,7 @@ from atm_repro.saes.base import (
     kernel,
     reconstruction_loss,
 )
+from atm_repro.saes.registry import PlotStyle, VariantInfo, register_variant
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,9 @@ class StandardSAE(SAE):
             fired_F=fired_F,
             latents=f_BF,
         )
+
+
+register_variant(StandardSAE, VariantInfo(
+    PlotStyle("standard (L1)", "#000000", "*"), reads_saelens=True,
+    toy_params={"l1_coefficient": 1.0},
+    toy_sweep=("l1_coefficient", (0.1, 0.3, 1.0, 3.0))))

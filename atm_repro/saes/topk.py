@@ -20,6 +20,7 @@ from atm_repro.saes.base import (
     StepContext,
     reconstruction_loss,
 )
+from atm_repro.saes.registry import PlotStyle, VariantInfo, register_variant
 
 
 @dataclass(frozen=True)
@@ -219,3 +220,12 @@ class TopKSAE(SAE):
 
     def saelens_cfg(self) -> dict:
         return {"k": self.cfg.k}
+
+    @classmethod
+    def params_from_saelens(cls, saelens_cfg: dict) -> dict:
+        return {"k": saelens_cfg["k"]}
+
+
+register_variant(TopKSAE, VariantInfo(
+    PlotStyle("TopK", "#D55E00", "s"), reads_saelens=True,
+    toy_params={"k": 2}, toy_sweep=("k", (1.0, 2.0, 4.0, 8.0))))
