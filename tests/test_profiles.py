@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import atm_repro
 from atm_repro.config import ConfigError
 from atm_repro.profiles import available_profiles, derived_runs, load_profile, scale_runs
 
@@ -112,3 +118,14 @@ def test_companions_must_leave_the_paper_to_the_profile_naming_them(tmp_path):
     cfg = load_profile("cpu")
     assert cfg.companions == ["smollm2"] and cfg.writes_paper
     assert not load_profile("smollm2").writes_paper
+
+
+def test_reading_a_profile_imports_no_sklearn():
+    """Loading a YAML validates each eval's config but runs no eval: scikit-learn
+    (the probes) stays unimported."""
+    code = ("import sys\nfrom atm_repro.profiles import load_profile\nload_profile('smoke')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    root = Path(atm_repro.__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, check=True)
+    assert done.stdout.strip() == "[]", done.stdout[:300]
