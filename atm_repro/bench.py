@@ -149,6 +149,7 @@ from atm_repro.saes.io import load_sae
 from atm_repro.train import (
     BatchOrder,
     initialise,
+    run_config,
     sae_meta,
     summarize,
     train_sae,
@@ -496,7 +497,7 @@ def saelens_trainer(sae_lens, spec: SAESpec, train: TrainConfig, source, steps: 
     ramp, dead-latent window and precision (bfloat16 autocast or none)."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig  # optional (.[bench])
 
-    tcfg = train.for_spec(spec)
+    tcfg = run_config(train, spec)
     seed, B = tcfg.seeds[0], tcfg.batch_size
     ours, scale = our_init(spec, tcfg, source, seed)
     sae = _saelens_sae(sae_lens, ours, steps, tcfg.device)
@@ -551,7 +552,7 @@ def bench_saelens(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     rows, runs = [], {}
     for name in names:
         spec = tcfg.saes[name]
-        scfg = tcfg.for_spec(spec)
+        scfg = run_config(tcfg, spec)
         full = scfg.tokens // scfg.batch_size
         ours = _train(profile, cache, name, full, bench_dir(profile) / "saelens" / name,
                       fresh=True).metrics
