@@ -1,4 +1,8 @@
-"""Command line: ``atm-repro run|plan|cache|bench|crosscheck`` (``python -m atm_repro.cli``)."""
+"""Command line: ``atm-repro run|plan|cache|bench|crosscheck`` (``python -m atm_repro.cli``).
+
+Each command loads its profile once (``profiles.load_profile``) and passes it on.
+``plan --explain KEY`` prints a config field's documentation (``config.explain``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import yaml
 
 from atm_repro.bench import DEFAULT_STEPS, BenchError, format_table, run_bench
 from atm_repro.cache import build_cache, check_cache_request
-from atm_repro.config import ConfigError, to_dict
+from atm_repro.config import ConfigError, explain, to_dict
 from atm_repro.crosscheck import ACTIVATIONS, run_crosscheck
 from atm_repro.pipeline import PipelineError, refresh_references, run
 from atm_repro.profiles import load_profile
@@ -39,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
                         ("bench", "measure throughput, FLOP rate and memory (docs/benchmarks.md)"),
                         ("crosscheck", "SAEBench's absorption eval against ours on the same SAEs")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--profile", default="cpu")
-        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--profile", default="cpu",
+                       help="a profile under profiles/ (smoke, cpu, paper, ...) or a YAML path")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (YAML), e.g. train.width=1024; "
+                            "'atm-repro plan --explain KEY' says what KEY does")
+        if name == "plan":
+            p.add_argument("--explain", metavar="KEY",
+                           help="print what config field KEY (e.g. train.lr) does, its "
+                                "default, this profile's value and the paper's")
         if name == "run":
             p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 01 02")
             p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
@@ -62,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         overrides = parse_sets(args.sets)
         profile = load_profile(args.profile, overrides)
-        if args.command == "plan":
+        if args.command == "plan" and args.explain:
+            print(explain(profile, args.explain))
+        elif args.command == "plan":
             check_cache_request(profile)
             print(yaml.safe_dump(to_dict(profile), sort_keys=False))
         elif args.command == "cache":
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run_crosscheck(profile, args.saes, activations=args.activations)
                   .to_string(index=False))
         else:
-            for stage in run(args.profile, overrides, args.only, args.timeout):
+            for stage in run(profile, args.profile, overrides, args.only, args.timeout):
                 print(f"{stage.notebook}: {stage.seconds:.0f} s -> {stage.output}")
     except ConfigError as exc:
         print(f"atm-repro: configuration error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ live in ``atm_repro.profiles``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -18,8 +19,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-from atm_repro.hardware import CPU_BF16_FLAGS, bf16_native
 
 REPO_ROOT = Path(os.environ.get("ATM_REPRO_ROOT", Path(__file__).resolve().parent.parent))
 
@@ -141,55 +140,47 @@ def require(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
-    """``auto`` -> bfloat16 where ``device`` runs it natively, else float32; other
-    values as they are. A run's key records the resolved dtype."""
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if bf16_native(device, cpuinfo) else "float32"
-
-
-def require_native_dtype(where: str, dtype: str, device: str, cpuinfo: str | None = None
-                         ) -> None:
-    """``ConfigError`` when ``where`` asks for bfloat16 on a device without native
-    bfloat16 (``hardware``): emulated bfloat16 is slower than float32 and would only
-    lose precision. Called before any heavy work (the run, the trainer, the model
-    load), not when a profile is merely loaded, so that every machine can read every
-    profile."""
-    if dtype == "bfloat16" and not bf16_native(device, cpuinfo):
-        what = ("this GPU" if device.startswith("cuda") else
-                f"this CPU (no {' / '.join(CPU_BF16_FLAGS)} flag in /proc/cpuinfo)")
-        raise ConfigError(f"{where}: bfloat16 is not native on {what}; torch would "
-                          f"emulate it, slower than float32: set {where} to float32")
-
-
 # ----------------------------------------------------------------------------
 # The schema
 # ----------------------------------------------------------------------------
 
+NOT_STATED = "not stated"
+
+
+def doc(help: str, default: Any = dataclasses.MISSING, *,
+        factory: Any = dataclasses.MISSING, paper: str = NOT_STATED) -> Any:
+    """A schema field whose documentation is data: ``help`` says what it does and
+    ``paper`` the original paper's value (``atm-repro plan --explain KEY``)."""
+    return field(default=default, default_factory=factory,
+                 metadata={"help": help, "paper": paper})
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which language model: 'gemma-3-270m' or 'smollm2-135m' (offline GGUFs),
-    'tiny-gemma3' (seeded random, tests/smoke), a local checkpoint directory or
-    .gguf file, or a Hugging Face hub id ('google/gemma-2-2b'); see atm_repro.models."""
+    """Which language model, in which precision, on which device (atm_repro.models)."""
 
-    name: str = "tiny-gemma3"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
-    seed: int = 0  # only used by tiny-gemma3
+    name: str = doc("the language model: 'gemma-3-270m' or 'smollm2-135m' (offline GGUFs), "
+                    "'tiny-gemma3' (seeded random, tests and smoke), a local checkpoint "
+                    "directory or .gguf file, or a Hugging Face hub id ('google/gemma-2-2b')",
+                    "tiny-gemma3", paper="google/gemma-2-2b")
+    dtype: Literal["float32", "bfloat16", "float16"] = doc(
+        "precision of the model's forward passes (caching, evals); bfloat16 needs native "
+        "support, checked before any work", "float32")
+    device: str = doc("torch device of the model ('cpu', 'cuda', 'cuda:1')", "cpu")
+    seed: int = doc("weight seed of 'tiny-gemma3'; unused by every other model", 0)
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Training corpus: 'wiki-vital' (offline) or 'hub:<path>[:<config>]'
-    (e.g. 'hub:wikitext:wikitext-103-raw-v1'). Split by article, seeded."""
+    """Training corpus, split into train and eval by article, seeded."""
 
-    name: str = "wiki-vital"
-    context: int = 128
-    eval_fraction: float = 0.1
-    split_seed: int = 0
-    max_articles: int | None = None
+    name: str = doc("the corpus: 'wiki-vital' (offline) or 'hub:<path>[:<config>]' "
+                    "(e.g. 'hub:wikitext:wikitext-103-raw-v1')", "wiki-vital",
+                    paper="WikiText-103 (hub:wikitext:wikitext-103-raw-v1)")
+    context: int = doc("tokens per sequence fed to the model", 128)
+    eval_fraction: float = doc("fraction of articles held out for evaluation", 0.1)
+    split_seed: int = doc("seed of the train/eval split by article", 0)
+    max_articles: int | None = doc("use at most this many articles (None: all)", None)
 
     def __post_init__(self) -> None:
         require(self.context >= 2, "corpus.context must be >= 2")
@@ -200,15 +191,16 @@ class CorpusConfig:
 class CacheConfig:
     """Residual-stream activation cache (after block L, for each L in layers)."""
 
-    layers: list[int] = field(default_factory=lambda: [1])
-    train_tokens: int = 20_000
-    eval_tokens: int = 4_000
-    # stored dtype of the activations; bfloat16 where SAEs train in bfloat16 (half
-    # float32's bytes, float32's range; docs/benchmarks.md, "bfloat16 cache")
-    dtype: Literal["float16", "float32", "bfloat16"] = "float32"
-    batch_size: int = 8  # sequences per forward pass
-    shard_sequences: int = 64  # sequences per shard (multiple of batch_size)
-    token_mask_prob: float = 0.3  # used only by the masked cache (masked-reg)
+    layers: list[int] = doc("residual-stream layers cached (after block L)", factory=lambda: [1])
+    train_tokens: int = doc("tokens cached for SAE training", 20_000)
+    eval_tokens: int = doc("tokens cached for evaluation (held-out articles)", 4_000)
+    dtype: Literal["float16", "float32", "bfloat16"] = doc(
+        "stored dtype of the activations; bfloat16 where SAEs train in bfloat16 (half "
+        "float32's bytes, float32's range; docs/benchmarks.md, 'bfloat16 cache')", "float32")
+    batch_size: int = doc("sequences per forward pass", 8)
+    shard_sequences: int = doc("sequences per shard (a multiple of batch_size)", 64)
+    token_mask_prob: float = doc("probability a token is masked in the token-masked cache "
+                                 "(used only by the masked-reg recipe)", 0.3)
 
     def __post_init__(self) -> None:
         require(len(self.layers) > 0, "cache.layers must not be empty")
@@ -225,20 +217,19 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class SAESpec:
-    """One named SAE to train: a variant plus its parameters.
+    """One named SAE to train: a variant plus its parameters."""
 
-    ``params`` are validated by the variant's own config dataclass.
-    ``token_masked`` trains on the token-masked cache (the masked-reg recipe).
-    """
-
-    variant: str
-    params: dict[str, Any] = field(default_factory=dict)
-    token_masked: bool = False
-    lr: float | None = None  # overrides train.lr for this SAE
-    width: int | None = None  # overrides train.width (the scale study)
-    tokens: int | None = None  # overrides train.tokens (the scale study)
-    # overrides train.dtype: the TopK family keeps float32 (docs/benchmarks.md, bfloat16)
-    dtype: Literal["float32", "bfloat16"] | None = None
+    variant: str = doc("the SAE variant: standard, topk, batchtopk, jumprelu, atm, matryoshka")
+    params: dict[str, Any] = doc("the variant's parameters, validated by its own config "
+                                 "dataclass (atm_repro.saes)", factory=dict)
+    token_masked: bool = doc("train on the token-masked cache (the masked-reg recipe)", False)
+    lr: float | None = doc("learning rate of this SAE (None: train.lr)", None)
+    width: int | None = doc("latents of this SAE (None: train.width; the scale study)", None)
+    tokens: int | None = doc("training tokens of this SAE (None: train.tokens; the scale "
+                             "study)", None)
+    dtype: Literal["float32", "bfloat16"] | None = doc(
+        "compute dtype of this SAE (None: train.dtype); the TopK family keeps float32 "
+        "(docs/benchmarks.md, bfloat16)", None)
 
     def __post_init__(self) -> None:
         require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -250,39 +241,45 @@ class SAESpec:
 class TrainConfig:
     """Trainer settings shared by every variant."""
 
-    layer: int = 1
-    width: int = 256
-    batch_size: int = 512  # tokens per step
-    tokens: int = 50_000  # training tokens per SAE (may exceed the cache: epochs)
-    lr: float = 3e-4
-    lr_warmup_steps: int = 10
-    lr_decay_frac: float = 0.2
-    grad_clip: float = 1.0
-    dead_tokens: int = 20_000  # a latent is dead after this many tokens without firing
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
-    init_sample_tokens: int = 4096  # tokens used for the input scale and b_dec init
-    log_every: int = 10
-    checkpoint_every: int = 0  # steps; 0 = only at the end
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    # seeds of particular specs when they differ from ``seeds`` (e.g. 5 for the
-    # compared families, 3 for the rest); names must be in ``saes``
-    sae_seeds: dict[str, list[int]] = field(default_factory=dict)
-    device: str = "cpu"
-    # compute dtype of the SAE's forward and backward (autocast); weights, gradients
-    # and optimizer state stay float32. bfloat16 needs native support (checked before
-    # any work); auto: bfloat16 where native, else float32 (``resolve_dtype``).
-    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
-    # run each variant's step kernel through torch.compile (saes/base.py, "Compiled
-    # steps"): its [B, F] elementwise work fused; a one-time compile per process
-    # and shape (tens of seconds, cached on disk); numbers equal eager's up to
-    # float rounding (docs/benchmarks.md)
-    compile: bool = False
-    # token counts at which a run also saves its inference SAE, evaluated like a
-    # finished one (train.py, "Snapshots"): a convergence curve from one run's
-    # training, without its learning-rate decay; counts at or past a run's own
-    # budget are the finished SAE itself and are not saved again
-    snapshot_tokens: list[int] = field(default_factory=list)
-    saes: dict[str, SAESpec] = field(default_factory=dict)
+    layer: int = doc("the layer the main set of SAEs trains on (one of cache.layers)", 1,
+                     paper="12 (of Gemma-2-2b's 26)")
+    width: int = doc("latents per SAE", 256, paper="16384")
+    batch_size: int = doc("tokens per optimizer step", 512)
+    tokens: int = doc("training tokens per SAE (may exceed the cache: epochs)", 50_000,
+                      paper="5,000,000")
+    lr: float = doc("Adam learning rate (a spec's lr overrides it); linear warmup, then "
+                    "constant, then linear decay to 0", 3e-4, paper="3e-4")
+    lr_warmup_steps: int = doc("steps of linear learning-rate warmup from 0", 10)
+    lr_decay_frac: float = doc("fraction of the steps, at the end, over which the learning "
+                               "rate decays linearly to 0", 0.2)
+    grad_clip: float = doc("gradient-norm clipping threshold", 1.0)
+    dead_tokens: int = doc("a latent is dead after this many tokens without firing", 20_000)
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = doc(
+        "initial decoder bias, from the scaled init sample", "geometric_median")
+    init_sample_tokens: int = doc("tokens used for the input scale and the b_dec init", 4096)
+    log_every: int = doc("steps per train_log.jsonl record", 10)
+    checkpoint_every: int = doc("steps between checkpoints; 0 = only at the end", 0)
+    seeds: list[int] = doc("seeds every SAE trains with, unless sae_seeds names its own",
+                           factory=lambda: [0, 1])
+    sae_seeds: dict[str, list[int]] = doc(
+        "seeds of particular specs when they differ from seeds (e.g. 5 for the compared "
+        "families, 3 for the rest); names must be in saes", factory=dict)
+    device: str = doc("torch device of SAE training ('cpu', 'cuda')", "cpu")
+    dtype: Literal["float32", "bfloat16", "auto"] = doc(
+        "compute dtype of the SAE's forward and backward (autocast); weights, gradients and "
+        "optimizer state stay float32. bfloat16 needs native support (checked before any "
+        "work); auto: bfloat16 where native, else float32, resolved when a run starts and "
+        "recorded in its key", "float32")
+    compile: bool = doc(
+        "run each variant's step kernel through torch.compile (saes/base.py, 'Compiled "
+        "steps'): one compile per process and shape; numbers equal eager's up to float "
+        "rounding (docs/benchmarks.md)", False)
+    snapshot_tokens: list[int] = doc(
+        "token counts at which a run also saves its inference SAE, evaluated like a "
+        "finished one (train.py, 'Snapshots'); counts at or past a run's budget are the "
+        "finished SAE itself", factory=list)
+    saes: dict[str, SAESpec] = doc("the main set: SAE name -> spec (train.saes.<name>.<key>)",
+                                   factory=dict)
 
     def seeds_of(self, name: str) -> list[int]:
         """The seeds spec ``name`` is trained with."""
@@ -290,10 +287,10 @@ class TrainConfig:
 
     def for_spec(self, spec: SAESpec) -> TrainConfig:
         """These settings with the spec's own width, token budget and dtype, if it
-        sets them."""
+        sets them (``auto`` stays as it is: the machine resolves it, ``train.run_config``)."""
         return dataclasses.replace(self, width=spec.width or self.width,
                                    tokens=spec.tokens or self.tokens,
-                                   dtype=spec.dtype or resolve_dtype(self.dtype, self.device))
+                                   dtype=spec.dtype or self.dtype)
 
     def __post_init__(self) -> None:
         require(self.width > 0, "train.width must be > 0")
@@ -321,9 +318,9 @@ class SweepConfig:
     """One hyperparameter of one SAE spec swept over values, each at ``seeds``
     (the spec's own value is its main-set run, at the main set's seeds)."""
 
-    param: str
-    values: list[float]
-    seeds: list[int] = field(default_factory=lambda: [0])
+    param: str = doc("the swept parameter of the spec (e.g. k, l1_coefficient)")
+    values: list[float] = doc("the values swept")
+    seeds: list[int] = doc("seeds of each swept value", factory=lambda: [0])
 
     def __post_init__(self) -> None:
         require(len(self.values) > 0, "a sweep needs at least one value")
@@ -334,17 +331,20 @@ class SweepConfig:
 @dataclass(frozen=True)
 class AblationConfig:
     """Notebook 03: one-factor-at-a-time ablations of ``sae`` around its profile
-    values (numbers, or choices such as ``ema_start: [first_batch]``), plus
-    sparsity sweeps (absorption / explained variance against L0) of any spec.
-    Same training budget as the main set, whose run is the point at the
-    profile's own value. Factors run at ``seeds`` unless ``factor_seeds``
-    names their own."""
+    values, plus sparsity sweeps (absorption / explained variance against L0) of
+    any spec. Same training budget as the main set, whose run is the point at the
+    profile's own value."""
 
-    sae: str = "atm"
-    factors: dict[str, list[float | str]] = field(default_factory=dict)
-    sparsity_sweeps: dict[str, SweepConfig] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    factor_seeds: dict[str, list[int]] = field(default_factory=dict)
+    sae: str = doc("the spec whose factors are ablated (a name in train.saes)", "atm")
+    factors: dict[str, list[float | str]] = doc(
+        "parameter -> values tried one at a time around the profile's own (numbers, or "
+        "choices such as ema_start: [first_batch])", factory=dict)
+    sparsity_sweeps: dict[str, SweepConfig] = doc(
+        "spec name -> the sparsity parameter swept (ablations.sparsity_sweeps.<name>.<key>)",
+        factory=dict)
+    seeds: list[int] = doc("seeds of each factor value, unless factor_seeds names its own",
+                           factory=lambda: [0])
+    factor_seeds: dict[str, list[int]] = doc("seeds of particular factors", factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.factor_seeds) - set(self.factors))
@@ -356,15 +356,16 @@ class AblationConfig:
 
 @dataclass(frozen=True)
 class ScaleConfig:
-    """Notebook 03's scale study: ``saes`` retrained at other ``widths`` and at
-    other token budgets (``token_multiples`` of ``train.tokens``; a budget beyond
-    the cache repeats it in epochs), one change at a time, each at ``seeds``. The
-    main-set run is the point at ``train.width`` and 1x."""
+    """Notebook 03's scale study: ``saes`` retrained at other widths and token
+    budgets, one change at a time. The main-set run is the point at
+    ``train.width`` and 1x."""
 
-    saes: list[str] = field(default_factory=list)
-    widths: list[int] = field(default_factory=list)
-    token_multiples: list[float] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    saes: list[str] = doc("specs retrained (names in train.saes)", factory=list)
+    widths: list[int] = doc("other widths each is trained at", factory=list)
+    token_multiples: list[float] = doc(
+        "other token budgets, as multiples of train.tokens (a budget beyond the cache "
+        "repeats it in epochs)", factory=list)
+    seeds: list[int] = doc("seeds of each scale-study run", factory=lambda: [0])
 
     def __post_init__(self) -> None:
         require(all(w > 0 for w in self.widths), f"scale.widths must be > 0, got {self.widths}")
@@ -376,37 +377,43 @@ class ScaleConfig:
 
 @dataclass(frozen=True)
 class CrossLayerConfig:
-    """Notebook 04: ``saes`` (names in ``train.saes``) trained at each layer
-    with the main set's settings; at ``train.layer`` the main-set run is reused."""
+    """Notebook 04: SAEs trained at other layers with the main set's settings; at
+    ``train.layer`` the main-set run is reused."""
 
-    layers: list[int] = field(default_factory=list)
-    saes: list[str] = field(default_factory=list)
-    seed: int = 0
+    layers: list[int] = doc("layers the SAEs are trained at (each one of cache.layers)",
+                            factory=list)
+    saes: list[str] = doc("specs trained at each layer (names in train.saes)", factory=list)
+    seed: int = doc("the one seed of each cross-layer run", 0)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A whole reproduction setting. ``name`` decides runs/<name>/."""
+    """A whole reproduction setting (a YAML file under profiles/)."""
 
-    name: str
-    description: str = ""
-    smoke: bool = False  # smoke numbers never reach figures/ or paper/tables/
-    seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    ablations: AblationConfig = field(default_factory=AblationConfig)
-    cross_layer: CrossLayerConfig = field(default_factory=CrossLayerConfig)
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
-    # Profiles run before this one whose results its paper compares with (the
-    # cross-model table and figure): names under profiles/, without companions.
-    companions: list[str] = field(default_factory=list)
-    # Whether notebook 05 writes the paper's figures/ and paper/tables/; false (and
-    # always for smoke): under runs/<name>/ instead (a companion's own outputs).
-    writes_paper: bool = True
-    # Per-eval settings, validated by each eval's config class (atm_repro.evals).
-    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    name: str = doc("the profile's name; its outputs go to runs/<name>/")
+    description: str = doc("one line on what the profile is for", "")
+    smoke: bool = doc("a smoke profile: its numbers never reach figures/ or paper/tables/",
+                      False)
+    seed: int = doc("the profile's base seed", 0)
+    model: ModelConfig = doc("the language model (model.<key>)", factory=ModelConfig)
+    corpus: CorpusConfig = doc("the text corpus (corpus.<key>)", factory=CorpusConfig)
+    cache: CacheConfig = doc("the activation cache (cache.<key>)", factory=CacheConfig)
+    train: TrainConfig = doc("SAE training (train.<key>)", factory=TrainConfig)
+    ablations: AblationConfig = doc("notebook 03's ablations and sparsity sweeps "
+                                    "(ablations.<key>)", factory=AblationConfig)
+    cross_layer: CrossLayerConfig = doc("notebook 04's layers (cross_layer.<key>)",
+                                        factory=CrossLayerConfig)
+    scale: ScaleConfig = doc("notebook 03's scale study (scale.<key>)", factory=ScaleConfig)
+    companions: list[str] = doc(
+        "profiles run before this one whose results its paper compares with (the "
+        "cross-model table and figure): names under profiles/, without companions",
+        factory=list)
+    writes_paper: bool = doc(
+        "whether notebook 05 writes the paper's figures/ and paper/tables/; false (and "
+        "always for smoke): under runs/<name>/ instead (a companion's own outputs)", True)
+    evals: dict[str, dict[str, Any]] = doc(
+        "per-eval settings, validated by each eval's config class (atm_repro.evals)",
+        factory=dict)
 
     def __post_init__(self) -> None:
         require(self.name not in self.companions,
@@ -431,6 +438,50 @@ class Profile:
                               else [])):
             unknown = sorted(set(names) - set(self.train.saes))
             require(not unknown, f"{where}: {unknown} not in train.saes {sorted(self.train.saes)}")
+
+
+def _documented(obj: Any, prefix: str = "") -> dict[str, tuple[dataclasses.Field, Any]]:
+    """Dotted key -> (schema field, value) of every field of ``obj``, into nested
+    sections and into mappings of them (``train.saes.<name>.lr``)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        key, value = _join(prefix, f.name), getattr(obj, f.name)
+        out[key] = (f, value)
+        if dataclasses.is_dataclass(value):
+            out.update(_documented(value, key))
+        elif isinstance(value, dict):
+            for name, entry in value.items():
+                if dataclasses.is_dataclass(entry):
+                    out.update(_documented(entry, f"{key}.{name}"))
+    return out
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(to_dict(value))
+
+
+def explain(profile: Profile, key: str) -> str:
+    """What config field ``key`` (``train.lr``) does, its default, ``profile``'s
+    value and the paper's; ``ConfigError`` listing close matches for an unknown key."""
+    known = _documented(profile)
+    if key not in known:
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in known if k.rsplit(".", 1)[-1] == leaf]
+        close += difflib.get_close_matches(key, list(known), n=5, cutoff=0.6)
+        close = list(dict.fromkeys(close))[:8]
+        raise ConfigError(f"unknown config key {key!r}; "
+                          + (f"close matches: {', '.join(close)}" if close else
+                             f"keys at the top: {', '.join(k for k in known if '.' not in k)}"))
+    f, value = known[key]
+    if f.default is not dataclasses.MISSING:
+        default = _shown(f.default)
+    elif f.default_factory is not dataclasses.MISSING:
+        default = _shown(f.default_factory())
+    else:
+        default = "none (required)"
+    return "\n".join([key, f"  {f.metadata['help']}", f"  default: {default}",
+                      f"  profile {profile.name}: {_shown(value)}",
+                      f"  paper: {f.metadata['paper']}"])
 
 
 @dataclass(frozen=True)

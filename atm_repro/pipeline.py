@@ -6,9 +6,11 @@ no machine paths, timings or progress bars) also goes to
 ``notebooks/executed/<profile>/``, committed beside the sources so that a reader
 sees the canonical run without running it. A failing notebook stops
 the chain with ``PipelineError`` naming the notebook, the failing cell and
-the saved partial copy. The profile and overrides are validated before any
-notebook starts, and so are its model and layers (``cache.check_cache_request``:
-a model the chain cannot use or a layer beyond its depth stops it there).
+the saved partial copy. The caller loads (and so validates) the profile once
+(``profiles.load_profile``) and passes it in; its dtypes, model and layers are
+checked before any notebook starts (``cache.check_cache_request``: a model the
+chain cannot use or a layer beyond its depth stops it there). Each notebook, a
+process of its own, loads it once more from the same name and overrides.
 
 Progress: before the chain, an estimate per notebook from the last run's
 recorded wall times (``runs/<profile>/stage_times.json``); while a notebook
@@ -33,7 +35,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from atm_repro.cache import check_cache_request
 from atm_repro.config import REPO_ROOT, Profile
-from atm_repro.profiles import check_dtypes, describe_dtypes, load_profile
+from atm_repro.profiles import check_dtypes, companion_profiles, describe_dtypes, load_profile
 from atm_repro.report.provenance import output_dirs
 from atm_repro.report.results import per_sae, read_results
 from atm_repro.report.summaries import labelled, main_table
@@ -183,20 +185,22 @@ def _print_now(line: str) -> None:
     print(line, flush=True)
 
 
-def run(profile: str, overrides: dict | None = None, only: list[str] | None = None,
-        timeout: int = 3600, log=None) -> list[StageResult]:
-    """Execute the notebooks for ``profile``, showing progress (module docstring);
-    returns per-stage wall times (also recorded for the next run's estimate)."""
+def run(cfg: Profile, profile: str, overrides: dict | None = None,
+        only: list[str] | None = None, timeout: int = 3600, log=None) -> list[StageResult]:
+    """Execute the notebooks for ``cfg``, the profile ``load_profile(profile,
+    overrides)`` gave the caller (the notebooks load it from ``profile`` and
+    ``overrides``), showing progress (module docstring); returns per-stage wall
+    times (also recorded for the next run's estimate)."""
     overrides = overrides or {}
     log = log or _print_now
-    cfg = load_profile(profile, overrides)  # fails here, before any work, on bad input
-    check_dtypes(cfg)  # and here when it asks for bfloat16 this machine emulates
+    check_dtypes(cfg)  # fails here, before any work, when it asks for emulated bfloat16
     check_cache_request(cfg)  # and here for an unusable model or a layer beyond its depth
     log(f"[{cfg.name}] {describe_dtypes(cfg)}")
     results = []
-    for companion in cfg.companions:  # first: this profile's notebook 05 reads their results
-        log(f"[{cfg.name}] companion profile {companion!r} first (without overrides)")
-        results += run(companion, only=only, timeout=timeout, log=log)
+    # first: this profile's notebook 05 reads their results
+    for name, companion in zip(cfg.companions, companion_profiles(cfg)):
+        log(f"[{cfg.name}] companion profile {name!r} first (without overrides)")
+        results += run(companion, name, only=only, timeout=timeout, log=log)
     out_dir = notebooks_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = notebooks(only)
@@ -281,7 +285,7 @@ def refresh_references(only: list[str] | None = None, timeout: int = 1800,
     """Re-execute the notebooks on the smoke profile and store, in the committed
     notebooks, the outputs of ``# NBVAL_CHECK_OUTPUT`` cells only (every other
     output is cleared): the references that ``pytest --nbval-lax`` compares."""
-    results = run("smoke", only=only, timeout=timeout, log=log)
+    results = run(load_profile("smoke"), "smoke", only=only, timeout=timeout, log=log)
     changed = []
     for stage in results:
         source = NOTEBOOK_DIR / stage.notebook

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,9 @@ from atm_repro.config import (
     format_value,
     from_dict,
     require,
-    require_native_dtype,
-    resolve_dtype,
 )
 from atm_repro.evals import EVAL_CONFIGS
-from atm_repro.hardware import bf16_native
+from atm_repro.hardware import bf16_native, require_native_dtype, resolve_dtype
 from atm_repro.saes import build_config, validate_spec
 
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -97,12 +96,13 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = N
         raise ConfigError(f"{path}: a profile must be a mapping")
     merged = apply_overrides(raw, overrides or {})
     cfg = from_dict(Profile, merged)
-    for name, spec in cfg.train.saes.items():
-        validate_spec(spec, d_in=1, width=cfg.train.width, where=f"train.saes.{name}")
-    for name, spec in derived_specs(cfg).items():
-        validate_spec(spec, d_in=1, width=cfg.train.width, where=f"ablations ({name})")
-    for name, spec in scale_specs(cfg).items():
-        validate_spec(spec, d_in=1, width=spec.width or cfg.train.width, where=f"scale ({name})")
+    for name, spec in cfg.train.saes.items():  # first: derived runs resolve their defaults
+        validate_spec(spec, d_in=1, width=cfg.train.for_spec(spec).width,
+                      where=f"train.saes.{name}")
+    for where, runs in (("ablations", derived_runs(cfg)), ("scale", scale_runs(cfg))):
+        for run in runs:
+            validate_spec(run.spec, d_in=1, width=cfg.train.for_spec(run.spec).width,
+                          where=f"{where} ({run.name})")
     unknown = sorted(set(cfg.evals) - set(EVAL_CONFIGS))
     require(not unknown, f"evals: unknown eval(s) {unknown}; known: {sorted(EVAL_CONFIGS)}")
     for name, params in cfg.evals.items():
@@ -113,7 +113,7 @@ def load_profile(profile: str | Path, overrides: dict[str, Any] | str | None = N
 
 def check_dtypes(cfg: Profile, cpuinfo: str | None = None) -> None:
     """Every bfloat16 the profile asks for (``model.dtype``, ``train.dtype``, a
-    spec's ``dtype``) is native here (``config.require_native_dtype``); the pipeline
+    spec's ``dtype``) is native here (``hardware.require_native_dtype``); the pipeline
     calls it before the first notebook."""
     checks = [("model.dtype", cfg.model.dtype, cfg.model.device),
               ("train.dtype", cfg.train.dtype, cfg.train.device)]
@@ -139,12 +139,12 @@ def describe_dtypes(cfg: Profile, cpuinfo: str | None = None) -> str:
 
 
 def companion_profiles(cfg: Profile) -> list[Profile]:
-    """``cfg.companions`` loaded (no overrides): each must exist, have no
-    companions of its own, be smoke exactly when ``cfg`` is, and not write the
-    paper's outputs (its own tables stay under runs/<name>/)."""
+    """``cfg.companions`` loaded (no overrides; once per process): each must exist,
+    have no companions of its own, be smoke exactly when ``cfg`` is, and not write
+    the paper's outputs (its own tables stay under runs/<name>/)."""
     out = []
     for name in cfg.companions:
-        other = load_profile(name)
+        other = _companion(name)
         require(not other.companions,
                 f"companions: {name!r} has companions of its own ({other.companions})")
         require(other.smoke == cfg.smoke,
@@ -155,6 +155,13 @@ def companion_profiles(cfg: Profile) -> list[Profile]:
                 "writes the paper's tables and figures)")
         out.append(other)
     return out
+
+
+@functools.cache
+def _companion(name: str) -> Profile:
+    """Companion ``name`` loaded once per process: validating the profile that names
+    it, the pipeline and notebook 05 all ask for it."""
+    return load_profile(name)
 
 
 def eval_configs(profile: Profile) -> dict:

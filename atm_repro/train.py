@@ -15,7 +15,9 @@ Recipe (docs/methods.md, "Shared recipe"; every choice is a ``TrainConfig`` valu
   parallel gradient removed before the step and rows renormalised after it.
 * Precision (``train.dtype``): float32, or bfloat16 autocast around the SAE's
   forward (its matmuls and their gradients in bfloat16) with float32 master
-  weights, gradients and Adam state; checked to be native by ``profiles``.
+  weights, gradients and Adam state; ``auto`` is resolved when a run starts
+  (``run_config``: the run's key records the resolved dtype) and bfloat16 is
+  checked to be native before the first step.
 * Dead latents in tokens: per latent, tokens since it last fired (counted per
   batch); dead once >= ``dead_tokens``. Variants see the mask in ``StepContext``.
 * Data order is a function of (seed, step) only: epoch e visits the source rows
@@ -56,6 +58,7 @@ that key is resumed; anything else starts afresh.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -76,10 +79,10 @@ from atm_repro.config import (
     SAESpec,
     TrainConfig,
     fingerprint,
-    require_native_dtype,
     to_dict,
 )
 from atm_repro.files import atomic_write_text, keyed_json
+from atm_repro.hardware import require_native_dtype, resolve_dtype
 from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir, snapshot_dir
 from atm_repro.sae_metrics import activation_stats
@@ -223,6 +226,13 @@ def summarize(sae: SAE, source, batch_size: int, max_tokens: int = SUMMARY_TOKEN
     return activation_stats(sae, source, rows, batch_size).compute()
 
 
+def run_config(cfg: TrainConfig, spec: SAESpec) -> TrainConfig:
+    """The settings one run of ``spec`` trains with (and its key records):
+    ``cfg.for_spec(spec)`` with ``dtype: auto`` resolved on this machine."""
+    cfg = cfg.for_spec(spec)
+    return dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, cfg.device))
+
+
 def check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {device!r} but CUDA is not available here")
@@ -318,7 +328,7 @@ def train_sae(
     Bad input raises before any training step.
     """
     out_dir = Path(out_dir)
-    cfg = cfg.for_spec(spec)
+    cfg = run_config(cfg, spec)
     d_in = source.d_model
     sae_cfg = build_config(spec.variant, spec.params, d_in, cfg.width, where=f"train.saes.{name}")
     lr = spec.lr if spec.lr is not None else cfg.lr  # both validated > 0 by config.py
@@ -499,7 +509,9 @@ def train_profile(
     """Train every named spec (default ``profile.train.saes``) x seed on ``layer``
     (default ``train.layer``) into ``sae_dir(...)``; ``seeds`` is one list for all
     specs, a list per name, or None for ``train.seeds_of``. Unchanged runs are skipped,
-    interrupted ones resumed. Everything is validated before the first run."""
+    interrupted ones resumed. The specs' parameters were validated when the profile
+    loaded (``profiles.load_profile``); names, caches and shapes are checked here,
+    before the first run."""
     tcfg = profile.train
     specs = tcfg.saes if specs is None else specs
     layer = tcfg.layer if layer is None else layer
@@ -529,8 +541,6 @@ def train_profile(
         if source.d_model != eval_source.d_model:
             raise ConfigError(f"train.saes.{name}: training activations have d_model "
                               f"{source.d_model}, eval activations {eval_source.d_model}")
-        build_config(spec.variant, spec.params, source.d_model, tcfg.for_spec(spec).width,
-                     where=f"train.saes.{name}")
         jobs.append((name, spec, source, data_key))
     meta = sae_meta(profile, cache, layer)
     results = []

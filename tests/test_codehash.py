@@ -155,7 +155,8 @@ def copied_package(tmp_path: Path) -> Path:
 def test_training_keys_follow_the_variant(tmp_path, monkeypatch):
     atm, topk = io.sae_code_version(ATMSAE), io.sae_code_version(TopKSAE)
     assert atm != topk
-    reached = definitions("atm_repro.train:train_sae", TopKSAE, cut=("atm_repro.saes.registry:VARIANTS",))
+    reached = definitions("atm_repro.train:train_sae", TopKSAE,
+                          cut=("atm_repro.saes.registry:VARIANTS",))
     assert "atm_repro.saes.topk:TopKSAE" in reached and "atm_repro.train:lr_multiplier" in reached
     assert not any(k.startswith("atm_repro.saes.atm:") for k in reached)
     assert not any(k.startswith("atm_repro.codehash:") for k in reached)

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-import atm_repro.config as config_mod
+import atm_repro.hardware as hardware_mod
 from atm_repro import pipeline
-from atm_repro.config import ConfigError, SAESpec, require_native_dtype
-from atm_repro.hardware import bf16_native, cpu_flags
+from atm_repro.config import ConfigError, SAESpec
+from atm_repro.hardware import bf16_native, cpu_flags, require_native_dtype
 from atm_repro.profiles import check_dtypes, load_profile
 
 WITH_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx2\n"
@@ -43,15 +43,15 @@ def test_every_dtype_the_profile_asks_for_is_checked():
 
 
 def test_emulated_bfloat16_stops_the_run_before_any_notebook(monkeypatch, runs_dir):
-    monkeypatch.setattr(config_mod, "bf16_native", lambda device, cpuinfo=None: False)
+    monkeypatch.setattr(hardware_mod, "bf16_native", lambda device, cpuinfo=None: False)
 
     def boom(*args, **kwargs):
         raise AssertionError("a notebook ran")
 
     monkeypatch.setattr("papermill.execute_notebook", boom)
-    load_profile("smoke", {"train.dtype": "bfloat16"})  # reading the profile is fine
+    cfg = load_profile("smoke", {"train.dtype": "bfloat16"})  # reading the profile is fine
     with pytest.raises(ConfigError, match="train.dtype: bfloat16 is not native"):
-        pipeline.run("smoke", {"train.dtype": "bfloat16"}, log=lambda *a: None)
+        pipeline.run(cfg, "smoke", {"train.dtype": "bfloat16"}, log=lambda *a: None)
 
 
 def test_trainer_and_model_load_refuse_emulated_bfloat16(monkeypatch, tmp_path):
@@ -63,7 +63,7 @@ def test_trainer_and_model_load_refuse_emulated_bfloat16(monkeypatch, tmp_path):
     from atm_repro.saes.io import SAEMeta
     from atm_repro.train import train_sae
 
-    monkeypatch.setattr(config_mod, "bf16_native", lambda device, cpuinfo=None: False)
+    monkeypatch.setattr(hardware_mod, "bf16_native", lambda device, cpuinfo=None: False)
     meta = SAEMeta(model_name="synthetic", hook_name="blocks.0.hook_resid_post", layer=0,
                    context_size=8, dataset_path="synthetic")
     source = ArraySource(np.ones((256, 8), dtype=np.float32))
@@ -77,16 +77,26 @@ def test_trainer_and_model_load_refuse_emulated_bfloat16(monkeypatch, tmp_path):
 
 
 def test_auto_resolves_per_machine_and_specs_override_it():
-    from atm_repro.config import TrainConfig, resolve_dtype
+    from atm_repro.config import TrainConfig
+    from atm_repro.hardware import resolve_dtype
     from atm_repro.profiles import describe_dtypes
+    from atm_repro.saes.io import SAEMeta
+    from atm_repro.train import run_config, run_key
 
     assert resolve_dtype("auto", "cpu", WITH_BF16) == "bfloat16"
     assert resolve_dtype("auto", "cpu", WITHOUT_BF16) == "float32"
     assert resolve_dtype("float32", "cpu", WITH_BF16) == "float32"
     cfg = TrainConfig(dtype="auto")
-    native = bf16_native("cpu")
-    assert cfg.for_spec(SAESpec("atm")).dtype == ("bfloat16" if native else "float32")
-    assert cfg.for_spec(SAESpec("topk", {"k": 4}, dtype="float32")).dtype == "float32"
+    native = "bfloat16" if bf16_native("cpu") else "float32"
+    atm, topk = SAESpec("atm"), SAESpec("topk", {"k": 4}, dtype="float32")
+    assert cfg.for_spec(atm).dtype == "auto"  # the config reads no hardware
+    assert run_config(cfg, atm).dtype == native  # the run resolves it
+    assert run_config(cfg, topk).dtype == "float32"
+    # a run's key records the resolved dtype: "auto" keys as that dtype asked for outright
+    meta = SAEMeta(model_name="m", hook_name="h", layer=1, context_size=8, dataset_path="d")
+    keyed = run_key(atm, 0, run_config(cfg, atm), meta, "data")
+    assert keyed["train"]["dtype"] == native
+    assert keyed == run_key(atm, 0, run_config(TrainConfig(dtype=native), atm), meta, "data")
     smoke = load_profile("smoke")
     saes = {**smoke.train.saes, "topk": SAESpec("topk", {"k": 4}, dtype="float32")}
     auto = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, dtype="auto",

@@ -63,17 +63,17 @@ def test_failing_notebook_names_cell_and_partial_copy(tmp_path, monkeypatch, run
                    nbformat.v4.new_code_cell("raise RuntimeError('boom')")])
     with pytest.raises(pipeline.PipelineError, match=r"01_fails.ipynb failed in cell \d+ "
                                                      r"\(RuntimeError: boom\); partial copy"):
-        pipeline.run("smoke", log=lambda *a: None, timeout=120)
+        pipeline.run(load_profile("smoke"), "smoke", log=lambda *a: None, timeout=120)
     assert (runs_dir / "smoke" / "notebooks" / "01_fails.ipynb").exists()
 
 
-def test_pipeline_rejects_bad_overrides_before_running(monkeypatch):
+def test_run_rejects_bad_overrides_before_running(monkeypatch, capsys):
     def boom(*args, **kwargs):
         raise AssertionError("a notebook ran")
 
     monkeypatch.setattr("papermill.execute_notebook", boom)
-    with pytest.raises(ConfigError, match="unknown key"):
-        pipeline.run("smoke", {"cache.nope": 1})
+    assert cli.main(["run", "--profile", "smoke", "--set", "cache.nope=1"]) == 2
+    assert "unknown key(s) ['nope']" in capsys.readouterr().err
 
 
 def test_layer_beyond_the_model_is_refused_before_notebook_01(tmp_path, runs_dir, monkeypatch,
@@ -138,7 +138,8 @@ def test_one_seed_one_family_profile_runs_notebook_05_to_the_end(runs_dir):
     cfg = load_profile("smoke", ONE_FAMILY)
     train_profile(cfg, ActivationCache.open(build_cache(cfg, progress=False)), progress=False)
     lines = []
-    (stage,) = pipeline.run("smoke", ONE_FAMILY, only=["05"], log=lines.append, timeout=900)
+    (stage,) = pipeline.run(cfg, "smoke", ONE_FAMILY, only=["05"], log=lines.append,
+                            timeout=900)
     assert stage.notebook == "05_evaluate.ipynb"
     assert any(line.endswith("| 1 SAEs evaluated") for line in lines)
     assert any(re.search(r"\| \d+ files written$", line) for line in lines)  # the last cell
@@ -155,7 +156,7 @@ def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monke
         nbformat.v4.new_code_cell("# say hello\nprint('hello')\nprint('two')"),
         nbformat.v4.new_code_cell("import sys\nprint('bar', file=sys.stderr)")])
     lines = []
-    pipeline.run("smoke", log=lines.append, timeout=120)
+    pipeline.run(load_profile("smoke"), "smoke", log=lines.append, timeout=120)
     assert lines[0] == "[smoke] dtypes: model forward float32; SAE training float32"
     assert lines[1] == "[smoke] no recorded stage times yet: no estimate"
     cells = [line for line in lines if " cell " in line]
@@ -165,7 +166,7 @@ def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monke
     assert cells[4].endswith("| two") and not any("bar" in line for line in lines)
     assert any(line.startswith("[smoke] figures: ") for line in lines)
     again = []
-    pipeline.run("smoke", log=again.append, timeout=120)
+    pipeline.run(load_profile("smoke"), "smoke", log=again.append, timeout=120)
     assert re.fullmatch(r"\[smoke\] estimate from the last run: 01_hello 00:\d\d; "
                         r"total about 00:\d\d", again[1])
 
@@ -186,7 +187,8 @@ def test_companions_run_first_without_the_overrides(tmp_path, monkeypatch, runs_
     companion = tmp_path / "buddy.yaml"
     companion.write_text("name: buddy\nsmoke: true\nwrites_paper: false\n")
     lines = []
-    results = pipeline.run("smoke", {"companions": [str(companion)], "seed": 3},
+    overrides = {"companions": [str(companion)], "seed": 3}
+    results = pipeline.run(load_profile("smoke", overrides), "smoke", overrides,
                            log=lines.append, timeout=120)
     assert [r.output.parent.parent.name for r in results] == ["buddy", "smoke"]
     said = [line for line in lines if "| " in line]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import atm_repro
 from atm_repro.config import ConfigError
 from atm_repro.profiles import available_profiles, derived_runs, load_profile, scale_runs
 
@@ -112,3 +118,40 @@ def test_companions_must_leave_the_paper_to_the_profile_naming_them(tmp_path):
     cfg = load_profile("cpu")
     assert cfg.companions == ["smollm2"] and cfg.writes_paper
     assert not load_profile("smollm2").writes_paper
+
+
+def test_reading_a_profile_imports_no_sklearn():
+    """Loading a YAML validates each eval's config but runs no eval: scikit-learn
+    (the probes) stays unimported."""
+    code = ("import sys\nfrom atm_repro.profiles import load_profile\nload_profile('smoke')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    root = Path(atm_repro.__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, check=True)
+    assert done.stdout.strip() == "[]", done.stdout[:300]
+
+
+def test_specs_are_validated_at_their_own_width():
+    """A spec's ``width`` is the d_sae its parameters are checked against when the
+    profile loads (the trainer does not check them again)."""
+    narrow = {"train.saes.topk.width": 8, "train.saes.topk.params.k": 12}
+    with pytest.raises(ConfigError, match=r"train.saes.topk.*d_sae=8"):
+        load_profile("smoke", narrow)
+    wide = load_profile("smoke", {"train.width": 8, "train.saes": {"topk": {
+        "variant": "topk", "params": {"k": 12}, "width": 16}}, "ablations.factors": {},
+        "ablations.sparsity_sweeps": {}, "scale.saes": [], "cross_layer.saes": []})
+    assert wide.train.saes["topk"].width == 16
+
+
+def test_a_companion_loads_once_per_process(monkeypatch):
+    from atm_repro import profiles
+
+    loads = []
+    real = profiles.load_profile
+    monkeypatch.setattr(profiles, "load_profile",
+                        lambda name, *a, **k: loads.append(name) or real(name, *a, **k))
+    profiles._companion.cache_clear()
+    cfg = profiles.load_profile("cpu")
+    assert [p.name for p in profiles.companion_profiles(cfg)] == ["smollm2"]
+    profiles.load_profile("cpu")
+    assert loads.count("smollm2") == 1 and loads.count("cpu") == 2

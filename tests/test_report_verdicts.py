@@ -12,6 +12,7 @@ from atm_repro.report.provenance import Stamp
 from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
 from atm_repro.report.style import label
 from atm_repro.report.verdicts import claim_numbers, claims, claims_table
+from atm_repro.train import run_config
 
 STAMP = Stamp("cpu", False, "abc1234")
 
@@ -70,7 +71,8 @@ def test_setup_tables_come_from_the_profile():
         return [r for r in table.splitlines() if r.startswith(f"{label(name)} &")][0]
 
     for name in ("atm", "topk"):
-        resolved = cfg.train.for_spec(cfg.train.saes[name]).dtype
+        resolved = run_config(cfg.train, cfg.train.saes[name]).dtype
         assert f"training dtype {resolved}" in row(hyper, name)
+    assert cfg.train.dtype == "auto" and "training dtype auto" not in hyper
     pinned = load_profile("cpu", {"train.saes.topk.dtype": "float32"})
     assert "training dtype float32" in row(hyperparameters_table(pinned, m, STAMP), "topk")

@@ -29,7 +29,7 @@ from atm_repro.bench.common import BenchError, Row, first_spec, open_cache, trai
 from atm_repro.config import Profile, SAESpec, TrainConfig
 from atm_repro.runs import bench_dir
 from atm_repro.saes import SAE, SAEConfig, build_config, build_sae
-from atm_repro.train import BatchOrder, initialise, summarize
+from atm_repro.train import BatchOrder, initialise, run_config, summarize
 
 SAELENS_MISSING = "SAELens: not installed (pip install -e .[bench])"
 # Same recipe, same start: the two FVUs should agree; ours may trail by this much
@@ -117,7 +117,7 @@ def saelens_trainer(sae_lens, spec: SAESpec, train: TrainConfig, source, steps: 
     ramp, dead-latent window and precision (bfloat16 autocast or none)."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig  # optional (.[bench])
 
-    tcfg = train.for_spec(spec)
+    tcfg = run_config(train, spec)
     seed, B = tcfg.seeds[0], tcfg.batch_size
     ours, scale = our_init(spec, tcfg, source, seed)
     sae = _saelens_sae(sae_lens, ours, steps, tcfg.device)
@@ -171,7 +171,7 @@ def run(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     rows, runs = [], {}
     for name in names:
         spec = tcfg.saes[name]
-        scfg = tcfg.for_spec(spec)
+        scfg = run_config(tcfg, spec)
         full = scfg.tokens // scfg.batch_size
         ours = train_steps(profile, cache, name, full, bench_dir(profile) / "saelens" / name,
                            fresh=True).metrics

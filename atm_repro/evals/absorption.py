@@ -74,11 +74,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 from transformers import DynamicCache
@@ -88,6 +87,9 @@ from atm_repro.codehash import code_key
 from atm_repro.config import ConfigError, fingerprint
 from atm_repro.evals.results import EvalResult
 from atm_repro.models import LoadedModel
+
+if TYPE_CHECKING:  # sklearn is imported where probes are fit: loading a profile needs none
+    from sklearn.linear_model import LogisticRegression
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 TEMPLATE = "{word} has the first letter:"
@@ -668,6 +670,8 @@ def encode_latents(sae: torch.nn.Module, acts_ND: np.ndarray, batch_size: int) -
 def _fit(model: LogisticRegression, x, y) -> LogisticRegression:
     """Fit with BLAS on one thread and without convergence warnings (SAEBench's
     ``max_iter=500`` is a setting, not a failure)."""
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(x, y)
@@ -697,6 +701,8 @@ def select_main_latents(z_train_NF: np.ndarray, y_train: np.ndarray, z_test_NF: 
     k raw latents is scored on test; k grows while F1 beats the best so far by
     more than ``f1_jump`` (k = 1 is always taken).
     """
+    from sklearn.linear_model import LogisticRegression
+
     W_LF = l1_probe_weights(z_train_NF, y_train, cfg)
     out = {}
     for c in letters:

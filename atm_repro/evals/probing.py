@@ -35,8 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -352,7 +350,11 @@ def probe_accuracy(
     max_iter: int,
 ) -> tuple[float, bool]:
     """Test accuracy of an L2 logistic regression (C = 1) on the raw features,
-    and whether the solver converged."""
+    and whether the solver converged (sklearn imported here: loading a profile needs
+    none)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         probe = LogisticRegression(C=PROBE_C, max_iter=max_iter)

@@ -20,6 +20,7 @@ from atm_repro.evals.stability import PAIR_SEPARATOR, pair_members
 from atm_repro.evaluate import discover_saes
 from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import SAERecord, results_dir
+from atm_repro.saes.atm import ATMConfig
 
 SAE_COLUMNS = ["sae_id", "model", "group", "name", "variant", "mask_mode", "layer", "seed",
                "base", "param", "value"]
@@ -35,7 +36,7 @@ def _describe(profile: Profile, record: SAERecord, derived: dict) -> dict:
     changed parameter and its value."""
     run = derived.get(record.name)
     spec = profile.train.saes.get(record.name) or run.spec
-    mask_mode = (spec.params.get("mask_mode", "importance") if spec.variant == "atm"
+    mask_mode = (spec.params.get("mask_mode", ATMConfig.mask_mode) if spec.variant == "atm"
                  else None)
     return {"sae_id": record.sae_id, "model": profile.model.name, "group": record.group,
             "name": record.name, "variant": spec.variant, "mask_mode": mask_mode,

@@ -19,6 +19,7 @@ from atm_repro.report.latex import booktabs_table, escape_latex
 from atm_repro.report.provenance import Stamp
 from atm_repro.report.style import label
 from atm_repro.saes import build_config
+from atm_repro.train import run_config
 
 # How each offline model reaches this project (the models' sources, docs/data.md).
 MODEL_SOURCES = {
@@ -108,7 +109,7 @@ def hyperparameters_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -
         resolved = dataclasses.asdict(build_config(spec.variant, spec.params, d_model, t.width))
         settings = "; ".join(f"{k.replace('_', ' ')} {_value(v)}"
                              for k, v in sorted(resolved.items()) if k not in ("d_in", "d_sae"))
-        settings += f"; training dtype {t.for_spec(spec).dtype}"  # train.dtype auto resolved
+        settings += f"; training dtype {run_config(t, spec).dtype}"  # auto resolved here
         if spec.token_masked:
             settings += f"; trained on token-masked text (p = {cfg.cache.token_mask_prob:g})"
         rows.append({"sae": label(name), "variant": spec.variant,

@@ -69,7 +69,8 @@ def sae_code_version(variant: type[SAE]) -> str:
     imported: it sits above this module), the cache's row sources it reads and the
     variant's class; the registry of variants is cut, so other variants stay out."""
     return code_key("atm_repro.train:train_sae", "atm_repro.cache:ActivationCache",
-                    "atm_repro.cache:ArraySource", variant, cut=("atm_repro.saes.registry:VARIANTS",))
+                    "atm_repro.cache:ArraySource", variant,
+                    cut=("atm_repro.saes.registry:VARIANTS",))
 
 
 @dataclass(frozen=True)
