@@ -33,6 +33,7 @@ import papermill as pm
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
+from atm_repro import metrics
 from atm_repro.cache import check_cache_request
 from atm_repro.config import REPO_ROOT, Profile
 from atm_repro.profiles import check_dtypes, companion_profiles, describe_dtypes, load_profile
@@ -46,9 +47,9 @@ EXECUTED_DIR = NOTEBOOK_DIR / "executed"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 ENGINE = "atm-repro-progress"
 HEARTBEAT_S = 60.0
-HEADLINE = ["n_seeds", "core/l0", "core/explained_variance",
-            "absorption/mean_full_absorption", "absorption/mean_absorption_fraction",
-            "probing/mean_top1", "stability/max_cos_mean"]
+HEADLINE = ["n_seeds", *(m.id for m in (
+    metrics.L0, metrics.EXPLAINED_VARIANCE, metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION,
+    metrics.PROBING_TOP1, metrics.STABILITY_MAX_COS))]
 
 
 class PipelineError(RuntimeError):

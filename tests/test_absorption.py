@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from atm_repro import metrics
 from atm_repro.config import ConfigError, CorpusConfig, ModelConfig
 from atm_repro.evals.absorption import (
     LETTERS,
@@ -188,6 +189,9 @@ def test_identity_sae_has_no_absorption(synth):
     assert res.metrics["n_letters_kept"] == 26
     assert res.metrics["mean_full_absorption"] == 0.0
     assert res.metrics["mean_absorption_fraction"] == 0.0
+    # the result's metrics are exactly the registry's absorption metrics
+    assert set(res.metrics) == {m.name for m in metrics.METRICS.values()
+                                if m.eval == metrics.ABSORPTION}
     for c, letter in enumerate(LETTERS):
         assert res.details["per_letter"][letter]["main_latents"] == [c]
         assert res.details["per_letter"][letter]["n_true_positives"] == N_TEST

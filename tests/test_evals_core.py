@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import IdentitySAE
 
+from atm_repro import metrics
 from atm_repro.cache import ActivationCache, build_cache
 from atm_repro.config import CorpusConfig, ModelConfig, Profile, from_dict
 from atm_repro.corpus import load_articles
@@ -220,6 +221,8 @@ def test_run_core_identity_and_determinism(loaded, cache, tmp_path):
     assert ident.metrics["n_tokens"] == 64
     assert ident.metrics["explained_variance"] == pytest.approx(1.0, abs=1e-9)
     assert ident.metrics["ce_loss_score"] == pytest.approx(1.0, abs=1e-5)
+    declared = {m.name for m in metrics.METRICS.values() if m.eval == metrics.CORE}
+    assert declared <= set(ident.metrics)  # every declared core metric is emitted
 
     sae = relu_sae(loaded.d_model, 48, seed=3)
     a = run_core(sae, loaded, cache, LAYER, cfg, "relu")

@@ -36,7 +36,7 @@ def test_labels_are_attached_only_for_display(table):
     shown = labelled(main_table(table))
     assert {"L0", "explained var.", "gender top-1", "n_seeds"} <= set(shown.columns)
     assert label("probing/language_id/top1") == "language_id top-1"
-    assert label("core/kl_div") == "core/kl_div"  # no label: the id itself
+    assert label("core/ce_sae") == "core/ce_sae"  # undeclared: the id itself
 
 
 def test_absorption_health_per_layer_and_name(table):

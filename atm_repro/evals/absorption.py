@@ -82,6 +82,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from atm_repro import metrics
 from atm_repro.cache import capture_residuals
 from atm_repro.codehash import code_key
 from atm_repro.config import ConfigError, fingerprint
@@ -104,7 +105,7 @@ MAX_DRAWS = 1000  # SAEBench's limit on redrawing examples that contain the word
 REFERENCE_TOLERANCE = 0.05  # largest |ours - SAEBench| per measure that counts as agreeing
 CACHED_WORDS_PER_PASS = 256  # one token each, on a copy of the prefix's key/value cache
 
-EVAL_NAME = "absorption"
+EVAL_NAME = metrics.ABSORPTION
 PREP_CODE = ("atm_repro.evals.absorption:prepare_absorption",)  # roots of the prep's code key
 
 
@@ -776,16 +777,16 @@ def health(per_letter: dict, n_kept: int, cfg: AbsorptionConfig) -> tuple[dict, 
     k1 = np.array([v["k_sparse_f1"][0] for v in per_letter.values()])
     wrong = np.array([v["wrong_letter_fire_rate"] for v in per_letter.values()])
     nan = float("nan")
-    stats = {"mean_k1_f1": float(k1.mean()) if len(k1) else nan,
-             "max_k1_f1": float(k1.max()) if len(k1) else nan,
-             "n_letter_latents": int((k1 >= cfg.letter_latent_f1).sum()),
-             "wrong_letter_fire_rate": float(wrong.mean()) if len(wrong) else nan}
+    stats = {metrics.MEAN_K1_F1.name: float(k1.mean()) if len(k1) else nan,
+             metrics.MAX_K1_F1.name: float(k1.max()) if len(k1) else nan,
+             metrics.LETTER_LATENTS.name: int((k1 >= cfg.letter_latent_f1).sum()),
+             metrics.WRONG_LETTER_FIRES.name: float(wrong.mean()) if len(wrong) else nan}
     reasons = []
     if n_kept < cfg.min_letters:
         reasons.append(f"{n_kept} letters kept (< {cfg.min_letters})")
-    if not stats["n_letter_latents"]:
+    if not stats[metrics.LETTER_LATENTS.name]:
         reasons.append(f"no letter has a main latent with F1 >= {cfg.letter_latent_f1} "
-                       f"(best {stats['max_k1_f1']:.2f})")
+                       f"(best {stats[metrics.MAX_K1_F1.name]:.2f})")
     return stats, "; ".join(reasons)
 
 
@@ -835,23 +836,24 @@ def run_absorption(sae: torch.nn.Module, data: AbsorptionData, cfg: AbsorptionCo
     nan = float("nan")
     stats, reason = health(per_letter, len(letters), cfg)
     measures = {
-        "mean_full_absorption": float(full.mean()) if len(scored) else nan,
-        "std_full_absorption": float(full.std(ddof=1)) if len(scored) > 1 else nan,
-        "mean_absorption_fraction": float(frac.mean()) if len(scored) else nan,
-        "std_absorption_fraction": float(frac.std(ddof=1)) if len(scored) > 1 else nan,
+        metrics.FULL_ABSORPTION.name: float(full.mean()) if len(scored) else nan,
+        metrics.FULL_ABSORPTION_STD.name: float(full.std(ddof=1)) if len(scored) > 1 else nan,
+        metrics.ABSORPTION_FRACTION.name: float(frac.mean()) if len(scored) else nan,
+        metrics.ABSORPTION_FRACTION_STD.name: (float(frac.std(ddof=1)) if len(scored) > 1
+                                               else nan),
     }
-    metrics = {
+    values = {
         # not meaningful: no number reaches a table (NaN, "n/a"); the computed values
         # stay in details["measures"] (the crosscheck compares those)
         **{k: (nan if reason else v) for k, v in measures.items()},
-        "mean_n_main_latents": (float(np.mean([v["n_main_latents"] for v in scored]))
-                                if len(scored) else nan),
-        "n_letters_kept": len(letters),
-        "n_letters_scored": len(scored),
+        metrics.MAIN_LATENTS.name: (float(np.mean([v["n_main_latents"] for v in scored]))
+                                    if len(scored) else nan),
+        metrics.LETTERS_KEPT.name: len(letters),
+        metrics.LETTERS_SCORED.name: len(scored),
         **stats,
-        "meaningful": float(not reason),
+        metrics.MEANINGFUL.name: float(not reason),
     }
     details = {"measures": measures, "per_letter": per_letter, "excluded_letters": excluded,
                "data": data.meta, "not_meaningful_reason": reason,
                "eval_seconds": round(time.perf_counter() - t0, 3)}
-    return EvalResult(EVAL_NAME, sae_id, cfg, metrics, details)
+    return EvalResult(EVAL_NAME, sae_id, cfg, values, details)

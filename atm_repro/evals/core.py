@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atm_repro import metrics
 from atm_repro.cache import ActivationCache
 from atm_repro.config import ConfigError, to_dict
 from atm_repro.evals.results import EvalResult
@@ -281,9 +282,10 @@ def splice_metrics(sae, loaded: LoadedModel, baseline: SpliceBaseline) -> dict[s
         "ce_clean": baseline.ce_clean,
         "ce_sae": ce_sae,
         "ce_zero": baseline.ce_zero,
-        "delta_ce": ce_sae - baseline.ce_clean,
-        "ce_loss_score": (baseline.ce_zero - ce_sae) / gap if gap != 0 else float("nan"),
-        "kl_div": kl_sum / baseline.count,
+        metrics.DELTA_CE.name: ce_sae - baseline.ce_clean,
+        metrics.CE_LOSS_SCORE.name: (baseline.ce_zero - ce_sae) / gap if gap != 0
+        else float("nan"),
+        metrics.KL_DIV.name: kl_sum / baseline.count,
         "n_splice_tokens": baseline.count,
     }
 
@@ -326,12 +328,12 @@ def run_core(sae, loaded: LoadedModel, cache: ActivationCache, layer: int, cfg: 
     try:
         stats = activation_stats(sae, cache.source(layer, "eval"), rows, cfg.batch_size,
                                  cfg.fire_eps)
-        metrics = stats.compute(cfg.dense_threshold)
+        values = stats.compute(cfg.dense_threshold)
         if cfg.n_splice_sequences:
             if baseline is None:
                 baseline = splice_baseline(loaded, splice_sequences(cache, cfg), layer,
                                            cfg.splice_batch_size)
-            metrics.update(splice_metrics(sae, loaded, baseline))
+            values.update(splice_metrics(sae, loaded, baseline))
     finally:
         sae.train(was_training)
     density = stats.density_F
@@ -340,4 +342,4 @@ def run_core(sae, loaded: LoadedModel, cache: ActivationCache, layer: int, cfg: 
         "density_summary": density_summary(density),
     }
     config = {**to_dict(cfg), "layer": layer, "model": loaded.name, "cache": str(cache.path)}
-    return EvalResult("core", sae_id, config, metrics, details)
+    return EvalResult(metrics.CORE, sae_id, config, values, details)

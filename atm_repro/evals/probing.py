@@ -38,6 +38,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from atm_repro import metrics
 from atm_repro.cache import capture_residuals
 from atm_repro.config import fingerprint, require
 from atm_repro.evals.results import EvalResult
@@ -45,7 +46,7 @@ from atm_repro.files import atomic_save_npy, atomic_write_json, keyed_json, sha2
 from atm_repro.models import LoadedModel
 from atm_repro.probing_data import DATASET_NAMES, load_dataset
 
-EVAL_NAME = "probing"
+EVAL_NAME = metrics.PROBING
 PROBE_C = 1.0  # inverse L2 strength of every probe (docs/metrics.md)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -398,19 +399,19 @@ def se_of_mean(ses: list[float]) -> float:
 def _evaluate(data: ProbingData, cfg: ProbingConfig, sae=None) -> tuple[dict, dict]:
     """(metrics, details) of the SAE's latents, or of the residual stream if ``sae`` is None."""
     keys = [f"top{k}" for k in cfg.k_values] + ["all"]
-    metrics, details = {}, {}
+    values, details = {}, {}
     for name, ds in data.datasets.items():
         feats_ND = pooled_features(ds, sae, cfg.encode_batch_tokens)
         tasks = {t.name: evaluate_task(feats_ND, t, cfg.k_values, cfg.max_iter)
                  for t in ds.tasks}
         for key in keys:
-            metrics[f"{name}/{key}"] = float(np.mean([r[key] for r in tasks.values()]))
-            metrics[f"{name}/{key}_se"] = se_of_mean([r[f"{key}_se"] for r in tasks.values()])
+            values[f"{name}/{key}"] = float(np.mean([r[key] for r in tasks.values()]))
+            values[f"{name}/{key}_se"] = se_of_mean([r[f"{key}_se"] for r in tasks.values()])
         details[name] = {"tasks": tasks, **ds.sizes()}
     for key in keys:
-        metrics[f"mean_{key}"] = float(np.mean([metrics[f"{n}/{key}"] for n in data.datasets]))
-        metrics[f"mean_{key}_se"] = se_of_mean([metrics[f"{n}/{key}_se"] for n in data.datasets])
-    return metrics, details
+        values[f"mean_{key}"] = float(np.mean([values[f"{n}/{key}"] for n in data.datasets]))
+        values[f"mean_{key}_se"] = se_of_mean([values[f"{n}/{key}_se"] for n in data.datasets])
+    return values, details
 
 
 def _check_cfg(data: ProbingData, cfg: ProbingConfig) -> None:
@@ -429,9 +430,9 @@ def run_baseline(data: ProbingData, cfg: ProbingConfig) -> EvalResult:
     _check_cfg(data, cfg)
     key = (tuple(cfg.k_values), cfg.max_iter)
     if key not in data._baselines:
-        metrics, details = _evaluate(data, cfg)
+        values, details = _evaluate(data, cfg)
         data._baselines[key] = EvalResult(EVAL_NAME, "baseline", _result_config(data, cfg),
-                                          metrics, {"datasets": details})
+                                          values, {"datasets": details})
     return data._baselines[key]
 
 
@@ -449,7 +450,7 @@ def run_probing(sae, data: ProbingData, cfg: ProbingConfig, sae_id: str) -> Eval
         raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the probing activations "
                          f"have d_model={data.d_model}")
     baseline = run_baseline(data, cfg)
-    metrics, details = _evaluate(data, cfg, sae)
-    metrics.update({f"baseline/{k}": v for k, v in baseline.metrics.items()})
-    return EvalResult(EVAL_NAME, sae_id, _result_config(data, cfg, d_sae=sae.cfg.d_sae), metrics,
+    values, details = _evaluate(data, cfg, sae)
+    values.update({f"{metrics.BASELINE}/{k}": v for k, v in baseline.metrics.items()})
+    return EvalResult(EVAL_NAME, sae_id, _result_config(data, cfg, d_sae=sae.cfg.d_sae), values,
                       {"datasets": details, "baseline": baseline.details["datasets"]})

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from atm_repro import metrics
 from atm_repro.config import ConfigError
 from atm_repro.evals.results import EvalResult
 
@@ -106,13 +107,13 @@ def decoder_stability(W_A: torch.Tensor, W_B: torch.Tensor,
                     "b_to_a": match_stats(best_B, cfg.thresholds)},
         "assignment": {d: match_stats(c, cfg.thresholds) for d, c in assign.items()},
     }
-    metrics: dict[str, float] = {}
+    values: dict[str, float] = {}
     for kind, by_dir in directional.items():
         for stat in by_dir["a_to_b"]:
-            metrics[f"{kind}_{stat}"] = (by_dir["a_to_b"][stat] + by_dir["b_to_a"][stat]) / 2
+            values[f"{kind}_{stat}"] = (by_dir["a_to_b"][stat] + by_dir["b_to_a"][stat]) / 2
             for direction, stats in by_dir.items():
-                metrics[f"{kind}_{stat}_{direction}"] = stats[stat]
-    metrics["assignment_sample"] = n
+                values[f"{kind}_{stat}_{direction}"] = stats[stat]
+    values["assignment_sample"] = n
     edges = np.linspace(-1.0, 1.0, cfg.hist_bins + 1)
     details = {
         "best_match_histogram": {
@@ -122,7 +123,7 @@ def decoder_stability(W_A: torch.Tensor, W_B: torch.Tensor,
         },
         "d_sae": {"a": int(W_A.shape[0]), "b": int(W_B.shape[0])},
     }
-    return metrics, details
+    return values, details
 
 
 PAIR_SEPARATOR = "__vs__"
@@ -140,6 +141,6 @@ def pair_members(pair: str) -> list[str]:
 def run_stability(sae_a, sae_b, cfg: StabilityConfig, sae_id_a: str,
                   sae_id_b: str) -> EvalResult:
     """Stability of two SAEs (anything with ``W_dec`` [F, D]); sae_id names the pair."""
-    metrics, details = decoder_stability(sae_a.W_dec, sae_b.W_dec, cfg)
+    values, details = decoder_stability(sae_a.W_dec, sae_b.W_dec, cfg)
     details["pair"] = {"a": sae_id_a, "b": sae_id_b}
-    return EvalResult("stability", pair_id(sae_id_a, sae_id_b), cfg, metrics, details)
+    return EvalResult(metrics.STABILITY, pair_id(sae_id_a, sae_id_b), cfg, values, details)

@@ -14,6 +14,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from atm_repro import metrics
+
 PAPER_VARIANTS = {"atm": "ATM", "topk": "TopK", "jumprelu": "JumpReLU"}
 
 # absorption_ordering / l0_ordering: compared as orderings within each run;
@@ -27,7 +29,7 @@ class PaperMetric:
 
     key: str  # the claim's name in the ``ours`` dict (and in number keys)
     label: str  # LaTeX row header
-    metric: str  # our metric id (``report.results``), e.g. "core/l0"
+    metric: str  # our metric id (``metrics``)
     paper: dict[str, str]  # variant -> the value as the paper prints it; absent: not given
     rule: Rule
     fmt: str | None  # format spec of our values (None: ``latex.format_number``)
@@ -37,28 +39,27 @@ class PaperMetric:
 # beside our full-absorption rate (SAEBench's original absorption score); our
 # absorption fraction is judged against the same ordering.
 PAPER_RESULTS = (
-    PaperMetric("mean_full_absorption", "Absorption (full rate)",
-                "absorption/mean_full_absorption",
+    PaperMetric("mean_full_absorption", "Absorption (full rate)", metrics.FULL_ABSORPTION.id,
                 {"atm": "0.0068", "topk": "0.1402", "jumprelu": "0.0114"},
                 "absorption_ordering", ".4f"),
     PaperMetric("mean_absorption_fraction", "Absorption fraction",
-                "absorption/mean_absorption_fraction", {}, "absorption_ordering", ".4f"),
-    PaperMetric("l0", "$L_0$", "core/l0", {"atm": "3280", "topk": "40"}, "l0_ordering",
+                metrics.ABSORPTION_FRACTION.id, {}, "absorption_ordering", ".4f"),
+    PaperMetric("l0", "$L_0$", metrics.L0.id, {"atm": "3280", "topk": "40"}, "l0_ordering",
                 ",.1f"),
-    PaperMetric("mse", "MSE (per element)", "core/mse_per_element", {"atm": "0.5508"},
+    PaperMetric("mse", "MSE (per element)", metrics.MSE_PER_ELEMENT.id, {"atm": "0.5508"},
                 "different_model", None),
-    PaperMetric("cosine_similarity", r"Cosine $(x, \hat x)$", "core/cosine_similarity",
+    PaperMetric("cosine_similarity", r"Cosine $(x, \hat x)$", metrics.COSINE.id,
                 {"atm": "0.9727"}, "different_model", ".4f"),
-    PaperMetric("sparse_probing", "Sparse probing, top-1", "probing/mean_top1",
+    PaperMetric("sparse_probing", "Sparse probing, top-1", metrics.PROBING_TOP1.id,
                 {"atm": "0.7161"}, "stand_in_data", ".3f"),
-    PaperMetric("bias_detection", "Bias detection, top-1", "probing/gender/top1",
+    PaperMetric("bias_detection", "Bias detection, top-1", metrics.PROBING_GENDER.id,
                 {"atm": "0.796"}, "stand_in_data", ".3f"),
-    PaperMetric("sentiment", "Sentiment, top-1", "probing/sentiment/top1",
+    PaperMetric("sentiment", "Sentiment, top-1", metrics.PROBING_SENTIMENT.id,
                 {"atm": "0.853"}, "stand_in_data", ".3f"),
 )
 
 NOT_MEANINGFUL = "absorption_not_meaningful"  # flag in ``ours``: see evals.absorption.health
-MEANINGFUL_METRIC = "absorption/meaningful"
+MEANINGFUL_METRIC = metrics.MEANINGFUL.id
 
 
 def present(ours: dict[str, dict[str, float]], variant: str, key: str) -> float | None:

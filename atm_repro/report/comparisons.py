@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from atm_repro import metrics
 from atm_repro.config import Profile
 from atm_repro.intervals import (
     NAN_INTERVAL,
@@ -31,19 +32,14 @@ from atm_repro.intervals import (
     mean_interval,
     paired_letter_diff,
 )
-from atm_repro.report.results import RAW_ABSORPTION
 
 METHOD = "atm"
 REFERENCE = "topk"  # whose operating point sets the targets
-# (metric id, label, which direction is better)
-COMPARED_METRICS = (
-    ("absorption/mean_full_absorption", "full absorption", "lower"),
-    ("absorption/mean_absorption_fraction", "absorption fraction", "lower"),
-    ("core/explained_variance", "explained variance", "higher"),
-    ("core/ce_loss_score", "CE-loss score", "higher"),
-)
-MEANINGFUL = "absorption/meaningful"
-MATCHES = (("L0", "core/l0", True), ("EV", "core/explained_variance", False))
+COMPARED_METRICS = (metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION,
+                    metrics.EXPLAINED_VARIANCE, metrics.CE_LOSS_SCORE)
+MEANINGFUL = metrics.MEANINGFUL.id
+# (target, the column matched, whether curves are interpolated in its log)
+MATCHES = (("L0", metrics.L0.id, True), ("EV", metrics.EXPLAINED_VARIANCE.id, False))
 MATCH_COLUMNS = {match: col for match, col, _ in MATCHES}
 
 MATCHED_RULE = (
@@ -104,16 +100,15 @@ def family_rows(cfg: Profile, table: pd.DataFrame, family: str) -> pd.DataFrame:
     return at[main | swept]
 
 
-def _column(rows: pd.DataFrame, metric: str) -> tuple[str, bool]:
+def _column(rows: pd.DataFrame, metric: metrics.Metric) -> tuple[str, bool]:
     """The column to read and whether it is meaningful: absorption measures fall
     back to their raw values where any SAE's metric is not meaningful."""
-    if not metric.startswith("absorption/"):
-        return metric, True
+    if metric.eval != metrics.ABSORPTION:
+        return metric.id, True
     meaningful = MEANINGFUL in rows and bool((rows[MEANINGFUL] == 1).all())
-    raw = RAW_ABSORPTION + metric.split("/", 1)[1]
-    if not meaningful and raw in rows:
-        return raw, False
-    return metric, meaningful
+    if not meaningful and metric.raw_id in rows:
+        return metric.raw_id, False
+    return metric.id, meaningful
 
 
 def _curve(rows: pd.DataFrame, x: str, y: str) -> list[SweepPoint]:
@@ -149,15 +144,15 @@ def matched_comparisons(cfg: Profile, table: pd.DataFrame) -> list[Matched]:
     atm = family_rows(cfg, table, METHOD)
     for other in others(cfg):
         rows = family_rows(cfg, table, other)
-        for metric, _, better in COMPARED_METRICS:
+        for metric in COMPARED_METRICS:
             col_a, ok_a = _column(atm, metric)
             col_b, ok_b = _column(rows, metric)
             for match, x, log_x in MATCHES:
                 a, b = _curve(atm, x, col_a), _curve(rows, x, col_b)
                 diff = (matched_diff(a, b, goal[match], log_x)
                         if a and b and math.isfinite(goal[match]) else NAN_INTERVAL)
-                out.append(Matched(other, metric, match, goal[match], diff, ok_a and ok_b,
-                                   better))
+                out.append(Matched(other, metric.id, match, goal[match], diff, ok_a and ok_b,
+                                   metric.direction))
     return out
 
 
@@ -170,10 +165,11 @@ def main_setting_comparisons(cfg: Profile, table: pd.DataFrame,
     out = []
     for other in others(cfg):
         pair = at[at["name"].isin([METHOD, other])]
-        for metric, _, better in COMPARED_METRICS:
-            if metric.startswith("absorption/"):
+        for metric in COMPARED_METRICS:
+            if metric.eval == metrics.ABSORPTION:
                 ok = MEANINGFUL in pair and bool((pair[MEANINGFUL] == 1).all())
-                rate = "full_absorption_rate" if "full" in metric else "mean_absorption_fraction"
+                rate = ("full_absorption_rate" if metric == metrics.FULL_ABSORPTION
+                        else "mean_absorption_fraction")
                 grids = [letters[letters["name"] == n].pivot_table(
                     index="seed", columns="letter", values=rate, aggfunc="mean")
                     for n in (METHOD, other)]
@@ -183,17 +179,17 @@ def main_setting_comparisons(cfg: Profile, table: pd.DataFrame,
                         if all(len(g) for g in grids) else NAN_INTERVAL)
             else:
                 ok = True
-                diff = (diff_interval(at.loc[at["name"] == METHOD, metric],
-                                      at.loc[at["name"] == other, metric])
-                        if metric in at else NAN_INTERVAL)
-            out.append(Matched(other, metric, "main", math.nan, diff, ok, better))
+                diff = (diff_interval(at.loc[at["name"] == METHOD, metric.id],
+                                      at.loc[at["name"] == other, metric.id])
+                        if metric.id in at else NAN_INTERVAL)
+            out.append(Matched(other, metric.id, "main", math.nan, diff, ok, metric.direction))
     return out
 
 
 def matched_frame(comparisons: list[Matched]) -> pd.DataFrame:
     """One row per (other family, metric); per target (``L0``, ``EV``, ``main``):
     difference [interval] and verdict columns."""
-    labels = {m: label for m, label, _ in COMPARED_METRICS}
+    labels = {m.id: m.label for m in COMPARED_METRICS}
     rows: dict[tuple[str, str], dict] = {}
     for c in comparisons:
         row = rows.setdefault((c.other, c.metric), {"other": c.other,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from atm_repro import metrics
 from atm_repro.config import ConfigError, Profile
 from atm_repro.profiles import companion_profiles
 from atm_repro.report import style
@@ -35,8 +36,8 @@ from atm_repro.report.results import per_sae, read_results
 
 # The metrics compared across models at matched L0 (the CE-loss score is measured
 # on the main set only, so it has no matched-L0 value)
-CROSS_METRICS = ("core/explained_variance", "absorption/mean_absorption_fraction",
-                 "absorption/mean_full_absorption")
+CROSS_METRICS = tuple(m.id for m in (metrics.EXPLAINED_VARIANCE, metrics.ABSORPTION_FRACTION,
+                                     metrics.FULL_ABSORPTION))
 FRAME_COLUMNS = ["profile", "model", "layer", "target_l0", "other", "metric", "diff", "lo", "hi",
                  "meaningful", "verdict"]
 
@@ -118,7 +119,7 @@ def cross_model_table(frame: pd.DataFrame, stamp: Stamp) -> str:
     if frame.empty:
         return missing_table("No comparison: no model's train.saes holds ATM and another "
                              "family.", CROSS_MODEL_CAPTION, "tab:cross_model", stamp)
-    labels = {m: label for m, label, _ in COMPARED_METRICS}
+    labels = {m.id: m.label for m in COMPARED_METRICS}
     models = list(dict.fromkeys(zip(frame["model"], frame["layer"])))
     wide: dict[tuple[str, str], dict] = {}
     for _, row in frame.iterrows():
@@ -149,8 +150,8 @@ def health_numbers(models: list[ModelResults]) -> dict[str, float]:
     for m in models:
         t = m.table
         rows = t[(t["layer"] == m.cfg.train.layer) & t["group"].isin(["main", "ablation"])]
-        for key, col, agg, scale in (("best_letter_f1", "absorption/max_k1_f1", "max", 1),
-                                     ("meaningful_percent", "absorption/meaningful", "mean",
+        for key, col, agg, scale in (("best_letter_f1", metrics.MAX_K1_F1.id, "max", 1),
+                                     ("meaningful_percent", metrics.MEANINGFUL.id, "mean",
                                       100)):
             if col in rows and rows[col].notna().any():
                 out[f"crossmodel/{m.cfg.name}/{key}"] = scale * float(rows[col].agg(agg))

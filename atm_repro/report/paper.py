@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from atm_repro import metrics
 from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile, format_value
 from atm_repro.evaluate import training_minutes
@@ -81,8 +82,8 @@ from atm_repro.report.provenance import (
 from atm_repro.report.readme import update_readme
 from atm_repro.report.results import per_sae
 from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
-from atm_repro.report.statements import by_macro, check, statements_tex
-from atm_repro.report.summaries import absorption_health, main_table
+from atm_repro.report.statements import BASELINE_TOP1, by_macro, check, statements_tex
+from atm_repro.report.summaries import HEALTH_METRICS, absorption_health, main_table
 from atm_repro.saes import build_config
 
 TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
@@ -269,29 +270,23 @@ def result_numbers(ours: dict[str, dict[str, float]]) -> dict[str, Any]:
 # Main-table columns (metric ids of ``summaries.main_table``) -> LaTeX headers: one
 # table for reconstruction, one for what the latents say (the per-dataset probing
 # columns kept are the paper's "bias detection" and "sentiment").
-MAIN_TEX = {
-    "n_seeds": "seeds", "core/l0": "$L_0$", "core/explained_variance": "expl.\\ var.",
-    "core/cosine_similarity": "cos.", "core/ce_loss_score": "CE score",
-    "core/frac_dead": "dead", "core/frac_dense": "dense",
-    "absorption/mean_full_absorption": "full abs.",
-    "absorption/mean_absorption_fraction": "abs.\\ frac.",
-    "probing/mean_top1": "probe top-1", "probing/gender/top1": "gender",
-    "probing/sentiment/top1": "sentiment", "stability/max_cos_mean": "stability",
-}
-MAIN_RECONSTRUCTION = ("core/l0", "core/explained_variance", "core/cosine_similarity",
-                       "core/ce_loss_score", "core/frac_dead", "core/frac_dense")
-MAIN_INTERPRETABILITY = ("absorption/mean_full_absorption",
-                         "absorption/mean_absorption_fraction", "probing/mean_top1",
-                         "probing/gender/top1", "probing/sentiment/top1",
-                         "stability/max_cos_mean")
+MAIN_RECONSTRUCTION = (metrics.L0, metrics.EXPLAINED_VARIANCE, metrics.COSINE,
+                       metrics.CE_LOSS_SCORE, metrics.FRAC_DEAD, metrics.FRAC_DENSE)
+MAIN_INTERPRETABILITY = (metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION,
+                         metrics.PROBING_TOP1, metrics.PROBING_GENDER, metrics.PROBING_SENTIMENT,
+                         metrics.STABILITY_MAX_COS)
+# beside the other families of metrics the stability column names its family
+MAIN_TEX = {"n_seeds": "seeds",
+            **{m.id: m.tex for m in (*MAIN_RECONSTRUCTION, *MAIN_INTERPRETABILITY)},
+            metrics.PROBING_TOP1.id: "probe top-1", metrics.STABILITY_MAX_COS.id: "stability"}
 
 
-def _main_table(table: pd.DataFrame, stamp: Stamp, columns: tuple[str, ...], label: str,
-                caption: str) -> str:
+def _main_table(table: pd.DataFrame, stamp: Stamp, columns: tuple[metrics.Metric, ...],
+                label: str, caption: str) -> str:
     main = table[table["group"] == "main"]
-    cols = [c for c in columns if c in main]
-    per_sae_cols = [c for c in cols if not c.startswith("stability/")]
-    pair_cols = [c for c in cols if c.startswith("stability/")]
+    cols = [m.id for m in columns if m.id in main]
+    per_sae_cols = [c for c in cols if metrics.eval_of(c) != metrics.STABILITY]
+    pair_cols = [c for c in cols if metrics.eval_of(c) == metrics.STABILITY]
     rows = [{"name": style.label(name), "n_seeds": runs["seed"].nunique(),
              **seed_interval_cells(runs, per_sae_cols),
              # a seed pair's numbers sit on both of its SAEs: one row per disjoint pair
@@ -326,12 +321,13 @@ def _main_interpretability(table: pd.DataFrame, stamp: Stamp) -> str:
         "seed pairs.")
 
 
-SCALE_TEX = {"family": "SAE", "param": "changed", "value": "to", "core/l0": "$L_0$",
-             "core/explained_variance": "expl.\\ var.",
-             "absorption/raw/mean_full_absorption": "full abs.\\ (raw)",
-             "absorption/raw/mean_absorption_fraction": "abs.\\ frac.\\ (raw)",
-             "absorption/n_letters_kept": "letters", "absorption/mean_k1_f1": "mean $F_1$",
-             "absorption/max_k1_f1": "best $F_1$", "absorption/meaningful": "meaningful"}
+SCALE_METRICS = (metrics.L0, metrics.EXPLAINED_VARIANCE, metrics.LETTERS_KEPT,
+                 metrics.MEAN_K1_F1, metrics.MAX_K1_F1, metrics.MEANINGFUL)
+SCALE_RAW = (metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION)  # raw, meaningful or not
+SCALE_TEX = {"family": "SAE", "param": "changed", "value": "to",
+             **{m.id: m.tex for m in SCALE_METRICS[:2]},
+             **{m.raw_id: f"{m.tex}\\ (raw)" for m in SCALE_RAW},
+             **{m.id: m.tex for m in SCALE_METRICS[2:]}}
 
 
 def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
@@ -360,8 +356,7 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
                          **{c: float(g[c].mean()) if c in g else None
                             for c in list(SCALE_TEX)[3:]}})
     frame = pd.DataFrame(rows, columns=list(SCALE_TEX))
-    fmt = {c: ".3f" for c in SCALE_TEX if c.startswith(("core/e", "absorption/"))}
-    fmt |= {"core/l0": ",.1f", "absorption/n_letters_kept": ".0f", "absorption/meaningful": ".0%"}
+    fmt = {m.id: m.fmt for m in SCALE_METRICS} | {m.raw_id: m.fmt for m in SCALE_RAW}
     return booktabs_table(
         frame, SCALE_TEX, stamp=stamp, label="tab:scale", fmt=fmt, caption=caption)
 
@@ -410,10 +405,8 @@ STABILITY_CAPTION = (
 
 
 def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
-    cols = {"stability/max_cos_mean": "best-match cos.",
-            "stability/assignment_mean": "one-to-one cos.",
-            "stability/max_cos_frac_above_0.7": "matched $>0.7$",
-            "stability/max_cos_frac_above_0.9": "matched $>0.9$"}
+    cols = {m.id: m.tex for m in (metrics.STABILITY_MAX_COS, metrics.STABILITY_ASSIGNMENT,
+                                  metrics.STABILITY_ABOVE_07, metrics.STABILITY_ABOVE_09)}
     main = table[table["group"] == "main"]
     present = [c for c in cols if c in main]
     rows = []
@@ -432,15 +425,10 @@ def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
         stamp=stamp, label="tab:stability", fmt={"n_pairs": "d"}, caption=STABILITY_CAPTION)
 
 
-HEALTH_TEX = {"layer": "layer", "name": "SAE", "absorption/n_letters_kept": "letters",
-              "absorption/mean_k1_f1": "mean $F_1$", "absorption/max_k1_f1": "best $F_1$",
-              "absorption/n_letter_latents": "letter latents",
-              "absorption/wrong_letter_fire_rate": "other letters",
-              "absorption/meaningful": "meaningful"}
-HEALTH_FMT = {"layer": "d", "absorption/n_letters_kept": ".1f",
-              "absorption/n_letter_latents": ".1f", "absorption/mean_k1_f1": ".3f",
-              "absorption/max_k1_f1": ".3f", "absorption/wrong_letter_fire_rate": ".3f",
-              "absorption/meaningful": ".0%"}
+HEALTH_TEX = {"layer": "layer", "name": "SAE", **{m.id: m.tex for m in HEALTH_METRICS}}
+# letters kept is a mean over seeds here
+HEALTH_FMT = {"layer": "d", **{m.id: m.fmt for m in HEALTH_METRICS},
+              metrics.LETTERS_KEPT.id: ".1f"}
 
 
 def _absorption_health(table: pd.DataFrame, stamp: Stamp) -> str:
@@ -479,7 +467,7 @@ def number_key(metric: str) -> str:
     """The short key of a main-table column in number names: the metric's last
     part (``core/l0`` -> ``l0``), ``<dataset>_top1`` for per-dataset probing."""
     parts = metric.split("/")
-    return f"{parts[1]}_top1" if len(parts) == 3 and parts[0] == "probing" else parts[-1]
+    return f"{parts[1]}_top1" if metrics.is_probing_dataset(metric) else parts[-1]
 
 
 def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
@@ -550,8 +538,8 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
         for metric, value in row.items():
             numbers[f"main/{name}/{number_key(metric)}"] = value
     main = table[table["group"] == "main"]
-    if "core/frac_dead" in main:  # the text quotes the standard SAE's
-        for name, dead in main.groupby("name", sort=False)["core/frac_dead"].mean().items():
+    if metrics.FRAC_DEAD.id in main:  # the text quotes the standard SAE's
+        for name, dead in main.groupby("name", sort=False)[metrics.FRAC_DEAD.id].mean().items():
             numbers[f"main/{name}/dead_percent"] = 100 * dead
     numbers.update(_spread_and_sweep_numbers(table))
     numbers.update(_health_numbers(table))
@@ -564,8 +552,8 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
     return numbers
 
 
-SPREAD_METRICS = ("absorption/mean_full_absorption", "absorption/mean_absorption_fraction",
-                  "core/explained_variance")
+SPREAD_METRICS = tuple(m.id for m in (metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION,
+                                      metrics.EXPLAINED_VARIANCE))
 
 
 def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
@@ -575,14 +563,15 @@ def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
     (``scale/<run name>/...``)."""
     out = {}
     main = table[table["group"] == "main"]
-    if "absorption/n_letters_kept" in main and main["absorption/n_letters_kept"].notna().any():
-        out["absorption/letters_kept"] = int(main["absorption/n_letters_kept"].max())
+    kept = metrics.LETTERS_KEPT.id
+    if kept in main and main[kept].notna().any():
+        out[f"{metrics.ABSORPTION}/letters_kept"] = int(main[kept].max())
     for name, runs in main.groupby("name", sort=False):
         for col in SPREAD_METRICS:
             if col in runs and runs[col].notna().sum() > 1:
                 out[f"spread/{name}/{col.split('/')[-1]}"] = runs[col].max() - runs[col].min()
     sweeps = table[table["param"].isin(["k", "l1_coefficient", "l0_coefficient"])]
-    cols = [c for c in ("core/l0", *SPREAD_METRICS) if c in sweeps]
+    cols = [c for c in (metrics.L0.id, *SPREAD_METRICS) if c in sweeps]
     for name, row in sweeps.groupby("name", sort=False)[cols].mean().iterrows():
         for col in cols:
             if pd.notna(row[col]):
@@ -596,8 +585,8 @@ def _spread_and_sweep_numbers(table: pd.DataFrame) -> dict:
     return out
 
 
-SCALE_NUMBERS = ("core/l0", "core/explained_variance", "absorption/raw/mean_full_absorption",
-                 "absorption/max_k1_f1", "absorption/n_letters_kept")
+SCALE_NUMBERS = (metrics.L0.id, metrics.EXPLAINED_VARIANCE.id, metrics.FULL_ABSORPTION.raw_id,
+                 metrics.MAX_K1_F1.id, metrics.LETTERS_KEPT.id)
 
 
 def _health_numbers(table: pd.DataFrame) -> dict:
@@ -607,16 +596,18 @@ def _health_numbers(table: pd.DataFrame) -> dict:
     meaningful."""
     health = absorption_health(table)
     out = {}
-    if "absorption/n_letters_kept" in health:
-        out["health/letters_kept_min"] = int(health["absorption/n_letters_kept"].min())
-        out["health/letters_kept_max"] = int(health["absorption/n_letters_kept"].max())
-    if "absorption/max_k1_f1" in health:
-        out["health/best_k1_f1"] = health["absorption/max_k1_f1"].max()
+    kept, best, meaningful = (metrics.LETTERS_KEPT.id, metrics.MAX_K1_F1.id,
+                              metrics.MEANINGFUL.id)
+    if kept in health:
+        out["health/letters_kept_min"] = int(health[kept].min())
+        out["health/letters_kept_max"] = int(health[kept].max())
+    if best in health:
+        out["health/best_k1_f1"] = health[best].max()
         main_layers = set(table.loc[table["group"] == "main", "layer"])
         for layer in main_layers & set(health.index.get_level_values(0)):
-            out["health/main_best_k1_f1"] = health.loc[layer, "absorption/max_k1_f1"].max()
-    if "absorption/meaningful" in health:
-        out["health/n_meaningful"] = int((health["absorption/meaningful"] > 0).sum())
+            out["health/main_best_k1_f1"] = health.loc[layer, best].max()
+    if meaningful in health:
+        out["health/n_meaningful"] = int((health[meaningful] > 0).sum())
         out["health/n_rows"] = len(health)
     return out
 
@@ -626,8 +617,8 @@ def _probing_numbers(table: pd.DataFrame) -> dict:
     mean over tasks, averaged over the main SAEs."""
     main = table[table["group"] == "main"]
     return {key: main[col].mean() for col, key in (
-        ("probing/baseline/mean_top1", "probing/baseline_top1"),
-        ("probing/mean_top1_se", "probing/mean_top1_se")) if col in main}
+        (metrics.baseline(metrics.PROBING_TOP1).id, BASELINE_TOP1),
+        (metrics.PROBING_TOP1_SE.id, metrics.PROBING_TOP1_SE.id)) if col in main}
 
 
 def write_figures(cfg: Profile, figures: dict) -> list[Path]:

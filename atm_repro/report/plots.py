@@ -17,6 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from atm_repro import metrics
 from atm_repro.intervals import mean_interval
 from atm_repro.report import style
 from atm_repro.report.provenance import write_generated
@@ -148,19 +149,14 @@ def _per_name(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return frame.groupby("name", sort=False)[cols].mean()
 
 
-def _raw_column(col: str) -> str:
-    """The raw twin of an absorption column (``absorption/raw/...``)."""
-    return "absorption/raw/" + col.split("/", 1)[1]
-
-
-def _value_column(frame: pd.DataFrame, col: str) -> tuple[str | None, bool]:
-    """The column to draw for metric ``col`` over the SAEs of one line (``frame``).
+def _value_column(frame: pd.DataFrame, metric: metrics.Metric) -> tuple[str | None, bool]:
+    """The column to draw for ``metric`` over the SAEs of one line (``frame``).
     Absorption as measured only where it is meaningful on every one of them, else
     its raw values, flagged as not meaningful: one SAE with a letter latent must not
     stand for a curve whose other SAEs have none (the matched comparisons' rule).
     Other metrics as they are; None if nothing exists."""
-    raw = _raw_column(col)
-    if col.startswith("absorption/") and raw in frame and frame[raw].notna().any():
+    col, raw = metric.id, metric.raw_id
+    if metric.eval == metrics.ABSORPTION and raw in frame and frame[raw].notna().any():
         if col in frame and frame[col].notna().all():
             return col, False
         return raw, True
@@ -199,15 +195,14 @@ def _figure_legend(fig, raw: bool, ncol: int) -> None:
                  bbox_to_anchor=(0.5, 0.0))
 
 
-PARETO_PANELS = [("absorption/mean_full_absorption", "full absorption rate"),
-                 ("absorption/mean_absorption_fraction", "absorption fraction"),
-                 ("core/explained_variance", "explained variance")]
+PARETO_PANELS = [metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION,
+                 metrics.EXPLAINED_VARIANCE]
 SWEEP_PARAMS = {"k", "l1_coefficient", "l0_coefficient"}
 
 
 @style.styled
 def plot_pareto(table: pd.DataFrame, layer: int, title: str = "",
-                x: str = "core/l0", x_label: str = "L0 (held-out tokens)"):
+                x: str = metrics.L0.id, x_label: str = f"{metrics.L0.axis} (held-out tokens)"):
     """Matched view at the main layer: absorption (full rate and fraction) and
     explained variance against ``x`` (L0, or explained variance for the
     reconstruction-matched view, whose third panel is then L0). Each family's
@@ -216,26 +211,26 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = "",
     not meaningful (metric health) its raw values are drawn dashed and hollow."""
     at = table[(table["layer"] == layer) & (table["group"].isin(["main", "ablation"]))]
     at = at[(at["group"] == "main") | at["param"].isin(SWEEP_PARAMS)]
-    panels = [p if p[0] != x else ("core/l0", "L0") for p in PARETO_PANELS]
+    panels = [p if p.id != x else metrics.L0 for p in PARETO_PANELS]
     fig, axes = style.figure(1, len(panels), height=2.5)
     raw_used = [False] * len(panels)
     for base, frame in at.groupby("base", sort=False):
         fam = style.family(base)
-        for j, (ax, (col, label)) in enumerate(zip(axes, panels)):
-            ycol, raw = _value_column(frame, col)
+        for j, (ax, metric) in enumerate(zip(axes, panels)):
+            ycol, raw = _value_column(frame, metric)
             if ycol is None:
                 continue
             raw_used[j] |= raw
             pts = [(mean_interval(g[x]), mean_interval(g[ycol]))
                    for _, g in frame.groupby("name", sort=False)]
             _errorbar(ax, pts, fam, raw, fam.label if j == 0 else None)
-            ax.set_ylabel(label)
-    for ax, (col, label) in zip(axes, panels):
-        if col.startswith("absorption/"):
-            mark_not_measured(ax, label)
-        if x == "core/l0":
+            ax.set_ylabel(metric.axis)
+    for ax, metric in zip(axes, panels):
+        if metric.eval == metrics.ABSORPTION:
+            mark_not_measured(ax, metric.axis)
+        if x == metrics.L0.id:
             style.log_axis(ax, "x")
-        if col == "core/l0":
+        if metric == metrics.L0:
             style.log_axis(ax, "y")
         ax.set_xlabel(x_label)
     _figure_legend(fig, any(raw_used), ncol=4)
@@ -266,7 +261,7 @@ def plot_absorption_by_letter(letters: pd.DataFrame, title: str = ""):
     grid.index = [style.label(n) for n in grid.index]
     fig, ax = style.figure(height=0.22 * len(grid) + 1.1)
     sns.heatmap(grid, ax=ax, cmap="rocket_r", vmin=0, vmax=max(0.05, float(grid.max().max())),
-                cbar_kws={"label": "full absorption rate", "pad": 0.02}, linewidths=0.3)
+                cbar_kws={"label": metrics.FULL_ABSORPTION.axis, "pad": 0.02}, linewidths=0.3)
     ax.set_xlabel("first letter (letters whose probe F1 passed)")
     ax.set_ylabel("")
     ax.tick_params(axis="x", rotation=0)
@@ -280,18 +275,20 @@ def plot_probing_by_k(table: pd.DataFrame, title: str = ""):
     """Mean sparse-probing accuracy over datasets at k = 1, 2, 5 and all latents,
     per main SAE (mean over seeds), beside the model-residual baseline (dashed)."""
     main = table[table["group"] == "main"]
-    ks = sorted((c.removeprefix("probing/mean_") for c in main.columns
-                 if (c.startswith("probing/mean_top") or c == "probing/mean_all")
+    prefix = metrics.probing_mean("").id
+    ks = sorted((c.removeprefix(prefix) for c in main.columns
+                 if (c.startswith(metrics.probing_mean("top").id)
+                     or c == metrics.probing_mean("all").id)
                  and not c.endswith("_se")),
                 key=lambda k: (k == "all", int(k[3:]) if k != "all" else 0))
     if not ks:
         return nothing_to_draw("no sparse-probing results for the main SAEs", title)
-    cols = [f"probing/mean_{k}" for k in ks]
+    cols = [metrics.probing_mean(k).id for k in ks]
     fig, ax = style.figure(height=2.6, width=4.8)
     for name, row in _per_name(main, cols).iterrows():
         fam = style.family(name)
         ax.plot(ks, row.values, marker=fam.marker, color=fam.color, label=fam.label, lw=1.0)
-    base = main[[f"probing/baseline/mean_{k}" for k in ks]].mean()
+    base = main[[metrics.baseline(metrics.probing_mean(k)).id for k in ks]].mean()
     ax.plot(ks, base.values, ls="--", color="k", marker="s", markerfacecolor="none",
             label="model residual")
     ax.set_xlabel("latents (or residual dimensions) used")
@@ -320,9 +317,9 @@ def plot_density(hists: dict[str, dict], title: str = ""):
     return fig
 
 
-STABILITY_COLUMNS = {"stability/max_cos_mean": "best-match cosine",
-                     "stability/assignment_mean": "one-to-one cosine",
-                     "stability/max_cos_frac_above_0.9": "matched > 0.9"}
+STABILITY_COLUMNS = {m.id: m.axis for m in (metrics.STABILITY_MAX_COS,
+                                             metrics.STABILITY_ASSIGNMENT,
+                                             metrics.STABILITY_ABOVE_09)}
 
 
 @style.styled
@@ -346,10 +343,8 @@ def plot_stability(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-EVAL_PANELS = [("absorption/mean_absorption_fraction", "absorption fraction"),
-               ("absorption/mean_full_absorption", "full absorption rate"),
-               ("core/explained_variance", "explained variance"),
-               ("core/l0", "L0")]
+EVAL_PANELS = [metrics.ABSORPTION_FRACTION, metrics.FULL_ABSORPTION, metrics.EXPLAINED_VARIANCE,
+               metrics.L0]
 
 
 def _factor_points(runs: pd.DataFrame, col: str) -> list:
@@ -400,17 +395,17 @@ def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict,
         points = at[(at["base"] == base) & (at["param"] == factor)]
         seeds = set(points["seed"])
         runs = pd.concat([points, main[main["seed"].isin(seeds)].assign(value=default)])
-        for i, (col, label) in enumerate(EVAL_PANELS):
+        for i, metric in enumerate(EVAL_PANELS):
             ax = axes[i][j]
-            ycol, raw = _value_column(runs, col)
+            ycol, raw = _value_column(runs, metric)
             if ycol is not None:
                 _draw_factor(ax, _factor_points(runs, ycol), default, color=color, raw=raw)
             if i == len(EVAL_PANELS) - 1:
                 ax.set_xlabel(style.param_label(factor))
             if j == 0:
-                ax.set_ylabel(label)
-            mark_not_measured(ax, label if j == 0 else "")
-            if col == "core/l0":
+                ax.set_ylabel(metric.axis)
+            mark_not_measured(ax, metric.axis if j == 0 else "")
+            if metric == metrics.L0:
                 style.log_axis(ax, "y")
     fig.suptitle(title)
     fig.tight_layout()
@@ -432,18 +427,18 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
     for name, runs in frame[spread].groupby("name", sort=False):
         runs = runs.sort_values("layer")
         fam = style.family(name)
-        for j, (ax, (col, label)) in enumerate(zip(axes, EVAL_PANELS)):
-            ycol, raw = _value_column(runs, col)
+        for j, (ax, metric) in enumerate(zip(axes, EVAL_PANELS)):
+            ycol, raw = _value_column(runs, metric)
             if ycol is None:
                 continue
             raw_used[j] |= raw
             ax.plot(runs["layer"], runs[ycol], marker=fam.marker, color=fam.color, lw=1.0,
                     label=fam.label if j == 0 else None, linestyle="--" if raw else "-",
                     markerfacecolor="none" if raw else fam.color)
-            ax.set_ylabel(label)
-    for ax, (col, label) in zip(axes, EVAL_PANELS):
-        if col.startswith("absorption/"):
-            mark_not_measured(ax, label)
+            ax.set_ylabel(metric.axis)
+    for ax, metric in zip(axes, EVAL_PANELS):
+        if metric.eval == metrics.ABSORPTION:
+            mark_not_measured(ax, metric.axis)
         ax.set_xlabel("layer")
     style.log_axis(axes[-1], "y")
     _figure_legend(fig, any(raw_used), ncol=4)
@@ -452,10 +447,8 @@ def plot_cross_layer(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-CONVERGENCE_PANELS = [("core/explained_variance", "explained variance"),
-                      ("absorption/mean_full_absorption", "full absorption rate"),
-                      ("absorption/mean_absorption_fraction", "absorption fraction"),
-                      ("absorption/max_k1_f1", "best letter latent F1")]
+CONVERGENCE_PANELS = [metrics.EXPLAINED_VARIANCE, metrics.FULL_ABSORPTION,
+                      metrics.ABSORPTION_FRACTION, metrics.MAX_K1_F1]
 
 
 @style.styled
@@ -481,33 +474,32 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
         for i, (param, canonical) in enumerate((("width", width), ("tokens", 1.0))):
             runs = pd.concat([scale[(scale["base"] == base) & (scale["param"] == param)],
                               main.assign(value=canonical)])
-            for j, (col, label) in enumerate(CONVERGENCE_PANELS):
+            for j, metric in enumerate(CONVERGENCE_PANELS):
                 ax = axes[i][j]
-                ycol, raw = _value_column(runs, col)
-                raw_col = _raw_column(col)
-                if col.startswith("absorption/mean") and raw_col in runs:
-                    ycol, raw = raw_col, True  # every point; the F1 panel gives the health
+                ycol, raw = _value_column(runs, metric)
+                if metric in metrics.ABSORPTION_MEASURES and metric.raw_id in runs:
+                    ycol, raw = metric.raw_id, True  # every point; the F1 panel gives the health
                 if ycol is None:
                     continue
                 raw_used[i][j] |= raw
                 pts = [(mean_interval(pd.Series([float(v)] * len(g))), mean_interval(g[ycol]))
                        for v, g in runs.groupby("value", sort=True)]
                 _errorbar(ax, pts, fam, raw, fam.label if (i, j) == (0, 0) else None)
-                if col == "absorption/max_k1_f1" and "absorption/mean_k1_f1" in runs:
-                    means = runs.groupby("value", sort=True)["absorption/mean_k1_f1"].mean()
+                if metric == metrics.MAX_K1_F1 and metrics.MEAN_K1_F1.id in runs:
+                    means = runs.groupby("value", sort=True)[metrics.MEAN_K1_F1.id].mean()
                     ax.plot(means.index.astype(float), means.values, ls=":", lw=0.9,
                             color=fam.color)
-                ax.set_ylabel(label)
+                ax.set_ylabel(metric.axis)
     ticks = (sorted({*scale.loc[scale["param"] == "width", "value"], width}),
              sorted({*scale.loc[scale["param"] == "tokens", "value"], 1.0}))
     for i, xlabel in enumerate(("latents", "tokens (x canonical)")):
-        for j, (col, label) in enumerate(CONVERGENCE_PANELS):
+        for j, metric in enumerate(CONVERGENCE_PANELS):
             ax = axes[i][j]
-            if col.startswith("absorption/mean"):
-                mark_not_measured(ax, label)
+            if metric in metrics.ABSORPTION_MEASURES:
+                mark_not_measured(ax, metric.axis)
             style.log_axis(ax, "x", ticks=[float(t) for t in ticks[i]])
             ax.set_xlabel(xlabel)
-            if col == "absorption/max_k1_f1" and letter_latent_f1 is not None:
+            if metric == metrics.MAX_K1_F1 and letter_latent_f1 is not None:
                 ax.axhline(letter_latent_f1, color="0.6", lw=0.8, ls="--")
     _figure_legend(fig, bool(raw_used.any()), ncol=3)
     fig.suptitle(title)
@@ -515,9 +507,8 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
     return fig
 
 
-CROSS_MODEL_PANELS = [("core/explained_variance", "explained variance"),
-                      ("absorption/mean_absorption_fraction", "absorption fraction"),
-                      ("absorption/mean_full_absorption", "full absorption rate")]
+CROSS_MODEL_PANELS = [metrics.EXPLAINED_VARIANCE, metrics.ABSORPTION_FRACTION,
+                      metrics.FULL_ABSORPTION]
 
 
 @style.styled
@@ -540,10 +531,10 @@ def plot_cross_model(frame: pd.DataFrame, title: str = ""):
     for i, (model, layer) in enumerate(models):
         at = frame[(frame["model"] == model) & (frame["layer"] == layer)]
         target = at["target_l0"].iloc[0]
-        for j, (metric, label) in enumerate(CROSS_MODEL_PANELS):
+        for j, metric in enumerate(CROSS_MODEL_PANELS):
             ax = axes[i][j]
             for x, other in enumerate(others):
-                row = at[(at["other"] == other) & (at["metric"] == metric)]
+                row = at[(at["other"] == other) & (at["metric"] == metric.id)]
                 if row.empty or not np.isfinite(row["diff"].iloc[0]):
                     continue
                 r = row.iloc[0]
@@ -558,7 +549,7 @@ def plot_cross_model(frame: pd.DataFrame, title: str = ""):
                           ha="right")
             ax.set_xlim(-0.6, len(others) - 0.4)
             if i == 0:
-                ax.set_title(label)
+                ax.set_title(metric.axis)
             if j == 0:
                 ax.set_ylabel(f"{model}\nlayer {layer}, L0 {target:.0f}")
     if raw_used:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from atm_repro import metrics
 from atm_repro.config import Profile
 from atm_repro.evals.results import read_result, result_path
 from atm_repro.evals.stability import PAIR_SEPARATOR, pair_members
@@ -27,7 +28,7 @@ SAE_COLUMNS = ["sae_id", "model", "group", "name", "variant", "mask_mode", "laye
 # Absorption's four measures are NaN in ``metrics`` where the metric is not
 # meaningful (evals.absorption.health); the computed values are kept under
 # this prefix so that a reader can still see them, flagged by the health.
-RAW_ABSORPTION = "absorption/raw/"
+RAW_ABSORPTION = f"{metrics.ABSORPTION}/{metrics.RAW}/"
 
 
 def _describe(profile: Profile, record: SAERecord, derived: dict) -> dict:
@@ -49,7 +50,7 @@ def _result_rows(data: dict) -> dict[str, float]:
     """Metric id -> value of one result JSON (absorption's raw measures included)."""
     out = {f"{data['eval_name']}/{k}": float(v) for k, v in data["metrics"].items()
            if v is not None}
-    if data["eval_name"] == "absorption":
+    if data["eval_name"] == metrics.ABSORPTION:
         out.update({f"{RAW_ABSORPTION}{k}": float(v)
                     for k, v in data["details"].get("measures", {}).items() if v is not None})
     return out
@@ -70,8 +71,8 @@ def read_results(profile: Profile) -> pd.DataFrame:
         data = read_result(path)
         for sae_id in pair_members(data["sae_id"]):
             if sae_id in described:
-                rows += [{**described[sae_id], "metric": f"stability/{k}", "result": float(v)}
-                         for k, v in data["metrics"].items() if v is not None]
+                rows += [{**described[sae_id], "metric": f"{metrics.STABILITY}/{k}",
+                          "result": float(v)} for k, v in data["metrics"].items() if v is not None]
     return pd.DataFrame(rows, columns=[*SAE_COLUMNS, "metric", "result"])
 
 

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atm_repro import metrics
 from atm_repro.report.latex import escape_latex, is_missing, macro_name, with_stamp
 from atm_repro.report.provenance import Stamp
 from atm_repro.saes import VARIANTS
 
 Numbers = Mapping[str, Any]  # macro name without the backslash -> value
+# the number key of the residual-stream top-1 probing accuracy (``report.paper``)
+BASELINE_TOP1 = f"{metrics.PROBING}/{metrics.BASELINE}_top1"
 
 SPARSE = ("topk", "batchtopk", "jumprelu", "matryoshka")  # the k / L0-penalty families
 ATM_SET = ("atm", "atm-random", "atm-none")
@@ -97,7 +100,7 @@ def _standard_worst(n: Numbers) -> bool:
 
 def _every_family_beats_one_dimension(n: Numbers) -> bool:
     tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *_others())])
-    return bool(tops) and min(tops) > get(n, "probing/baseline_top1")
+    return bool(tops) and min(tops) > get(n, BASELINE_TOP1)
 
 
 def _atm_probing_in_the_middle(n: Numbers) -> bool:

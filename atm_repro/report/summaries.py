@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from atm_repro import metrics
 from atm_repro.config import Profile, format_value
 from atm_repro.profiles import derived_runs, resolved_param, scale_runs
 from atm_repro.runs import parse_sae_dir, read_metrics, sae_dir
@@ -111,37 +112,17 @@ def ablation_table(cfg: Profile) -> pd.DataFrame:
     return frame.drop(columns="_order").round(4)
 
 
-# Display labels of the metric ids the summaries show (attached by ``labelled``).
-METRIC_LABELS = {
-    "core/l0": "L0",
-    "core/mse": "MSE",
-    "core/cosine_similarity": "cosine",
-    "core/explained_variance": "explained var.",
-    "core/ce_loss_score": "CE loss score",
-    "absorption/mean_full_absorption": "full absorption",
-    "absorption/mean_absorption_fraction": "absorption frac.",
-    "probing/mean_top1": "probing top-1",
-    "stability/max_cos_mean": "stability (max cos)",
-    "stability/max_cos_frac_above_0.9": "matched > 0.9",
-    "absorption/n_letters_kept": "letters kept",
-    "absorption/mean_k1_f1": "mean k=1 F1",
-    "absorption/max_k1_f1": "best k=1 F1",
-    "absorption/n_letter_latents": "letter latents",
-    "absorption/wrong_letter_fire_rate": "fires on other letters",
-    "absorption/meaningful": "meaningful",
-}
-MAIN_METRICS = tuple(list(METRIC_LABELS)[:10])
-HEALTH_METRICS = tuple(list(METRIC_LABELS)[10:])
+# The metrics the summaries show (``labelled`` attaches their short labels).
+MAIN_METRICS = (metrics.L0, metrics.MSE, metrics.COSINE, metrics.EXPLAINED_VARIANCE,
+                metrics.CE_LOSS_SCORE, metrics.FULL_ABSORPTION, metrics.ABSORPTION_FRACTION,
+                metrics.PROBING_TOP1, metrics.STABILITY_MAX_COS, metrics.STABILITY_ABOVE_09)
+HEALTH_METRICS = (metrics.LETTERS_KEPT, *metrics.ABSORPTION_HEALTH, metrics.MEANINGFUL)
 
 
 def label(metric: str) -> str:
-    """The display label of a metric id (per-dataset probing: "<dataset> top-1")."""
-    if metric in METRIC_LABELS:
-        return METRIC_LABELS[metric]
-    parts = metric.split("/")
-    if len(parts) == 3 and parts[0] == "probing" and parts[2] == "top1":
-        return f"{parts[1]} top-1"
-    return metric
+    """The short label of a metric id (``metrics.get``); an undeclared id as it is."""
+    declared = metrics.get(metric)
+    return declared.short if declared else metric
 
 
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -151,9 +132,7 @@ def labelled(frame: pd.DataFrame) -> pd.DataFrame:
 
 def probing_datasets(columns) -> list[str]:
     """The probing datasets with a per-dataset top-1 metric among ``columns``."""
-    return sorted(c.split("/")[1] for c in columns
-                  if c.startswith("probing/") and c.endswith("/top1")
-                  and c.count("/") == 2 and not c.startswith("probing/baseline"))
+    return sorted(c.split("/")[1] for c in columns if metrics.is_probing_dataset(c))
 
 
 def main_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +140,8 @@ def main_table(table: pd.DataFrame) -> pd.DataFrame:
     metrics averaged over seeds (``n_seeds`` says over how many), per-dataset
     top-1 probing included; columns are metric ids."""
     main = table[table["group"] == "main"]
-    columns = [*MAIN_METRICS, *(f"probing/{d}/top1" for d in probing_datasets(main.columns))]
+    columns = [*(m.id for m in MAIN_METRICS),
+               *(metrics.probing_dataset(d).id for d in probing_datasets(main.columns))]
     present = [c for c in columns if c in main.columns]
     out = main.groupby("name", sort=False)[present].mean()
     out.insert(0, "n_seeds", main.groupby("name", sort=False)["seed"].nunique())
@@ -175,5 +155,5 @@ def absorption_health(table: pd.DataFrame) -> pd.DataFrame:
     main latents fire on other letters' words, and the share of seeds where the
     metric is meaningful (``evals.absorption.health``)."""
     runs = table[table["group"].isin(["main", "cross_layer"])]
-    present = [c for c in HEALTH_METRICS if c in runs.columns]
+    present = [m.id for m in HEALTH_METRICS if m.id in runs.columns]
     return runs.groupby(["layer", "name"], sort=True)[present].mean().round(3)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from atm_repro import metrics
 from atm_repro.config import Profile
 from atm_repro.intervals import NAN_INTERVAL, Interval, diff_interval
 from atm_repro.report.comparisons import Matched
@@ -89,7 +90,7 @@ def main_diff(table: pd.DataFrame, other: str, metric: str) -> Interval:
 
 
 def stability_diff(table: pd.DataFrame, other: str = "topk",
-                   metric: str = "stability/max_cos_mean") -> Interval:
+                   metric: str = metrics.STABILITY_MAX_COS.id) -> Interval:
     """ATM minus ``other`` in seed-pair stability (each disjoint pair counted once)."""
     main = table[table["group"] == "main"]
     if metric not in main:
@@ -121,8 +122,8 @@ def factor_effect(table: pd.DataFrame, cfg: Profile, factor: str, metric: str) -
 
 def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> list[Claim]:
     """The five claims of the original, judged on our run."""
-    full, frac = "absorption/mean_full_absorption", "absorption/mean_absorption_fraction"
-    ev, ce = "core/explained_variance", "core/ce_loss_score"
+    full, frac = metrics.FULL_ABSORPTION.id, metrics.ABSORPTION_FRACTION.id
+    ev, ce = metrics.EXPLAINED_VARIANCE.id, metrics.CE_LOSS_SCORE.id
     abs_needed = [_find(comparisons, o, m) for o in ("topk", "jumprelu") for m in (full, frac)]
     recon = _find(comparisons, "topk", ev)
     ce_main = main_diff(table, "topk", ce)
