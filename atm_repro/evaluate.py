@@ -20,7 +20,9 @@ Model-side work (absorption prompts and probe, probing activations, the clean
 and zero-ablated splice passes) is done once per layer and shared by all SAEs;
 the absorption prompts and probing texts run once for all layers together.
 A result whose key (SAE run key, eval config, code version) is unchanged is
-not recomputed.
+not recomputed. The per-SAE evals, their groups and preparations are those
+registered in ``evals.registry`` (each eval module registers itself); stability
+runs on seed pairs here.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from atm_repro import metrics
 from atm_repro.cache import ActivationCache, build_cache
 from atm_repro.config import Profile
 from atm_repro.corpus import load_articles
-from atm_repro.evals.absorption import prepare_absorption, run_absorption
-from atm_repro.evals.core import run_core, splice_baseline, splice_sequences
-from atm_repro.evals.probing import prepare_probing, run_baseline, run_probing
+from atm_repro.evals import EVALS
+from atm_repro.evals.registry import Eval, EvalContext
 from atm_repro.evals.results import EvalResult, is_fresh, result_key, write_result
 from atm_repro.evals.stability import pair_id, run_stability
 from atm_repro.hardware import flush_subnormals
@@ -59,22 +61,13 @@ def training_minutes(profile: Profile) -> tuple[int, float]:
     return len(records), sum(read_metrics(r.path)["wall_s"] for r in records) / 60
 
 
-# Which SAE groups each per-SAE eval covers (cost decides: module docstring).
-EVAL_GROUPS = {
-    "core": {"main", "ablation", "scale", "cross_layer", "snapshot"},
-    "absorption": {"main", "ablation", "scale", "cross_layer", "snapshot"},
-    "probing": {"main", "cross_layer"},
-}
-SPLICE_GROUPS = {"main", "ablation", "cross_layer", "snapshot"}
-
-
-def _pending(root: Path, records: list[SAERecord], eval_name: str, cfg):
-    """(record, result key) of the SAEs whose ``eval_name`` result is missing or stale."""
+def _pending(root: Path, records: list[SAERecord], spec: Eval, cfg):
+    """(record, result key) of the SAEs whose ``spec`` result is missing or stale."""
     out = []
     for r in records:
-        if r.group in EVAL_GROUPS[eval_name]:
+        if r.group in spec.groups:
             key = result_key(r.run_key, cfg)
-            if not is_fresh(root, r.sae_id, eval_name, key):
+            if not is_fresh(root, r.sae_id, spec.name, key):
                 out.append((r, key))
     return out
 
@@ -94,49 +87,36 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     if not records:
         raise RuntimeError(f"no trained SAEs under {run_dir(profile) / 'saes'}: run notebook 02")
     cache = ActivationCache.open(build_cache(profile), verify=False)
-    model_dir = eval_cache_dir(profile)
-    todo = {}  # layer -> eval -> pending (record, key)
+    per_sae = [spec for spec in EVALS.values() if spec.groups]
+    todo = {}  # layer -> eval name -> pending (record, key)
     for layer in sorted({r.layer for r in records}):
         at_layer = [r for r in records if r.layer == layer]
-        pending = {name: _pending(root, at_layer, name, cfgs[name]) for name in EVAL_GROUPS}
+        pending = {s.name: _pending(root, at_layer, s, cfgs[s.name]) for s in per_sae}
         if any(pending.values()):
             todo[layer] = pending
+    states: dict[str, dict] = {}  # eval name -> layer -> its preparation
     if todo:
         loaded = load_model(profile.model, corpus_texts=load_articles(profile.corpus))
-        # Model-side prep of every layer that needs it, in one forward pass per input set.
-        need = {name: [lay for lay in todo if todo[lay][name]]
-                for name in ("absorption", "probing")}
-        absorption = prepare_absorption(loaded, need["absorption"], cfgs["absorption"], model_dir,
-                                        progress) if need["absorption"] else {}
-        probing = prepare_probing(loaded, need["probing"], cfgs["probing"], model_dir,
-                                  progress) if need["probing"] else {}
+        context = EvalContext(loaded, cache, eval_cache_dir(profile), progress)
+        # Each eval's preparation of every layer that needs it at once (one forward
+        # pass per input set).
+        for s in per_sae:
+            layers = [lay for lay in todo if todo[lay][s.name]]
+            states[s.name] = (s.prepare(context, layers, cfgs[s.name])
+                              if s.prepare and layers else {})
     for layer, pending in todo.items():
         bar = tqdm(total=sum(map(len, pending.values())), desc=f"evals L{layer}",
                    disable=not progress)
-        core_cfg, baseline = cfgs["core"], None
-        for r, key in pending["core"]:
-            cfg = core_cfg if r.group in SPLICE_GROUPS else \
-                dataclasses.replace(core_cfg, n_splice_sequences=0)
-            if cfg.n_splice_sequences and baseline is None:
-                baseline = splice_baseline(loaded, splice_sequences(cache, cfg), layer,
-                                           cfg.splice_batch_size)
-            _write(root, run_core(load_sae(r.path), loaded, cache, layer, cfg, r.sae_id,
-                                  baseline), key)
-            bar.update()
-        for r, key in pending["absorption"]:
-            _write(root, run_absorption(load_sae(r.path), absorption[layer], cfgs["absorption"],
-                                        r.sae_id), key)
-            bar.update()
-        if pending["probing"]:
-            base = run_baseline(probing[layer], cfgs["probing"])
-            _write(root, dataclasses.replace(base, sae_id=f"L{layer}-model"),
-                   result_key(cfgs["probing"]))
-            for r, key in pending["probing"]:
-                _write(root, run_probing(load_sae(r.path), probing[layer], cfgs["probing"],
-                                         r.sae_id), key)
+        for s in per_sae:
+            cfg, state = cfgs[s.name], states[s.name].get(layer)
+            if pending[s.name] and s.layer_results:
+                for result in s.layer_results(state, cfg):
+                    _write(root, result, result_key(cfg))
+            for r, key in pending[s.name]:
+                _write(root, s.run(load_sae(r.path), r, state, cfg), key)
                 bar.update()
         bar.close()
-    _stability(records, cfgs["stability"], root)
+    _stability(records, cfgs[metrics.STABILITY], root)
 
 
 def _stability(records: list[SAERecord], cfg, root: Path) -> None:

@@ -1,19 +1,11 @@
 """Evaluations, one module per metric family; results via ``evals.results``.
 
-``EVAL_CONFIGS`` maps each eval's name (a key of a profile's ``evals``
-section) to its config dataclass.
+Each eval module registers itself (``evals.registry``) on import, in the order
+below (the order ``evaluate`` runs them). ``EVAL_CONFIGS`` maps each registered
+eval's name (a key of a profile's ``evals`` section) to its config dataclass.
 """
 
-from atm_repro.evals.absorption import AbsorptionConfig
-from atm_repro.evals.core import CoreConfig
-from atm_repro.evals.probing import ProbingConfig
-from atm_repro.evals.stability import StabilityConfig
-from atm_repro.evals.toy import ToyBenchmarkConfig
+from atm_repro.evals import absorption, core, probing, stability, toy  # noqa: F401 (register)
+from atm_repro.evals.registry import EVAL_CONFIGS, EVALS
 
-EVAL_CONFIGS = {
-    "core": CoreConfig,
-    "absorption": AbsorptionConfig,
-    "probing": ProbingConfig,
-    "stability": StabilityConfig,
-    "toy": ToyBenchmarkConfig,
-}
+__all__ = ["EVALS", "EVAL_CONFIGS"]

@@ -86,6 +86,7 @@ from atm_repro import metrics
 from atm_repro.cache import capture_residuals
 from atm_repro.codehash import code_key
 from atm_repro.config import ConfigError, fingerprint
+from atm_repro.evals.registry import EVERY_GROUP, Eval, EvalContext, register
 from atm_repro.evals.results import EvalResult
 from atm_repro.models import LoadedModel
 
@@ -857,3 +858,15 @@ def run_absorption(sae: torch.nn.Module, data: AbsorptionData, cfg: AbsorptionCo
                "data": data.meta, "not_meaningful_reason": reason,
                "eval_seconds": round(time.perf_counter() - t0, 3)}
     return EvalResult(EVAL_NAME, sae_id, cfg, values, details)
+
+
+def _prepare(ctx: EvalContext, layers: list[int], cfg: AbsorptionConfig
+             ) -> dict[int, AbsorptionData]:
+    return prepare_absorption(ctx.loaded, layers, cfg, ctx.model_dir, ctx.progress)
+
+
+def _run(sae, record, data: AbsorptionData, cfg: AbsorptionConfig) -> EvalResult:
+    return run_absorption(sae, data, cfg, record.sae_id)
+
+
+register(Eval(EVAL_NAME, AbsorptionConfig, EVERY_GROUP, _run, _prepare))

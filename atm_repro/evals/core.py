@@ -24,6 +24,7 @@ Definitions (docs/metrics.md, "Core"; the activation metrics are
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from atm_repro import metrics
 from atm_repro.cache import ActivationCache
 from atm_repro.config import ConfigError, to_dict
+from atm_repro.evals.registry import EVERY_GROUP, Eval, EvalContext, register
 from atm_repro.evals.results import EvalResult
 from atm_repro.models import LoadedModel
 from atm_repro.sae_metrics import activation_stats
@@ -343,3 +345,35 @@ def run_core(sae, loaded: LoadedModel, cache: ActivationCache, layer: int, cfg: 
     }
     config = {**to_dict(cfg), "layer": layer, "model": loaded.name, "cache": str(cache.path)}
     return EvalResult(metrics.CORE, sae_id, config, values, details)
+
+
+# The groups whose SAEs get the CE / KL splice (``evaluate``'s docstring: cost decides).
+SPLICE_GROUPS = frozenset({"main", "ablation", "cross_layer", "snapshot"})
+
+
+@dataclass
+class CoreLayer:
+    """Core's state per layer: the splice baseline, computed for the first SAE
+    that needs it and shared by the rest."""
+
+    loaded: LoadedModel
+    cache: ActivationCache
+    layer: int
+    baseline: SpliceBaseline | None = None
+
+
+def _prepare(ctx: EvalContext, layers: list[int], cfg: CoreConfig) -> dict[int, CoreLayer]:
+    return {layer: CoreLayer(ctx.loaded, ctx.cache, layer) for layer in layers}
+
+
+def _run(sae, record, state: CoreLayer, cfg: CoreConfig) -> EvalResult:
+    if record.group not in SPLICE_GROUPS:
+        cfg = dataclasses.replace(cfg, n_splice_sequences=0)
+    if cfg.n_splice_sequences and state.baseline is None:
+        state.baseline = splice_baseline(state.loaded, splice_sequences(state.cache, cfg),
+                                         state.layer, cfg.splice_batch_size)
+    return run_core(sae, state.loaded, state.cache, state.layer, cfg, record.sae_id,
+                    state.baseline)
+
+
+register(Eval(metrics.CORE, CoreConfig, EVERY_GROUP, _run, _prepare))

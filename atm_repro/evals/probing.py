@@ -27,6 +27,7 @@ texts, tokenizer or truncation recomputes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import warnings
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 from atm_repro import metrics
 from atm_repro.cache import capture_residuals
 from atm_repro.config import fingerprint, require
+from atm_repro.evals.registry import Eval, EvalContext, register
 from atm_repro.evals.results import EvalResult
 from atm_repro.files import atomic_save_npy, atomic_write_json, keyed_json, sha256_file
 from atm_repro.models import LoadedModel
@@ -454,3 +456,20 @@ def run_probing(sae, data: ProbingData, cfg: ProbingConfig, sae_id: str) -> Eval
     values.update({f"{metrics.BASELINE}/{k}": v for k, v in baseline.metrics.items()})
     return EvalResult(EVAL_NAME, sae_id, _result_config(data, cfg, d_sae=sae.cfg.d_sae), values,
                       {"datasets": details, "baseline": baseline.details["datasets"]})
+
+
+def _prepare(ctx: EvalContext, layers: list[int], cfg: ProbingConfig) -> dict[int, ProbingData]:
+    return prepare_probing(ctx.loaded, layers, cfg, ctx.model_dir, ctx.progress)
+
+
+def _run(sae, record, data: ProbingData, cfg: ProbingConfig) -> EvalResult:
+    return run_probing(sae, data, cfg, record.sae_id)
+
+
+def _model_baseline(data: ProbingData, cfg: ProbingConfig) -> list[EvalResult]:
+    """The residual-stream baseline of the layer, as the result of ``L<layer>-model``."""
+    return [dataclasses.replace(run_baseline(data, cfg), sae_id=f"L{data.layer}-model")]
+
+
+register(Eval(EVAL_NAME, ProbingConfig, frozenset({"main", "cross_layer"}), _run, _prepare,
+              _model_baseline))

@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from atm_repro import metrics
 from atm_repro.config import ConfigError
+from atm_repro.evals.registry import Eval, register
 from atm_repro.evals.results import EvalResult
 
 
@@ -144,3 +145,6 @@ def run_stability(sae_a, sae_b, cfg: StabilityConfig, sae_id_a: str,
     values, details = decoder_stability(sae_a.W_dec, sae_b.W_dec, cfg)
     details["pair"] = {"a": sae_id_a, "b": sae_id_b}
     return EvalResult(metrics.STABILITY, pair_id(sae_id_a, sae_id_b), cfg, values, details)
+
+
+register(Eval(metrics.STABILITY, StabilityConfig))  # seed pairs: ``evaluate`` runs them

@@ -54,6 +54,7 @@ from atm_repro.evals.absorption import (
     score_words,
     select_main_latents,
 )
+from atm_repro.evals.registry import Eval, register
 from atm_repro.evals.results import EvalResult
 from atm_repro.evals.stability import best_match_cosines, unit_rows
 from atm_repro.sae_metrics import CoreStats
@@ -465,3 +466,6 @@ def run_toy_absorption(sae, probes: ToyProbes, cfg: ToyBenchmarkConfig,
         if "probe_main_latents" in row:
             row["probe_main_has_parent_latent"] = row["parent_latent"] in row["probe_main_latents"]
     return EvalResult(EVAL_NAME, sae_id, cfg, {**exact, **probe}, exact_details)
+
+
+register(Eval("toy", ToyBenchmarkConfig))  # no trained SAE: ``toybench`` runs it
