@@ -66,10 +66,15 @@ def _pending(root: Path, records: list[SAERecord], spec: Eval, cfg):
     out = []
     for r in records:
         if r.group in spec.groups:
-            key = result_key(r.run_key, cfg)
+            key = result_key(r.run_key, cfg, code=_code(spec))
             if not is_fresh(root, r.sae_id, spec.name, key):
                 out.append((r, key))
     return out
+
+
+def _code(spec: Eval) -> tuple:
+    """The roots of ``spec``'s code key: its own functions."""
+    return tuple(f for f in (spec.prepare, spec.run, spec.layer_results) if f is not None)
 
 
 def _write(root: Path, result: EvalResult, key: str) -> None:
@@ -111,7 +116,7 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
             cfg, state = cfgs[s.name], states[s.name].get(layer)
             if pending[s.name] and s.layer_results:
                 for result in s.layer_results(state, cfg):
-                    _write(root, result, result_key(cfg))
+                    _write(root, result, result_key(cfg, code=_code(s)))
             for r, key in pending[s.name]:
                 _write(root, s.run(load_sae(r.path), r, state, cfg), key)
                 bar.update()
@@ -131,7 +136,7 @@ def _stability(records: list[SAERecord], cfg, root: Path) -> None:
             continue
         ordered = sorted(runs, key=lambda r: r.seed)
         for a, b in zip(ordered[0::2], ordered[1::2]):
-            key = result_key(a.run_key, b.run_key, cfg)
+            key = result_key(a.run_key, b.run_key, cfg, code=(run_stability,))
             if is_fresh(root, pair_id(a.sae_id, b.sae_id), "stability", key):
                 continue
             _write(root, run_stability(load_sae(a.path), load_sae(b.path), cfg, a.sae_id,

@@ -19,14 +19,10 @@ from atm_repro.files import atomic_write_json, keyed_json
 
 # Roots of the code an eval result depends on (beyond the SAE, whose run key covers
 # training): the eval functions ``evaluate`` calls and what feeds them (codehash).
-EVAL_CODE = (
-    "atm_repro.evals.core:run_core", "atm_repro.evals.core:splice_baseline",
-    "atm_repro.evals.core:splice_sequences", "atm_repro.evals.absorption:prepare_absorption",
-    "atm_repro.evals.absorption:run_absorption", "atm_repro.evals.probing:prepare_probing",
-    "atm_repro.evals.probing:run_baseline", "atm_repro.evals.probing:run_probing",
-    "atm_repro.evals.stability:run_stability", "atm_repro.saes.io:load_sae",
-    "atm_repro.cache:ActivationCache", "atm_repro.models:load_model",
-)
+# Roots of every eval's code key besides the eval's own functions: how an SAE,
+# the activations and the model are read.
+SHARED_CODE = ("atm_repro.saes.io:load_sae", "atm_repro.cache:ActivationCache",
+               "atm_repro.models:load_model")
 
 
 @dataclass
@@ -75,11 +71,12 @@ def write_result(root: Path, result: EvalResult) -> Path:
     return path
 
 
-def result_key(*parts) -> str:
+def result_key(*parts, code: tuple = ()) -> str:
     """Fingerprint of an eval's inputs (e.g. the SAE's run key and the eval config)
-    plus the code key of the evals (``EVAL_CODE``): an unchanged key means the
-    result is reusable."""
-    return fingerprint({"parts": list(parts), "code": code_key(*EVAL_CODE)})
+    plus the code key of the functions that compute it (``code``: that eval's
+    functions, with ``SHARED_CODE``): an unchanged key means the result is
+    reusable, and a change to one eval's code re-runs that eval only."""
+    return fingerprint({"parts": list(parts), "code": code_key(*code, *SHARED_CODE)})
 
 
 def is_fresh(root: Path, sae_id: str, eval_name: str, key: str) -> bool:
