@@ -75,3 +75,20 @@ def test_register_rejects_a_second_eval_of_the_same_name(width_eval):
         register(Eval("width", WidthConfig))
     with pytest.raises(ValueError, match="has no run"):
         register(Eval("other", WidthConfig, frozenset({"main"})))
+
+
+def test_each_eval_keys_its_own_code():
+    """A result key hashes that eval's functions: the same inputs give different
+    keys for core and absorption, and stability's key does not move with probing."""
+    from atm_repro.codehash import definitions
+    from atm_repro.evals.registry import EVALS
+    from atm_repro.evals.results import result_key
+    from atm_repro.evaluate import _code
+
+    parts = ({"spec": "x"}, {"cfg": 1})
+    keys = {name: result_key(*parts, code=_code(spec))
+            for name, spec in EVALS.items() if spec.groups}
+    assert len(set(keys.values())) == len(keys) == 3
+    probing = definitions(*_code(EVALS["probing"]))
+    assert any(k.endswith(":run_probing") for k in probing)
+    assert not any(k.startswith("atm_repro.evals.absorption:") for k in probing)
