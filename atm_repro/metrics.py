@@ -141,6 +141,9 @@ def stability_matched(threshold: float, matching: str = "max_cos") -> Metric:
 
 STABILITY_MAX_COS = Metric(STABILITY, "max_cos_mean", "best-match cosine", "higher",
                            short="stability (max cos)", tex="best-match cos.")
+# the same statistic for two independent random decoders of the pair's shapes
+STABILITY_CHANCE = Metric(STABILITY, "chance_max_cos_mean", "best-match cosine of random decoders",
+                          short="chance (max cos)", tex="chance")
 STABILITY_ASSIGNMENT = Metric(STABILITY, "assignment_mean", "one-to-one cosine", "higher",
                               tex="one-to-one cos.")
 STABILITY_ABOVE_07 = stability_matched(0.7)
@@ -151,7 +154,8 @@ METRICS = {m.id: m for m in (
     CE_LOSS_SCORE, DELTA_CE, KL_DIV, *ABSORPTION_MEASURES, MAIN_LATENTS, LETTERS_KEPT,
     LETTERS_SCORED, *ABSORPTION_HEALTH, MEANINGFUL, PROBING_TOP1, PROBING_TOP1_SE,
     baseline(PROBING_TOP1), PROBING_GENDER, PROBING_SENTIMENT,
-    STABILITY_MAX_COS, STABILITY_ASSIGNMENT, STABILITY_ABOVE_07, STABILITY_ABOVE_09)}
+    STABILITY_MAX_COS, STABILITY_CHANCE, STABILITY_ASSIGNMENT, STABILITY_ABOVE_07,
+    STABILITY_ABOVE_09)}
 
 
 def get(metric_id: str) -> Metric | None:

@@ -3,15 +3,19 @@ independent decoders; blockwise == full; config checks; the runner."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
+from atm_repro import metrics
 from atm_repro.evals.results import write_result
 from atm_repro.evals.stability import (
     StabilityConfig,
     assignment_cosines,
     best_match_cosines,
+    chance_best_match,
     decoder_stability,
     run_stability,
 )
@@ -116,3 +120,27 @@ def test_runner_deterministic_and_written(tmp_path):
     assert r1.metrics["assignment_sample"] == 20
     path = write_result(tmp_path, r1)
     assert path.name == "stability.json" and path.parent.name == "topk_s0__vs__topk_s1"
+
+
+def _gumbel_expected_max(n: int, d: int) -> float:
+    """Expected max of n independent cosines between random unit vectors in R^d
+    (each ~ N(0, 1/d)), by the Gumbel limit of Gaussian maxima."""
+    s = math.sqrt(2 * math.log(n))
+    a_n = s - (math.log(math.log(n)) + math.log(4 * math.pi)) / (2 * s)
+    return (a_n + 0.5772156649 / s) / math.sqrt(d)
+
+
+def test_chance_level_matches_the_gumbel_limit_and_grows_with_rows():
+    chance = chance_best_match(2048, 2048, 640, seed=0)
+    assert chance == pytest.approx(_gumbel_expected_max(2048, 640), abs=0.006)  # ~0.137
+    assert chance == chance_best_match(2048, 2048, 640, seed=0)  # seeded
+    assert chance_best_match(256, 2048, 64, seed=0) > chance_best_match(256, 256, 64, seed=0) + 0.02
+
+
+def test_every_pair_carries_its_chance_level():
+    W = torch.randn(512, 64, generator=torch.Generator().manual_seed(1))
+    values, _ = decoder_stability(W, W.clone(), StabilityConfig())
+    assert values["max_cos_mean"] == pytest.approx(1.0)
+    assert values[metrics.STABILITY_CHANCE.name] == pytest.approx(
+        chance_best_match(512, 512, 64, seed=0))
+    assert values[metrics.STABILITY_CHANCE.name] < 0.5

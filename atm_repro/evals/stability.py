@@ -78,6 +78,17 @@ def assignment_cosines(W_A: torch.Tensor, W_B: torch.Tensor, rows_A: np.ndarray)
     return np.clip(cos_nB[r, c], -1, 1)
 
 
+def chance_best_match(rows_a: int, rows_b: int, d: int, seed: int,
+                      chunk_rows: int = 4096) -> float:
+    """The symmetrised mean best-match cosine of two independent sets of random
+    unit vectors (Gaussian rows, seeded) of shapes [rows_a, d] and [rows_b, d]:
+    what two unrelated decoders of the pair's shapes score by chance."""
+    gen = torch.Generator().manual_seed(seed)
+    R_A, R_B = torch.randn(rows_a, d, generator=gen), torch.randn(rows_b, d, generator=gen)
+    best_A, best_B = best_match_cosines(R_A, R_B, chunk_rows)
+    return float((best_A.mean() + best_B.mean()) / 2)
+
+
 def match_stats(cos_N: np.ndarray, thresholds: list[float]) -> dict[str, float]:
     """Mean matched cosine and the fraction of rows matched above each threshold."""
     out = {"mean": float(np.mean(cos_N))}
@@ -115,6 +126,8 @@ def decoder_stability(W_A: torch.Tensor, W_B: torch.Tensor,
             for direction, stats in by_dir.items():
                 values[f"{kind}_{stat}_{direction}"] = stats[stat]
     values["assignment_sample"] = n
+    values[metrics.STABILITY_CHANCE.name] = chance_best_match(
+        W_A.shape[0], W_B.shape[0], W_A.shape[1], cfg.seed, cfg.chunk_rows)
     edges = np.linspace(-1.0, 1.0, cfg.hist_bins + 1)
     details = {
         "best_match_histogram": {

@@ -399,14 +399,16 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
 STABILITY_CAPTION = (
     "Feature stability across training seeds, over disjoint seed pairs (mean "
     "$\\pm$ half the 95\\% bootstrap interval where there are two pairs): mean "
-    "best-match decoder cosine, mean cosine of the optimal one-to-one assignment, "
+    "best-match decoder cosine (chance: the same statistic for two random decoders of "
+    "the same shapes, seeded), mean cosine of the optimal one-to-one assignment, "
     "and the fraction of latents whose best match exceeds 0.7 / 0.9 (both "
     "directions averaged).")
 
 
 def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
-    cols = {m.id: m.tex for m in (metrics.STABILITY_MAX_COS, metrics.STABILITY_ASSIGNMENT,
-                                  metrics.STABILITY_ABOVE_07, metrics.STABILITY_ABOVE_09)}
+    cols = {m.id: m.tex for m in (metrics.STABILITY_MAX_COS, metrics.STABILITY_CHANCE,
+                                  metrics.STABILITY_ASSIGNMENT, metrics.STABILITY_ABOVE_07,
+                                  metrics.STABILITY_ABOVE_09)}
     main = table[table["group"] == "main"]
     present = [c for c in cols if c in main]
     rows = []
