@@ -22,6 +22,7 @@ Direction = Literal["higher", "lower"] | None
 
 # The evals' names: the first part of a metric id, the name of a result file.
 CORE, ABSORPTION, PROBING, STABILITY = "core", "absorption", "probing", "stability"
+TRAIN = "train"  # not an eval: how far each SAE trained, read from its run (``report.results``)
 RAW = "raw"  # absorption's computed measures where not meaningful: ``absorption/raw/<name>``
 BASELINE = "baseline"  # probing on the residual stream: ``probing/baseline/<name>``
 
@@ -149,13 +150,20 @@ STABILITY_ASSIGNMENT = Metric(STABILITY, "assignment_mean", "one-to-one cosine",
 STABILITY_ABOVE_07 = stability_matched(0.7)
 STABILITY_ABOVE_09 = stability_matched(0.9)
 
+# --------------------------------------------------------------------------- training
+TRAIN_TOKENS = Metric(TRAIN, "tokens", "training tokens", fmt=",.0f")
+TRAIN_STEPS = Metric(TRAIN, "steps", "training steps", fmt=",.0f")
+TRAIN_BATCH_SIZE = Metric(TRAIN, "batch_size", "batch size (tokens)", fmt=",.0f")
+TRAIN_WIDTH = Metric(TRAIN, "width", "latents", fmt=",.0f")
+TRAINING = (TRAIN_TOKENS, TRAIN_STEPS, TRAIN_BATCH_SIZE, TRAIN_WIDTH)
+
 METRICS = {m.id: m for m in (
     L0, MSE, MSE_PER_ELEMENT, COSINE, EXPLAINED_VARIANCE, FRAC_DEAD, FRAC_DENSE,
     CE_LOSS_SCORE, DELTA_CE, KL_DIV, *ABSORPTION_MEASURES, MAIN_LATENTS, LETTERS_KEPT,
     LETTERS_SCORED, *ABSORPTION_HEALTH, MEANINGFUL, PROBING_TOP1, PROBING_TOP1_SE,
     baseline(PROBING_TOP1), PROBING_GENDER, PROBING_SENTIMENT,
     STABILITY_MAX_COS, STABILITY_CHANCE, STABILITY_ASSIGNMENT, STABILITY_ABOVE_07,
-    STABILITY_ABOVE_09)}
+    STABILITY_ABOVE_09, *TRAINING)}
 
 
 def get(metric_id: str) -> Metric | None:

@@ -15,7 +15,8 @@ def test_declared_metrics_are_consistent():
     assert len(ids) == len(set(ids)) == len(metrics.METRICS)
     for m in metrics.METRICS.values():
         assert m.id == f"{m.eval}/{m.name}" and metrics.eval_of(m.id) == m.eval
-        assert m.eval in (metrics.CORE, metrics.ABSORPTION, metrics.PROBING, metrics.STABILITY)
+        assert m.eval in (metrics.CORE, metrics.ABSORPTION, metrics.PROBING, metrics.STABILITY,
+                          metrics.TRAIN)
         assert m.direction in ("higher", "lower", None) and m.label
         format(0.5, m.fmt)  # a valid format spec
     # unset labels fall back to ``label``; set ones are kept

@@ -23,7 +23,9 @@ def results(runs_dir):
     for name, seed in (("topk", 0), ("topk", 1), ("atm-beta0.9", 0)):
         path = sae_dir(cfg, 1, name, seed)
         path.mkdir(parents=True)
-        (path / METRICS).write_text(json.dumps({"key": {}}))
+        (path / METRICS).write_text(json.dumps({
+            "tokens": 30208 + seed, "steps": 118, "key": {"train": {"batch_size": 256,
+                                                                   "width": 256 * (seed + 1)}}}))
         sae_id = f"L1-{name}-s{seed}"
         write_result(root, EvalResult("core", sae_id, {}, {"l0": 10.0 + seed, "mse": 0.5}))
         write_result(root, EvalResult("absorption", sae_id, {},
@@ -38,7 +40,12 @@ def test_tidy_table_is_keyed_by_metric_ids(results):
     tidy = read_results(results)
     assert list(tidy.columns) == [*SAE_COLUMNS, "metric", "result"]
     assert set(tidy["metric"]) == {"core/l0", "core/mse", "absorption/meaningful",
-                                   "stability/max_cos_mean"}  # NaN is left out
+                                   "stability/max_cos_mean", "train/tokens", "train/steps",
+                                   "train/batch_size", "train/width"}  # NaN is left out
+    train = tidy[tidy["metric"].str.startswith("train/")].pivot(
+        index="sae_id", columns="metric", values="result")
+    assert train.loc["L1-topk-s1"].to_dict() == {"train/batch_size": 256.0, "train/steps": 118.0,
+                                                 "train/tokens": 30209.0, "train/width": 512.0}
     assert "L1-gone-s0" not in set(tidy["sae_id"])
     l0 = tidy[tidy["metric"] == "core/l0"].set_index("sae_id")["result"]
     assert l0.to_dict() == {"L1-atm-beta0.9-s0": 10.0, "L1-topk-s0": 10.0, "L1-topk-s1": 11.0}

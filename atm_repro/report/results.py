@@ -20,7 +20,7 @@ from atm_repro.evals.results import read_result, result_path
 from atm_repro.evals.stability import PAIR_SEPARATOR, pair_members
 from atm_repro.evaluate import discover_saes
 from atm_repro.profiles import derived_runs, scale_runs
-from atm_repro.runs import SAERecord, results_dir
+from atm_repro.runs import SAERecord, read_metrics, results_dir
 from atm_repro.saes.atm import ATMConfig
 
 SAE_COLUMNS = ["sae_id", "model", "group", "name", "variant", "mask_mode", "layer", "seed",
@@ -56,13 +56,28 @@ def _result_rows(data: dict) -> dict[str, float]:
     return out
 
 
+def _training_rows(record: SAERecord) -> dict[str, float]:
+    """How far the SAE (or snapshot) trained: ``train/*`` rows from its run's
+    metrics.json and key (tokens and steps seen; the batch size and width it ran at)."""
+    run = read_metrics(record.path)
+    train = run["key"]["train"]
+    return {metrics.TRAIN_TOKENS.id: float(run["tokens"]),
+            metrics.TRAIN_STEPS.id: float(run["steps"]),
+            metrics.TRAIN_BATCH_SIZE.id: float(train["batch_size"]),
+            metrics.TRAIN_WIDTH.id: float(train["width"])}
+
+
 def read_results(profile: Profile) -> pd.DataFrame:
     """The tidy table of every discovered SAE's results (module docstring):
     ``SAE_COLUMNS`` + ``metric`` + ``result``, SAEs in discovery order."""
     derived = {run.name: run for run in derived_runs(profile) + scale_runs(profile)}
     root = results_dir(profile)
-    described = {r.sae_id: _describe(profile, r, derived) for r in discover_saes(profile)}
+    records = discover_saes(profile)
+    described = {r.sae_id: _describe(profile, r, derived) for r in records}
     rows = []
+    for record in records:
+        rows += [{**described[record.sae_id], "metric": m, "result": v}
+                 for m, v in _training_rows(record).items()]
     for sae_id, desc in described.items():
         for path in sorted((root / sae_id).glob("*.json")):
             rows += [{**desc, "metric": m, "result": v}
