@@ -15,7 +15,8 @@ for every SAE; the CE/KL splice also for the sweeps and factor ablations (the
 matched comparisons read the CE-loss score off the sweeps) and the snapshots
 (a convergence curve reads them as it reads finished SAEs), not for the scale
 study; sparse probing for the main group and the cross-layer group; stability
-for every main name with two or more seeds.
+for every main name with two or more seeds, and for its snapshots at each
+token count.
 Model-side work (absorption prompts and probe, probing activations, the clean
 and zero-ablated splice passes) is done once per layer and shared by all SAEs;
 the absorption prompts and probing texts run once for all layers together.
@@ -124,13 +125,17 @@ def evaluate_profile(profile: Profile, progress: bool = True) -> None:
     _stability(records, cfgs[metrics.STABILITY], root)
 
 
+STABILITY_GROUPS = ("main", "snapshot")
+
+
 def _stability(records: list[SAERecord], cfg, root: Path) -> None:
-    """Disjoint seed pairs ((s0, s1), (s2, s3), ...) of every main SAE name: with
-    five seeds, two independent pairs, so stability gets a spread too."""
-    by_name: dict[str, list[SAERecord]] = {}
+    """Disjoint seed pairs ((s0, s1), (s2, s3), ...) of every main SAE name and of
+    its snapshots at each token count (the convergence curve): with five seeds,
+    two independent pairs, so stability gets a spread too."""
+    by_name: dict[tuple, list[SAERecord]] = {}
     for r in records:
-        if r.group == "main":
-            by_name.setdefault(r.name, []).append(r)
+        if r.group in STABILITY_GROUPS:
+            by_name.setdefault((r.group, r.name, r.tokens), []).append(r)
     for runs in by_name.values():
         if len(runs) < 2:
             continue

@@ -227,3 +227,19 @@ def curve_table(cfg: Profile, shift_l0: dict[str, float] | None = None) -> pd.Da
                              "absorption/raw/mean_absorption_fraction": ABSORPTION[family],
                              "absorption/meaningful": float(ok)})
     return pd.DataFrame(rows)
+
+
+def one_setting_table(cfg, l0: dict[str, float], ev: dict[str, float]) -> pd.DataFrame:
+    """Main-set rows of a profile without sparsity sweeps (the headline design):
+    three seeds per spec, the given L0 and explained variance (seed noise +-0.001)."""
+    rows = []
+    for name in cfg.train.saes:
+        for seed in cfg.train.seeds_of(name):
+            rows.append({"sae_id": f"L8-{name}-s{seed}", "group": "main", "name": name,
+                         "variant": cfg.train.saes[name].variant, "layer": cfg.train.layer,
+                         "seed": seed, "base": name, "param": None, "value": None,
+                         "core/l0": l0.get(name, 40.0),
+                         "core/explained_variance": ev.get(name, 0.95) + 0.001 * (seed - 1),
+                         "core/ce_loss_score": 0.9, "absorption/meaningful": 1.0})
+    return pd.DataFrame(rows)
+

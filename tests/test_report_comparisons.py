@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import curve_table
+from helpers import curve_table, one_setting_table
 
 from atm_repro.profiles import load_profile
 from atm_repro.report.comparisons import (
@@ -16,6 +16,7 @@ from atm_repro.report.comparisons import (
     matched_comparisons,
     matched_frame,
     others,
+    paper_setting,
     seed_interval_cells,
     targets,
 )
@@ -106,3 +107,25 @@ def test_main_settings_compare_letters_paired(cfg):
     # a family without per-letter results gets n/a, not 0
     assert c[("jumprelu", "mean_full_absorption", "main")].verdict == "n/a"
     assert c[("topk", "explained_variance", "main")].diff.estimate == pytest.approx(-0.02)
+
+
+def test_one_setting_families_are_matched_within_the_tolerance():
+    cfg = load_profile("headline")
+    # atm-paper is ATM at the original's lambda; the 1M-token breadth runs are no family
+    assert paper_setting(cfg) == "atm-paper" and paper_setting(load_profile("cpu")) == "atm"
+    assert others(cfg) == ["topk", "jumprelu", "atm-none", "atm-random"]
+    table = one_setting_table(cfg, {"atm": 35.0, "atm-none": 47.0, "jumprelu": 30.0},
+                              {"atm": 0.94, "topk": 0.97, "atm-none": 0.95})
+    c = by_key(matched_comparisons(cfg, table))
+    # ATM at 35 (12.5% below TopK's 40) is matched; its EV gap is read at the point
+    ev = c[("topk", "explained_variance", "L0")]
+    assert ev.diff.estimate == pytest.approx(-0.03) and ev.verdict == "ATM worse"
+    # 47 is 17.5% above 40 and 30 is 25% below: not matched, not compared
+    assert c[("atm-none", "explained_variance", "L0")].verdict == "n/a"
+    assert c[("jumprelu", "explained_variance", "L0")].verdict == "n/a"
+    assert c[("atm-random", "explained_variance", "L0")].diff.estimate == pytest.approx(-0.01)
+    # without a curve there is no matched-EV reading (no extrapolation)
+    assert c[("topk", "ce_loss_score", "EV")].verdict == "n/a"
+    # just outside the tolerance ATM itself is no longer matched
+    far = by_key(matched_comparisons(cfg, one_setting_table(cfg, {"atm": 33.9}, {})))
+    assert far[("topk", "explained_variance", "L0")].verdict == "n/a"

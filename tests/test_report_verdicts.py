@@ -4,7 +4,8 @@ curves with a known answer; the setup tables come from the profile."""
 from __future__ import annotations
 
 import pandas as pd
-from helpers import ABSORPTION, curve_table, manifest
+import pytest
+from helpers import ABSORPTION, curve_table, manifest, one_setting_table
 
 from atm_repro.profiles import load_profile
 from atm_repro.report.comparisons import matched_comparisons
@@ -76,3 +77,66 @@ def test_setup_tables_come_from_the_profile():
     assert cfg.train.dtype == "auto" and "training dtype auto" not in hyper
     pinned = load_profile("cpu", {"train.saes.topk.dtype": "float32"})
     assert "training dtype float32" in row(hyperparameters_table(pinned, m, STAMP), "topk")
+
+
+def test_headline_claims_read_matched_l0_chance_and_the_original_setting():
+    cfg = load_profile("headline")
+    table = one_setting_table(cfg, {"atm": 38.0, "atm-paper": 1500.0},
+                              {"atm": 0.94, "topk": 0.97, "atm-paper": 0.99})
+    # one disjoint pair (s0, s1) per family; ATM's decoders match better than TopK's
+    for name, stab in (("atm", 0.30), ("topk", 0.20)):
+        for seed in (0, 1):
+            row = (table["name"] == name) & (table["seed"] == seed)
+            table.loc[row, "stability/max_cos_mean"] = stab
+            table.loc[row, "stability/chance_max_cos_mean"] = 0.14
+    got = {c.key: c for c in claims(cfg, table, matched_comparisons(cfg, table))}
+    assert got["reconstruction"].verdict == "fails"  # -0.03 at matched L0
+    # the original's own setting: the dense ATM reconstructs better than TopK
+    assert got["reconstruction_paper"].verdict == "holds"
+    assert "0.02" in got["reconstruction_paper"].evidence
+    assert got["stability"].verdict == "not testable here (1 pair)"
+    assert "at matched" in got["stability"].evidence
+    numbers = claim_numbers(cfg, table, matched_comparisons(cfg, table))
+    assert numbers["claim/stability/diff"] == pytest.approx(0.10)
+    assert numbers["claim/stability/over_chance/diff"] == pytest.approx(0.16)
+    # two pairs per family (a fourth seed): an interval, and a verdict
+    extra = table[table["seed"].isin([0, 1]) & table["name"].isin(["atm", "topk"])].copy()
+    extra["seed"] += 2
+    extra.loc[extra["name"] == "atm", "stability/max_cos_mean"] = 0.31
+    four = pd.concat([table, extra], ignore_index=True)
+    assert verdicts_of_profile(cfg, four)["stability"] == "holds"
+    # ATM far from TopK's L0: stability is not read (dense against sparse)
+    dense = four.copy()
+    dense.loc[dense["name"] == "atm", "core/l0"] = 400.0
+    assert verdicts_of_profile(cfg, dense)["stability"] == \
+        "not testable here (ATM not at TopK's L0)"
+
+
+def verdicts_of_profile(cfg, table: pd.DataFrame) -> dict[str, str]:
+    return {c.key: c.verdict for c in claims(cfg, table, matched_comparisons(cfg, table))}
+
+
+def test_mechanism_verdict_from_three_seeds_per_value():
+    cfg = load_profile("headline")
+    layer = cfg.train.layer
+
+    def rows(ev_of):
+        out = []
+        for factor, values in cfg.ablations.factors.items():
+            for value in values:
+                for seed in cfg.ablations.seeds:
+                    out.append({"sae_id": f"L{layer}-{factor}{value}-s{seed}",
+                                "group": "ablation", "name": f"atm-1m-{factor}{value}",
+                                "layer": layer, "seed": seed,
+                                "base": cfg.ablations.sae, "param": factor, "value": value,
+                                "core/l0": 40.0 + 0.1 * seed,
+                                "core/explained_variance": ev_of(factor, value) + 0.001 * seed})
+        return pd.DataFrame(out)
+
+    flat = pd.concat([one_setting_table(cfg, {}, {}), rows(lambda f, v: 0.93)])
+    assert verdicts_of_profile(cfg, flat)["mechanism"] == "no difference"
+    moved = pd.concat([one_setting_table(cfg, {}, {}),
+                       rows(lambda f, v: 0.93 + (0.02 * v if f == "r" else 0.0))])
+    claim = next(c for c in claims(cfg, moved, matched_comparisons(cfg, moved))
+                 if c.key == "mechanism")
+    assert claim.verdict == "holds" and "(3 seeds)" in claim.evidence

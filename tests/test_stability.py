@@ -144,3 +144,28 @@ def test_every_pair_carries_its_chance_level():
     assert values[metrics.STABILITY_CHANCE.name] == pytest.approx(
         chance_best_match(512, 512, 64, seed=0))
     assert values[metrics.STABILITY_CHANCE.name] < 0.5
+
+
+def test_evaluate_pairs_seeds_per_name_and_snapshot(monkeypatch, tmp_path):
+    """Notebook 05 pairs disjoint seeds of each main name, and of its snapshots at
+    the same token count only (never a snapshot with a finished run)."""
+    from atm_repro import evaluate
+    from atm_repro.runs import SAERecord
+
+    def rec(name, seed, tokens=None, group="main"):
+        sid = f"L8-{name}-s{seed}" + (f"-t{tokens}" if tokens else "")
+        return SAERecord(sid, "snapshot" if tokens else group, name, seed, 8, tmp_path / sid,
+                         tokens)
+
+    records = [rec("atm", s) for s in range(3)] + [rec("atm", s, 250) for s in range(2)]
+    records += [rec("atm", 0, 500), rec("topk-k20", 0, group="ablation"),
+                rec("topk-k20", 1, group="ablation")]
+    seen = []
+    monkeypatch.setattr(SAERecord, "run_key", property(lambda r: r.sae_id))
+    monkeypatch.setattr(evaluate, "load_sae", lambda path: path.name)
+    monkeypatch.setattr(evaluate, "is_fresh", lambda *a: False)
+    monkeypatch.setattr(evaluate, "_write", lambda *a: None)
+    monkeypatch.setattr(evaluate, "run_stability",
+                        lambda a, b, cfg, ida, idb: seen.append((ida, idb)))
+    evaluate._stability(records, StabilityConfig(), tmp_path)
+    assert sorted(seen) == [("L8-atm-s0", "L8-atm-s1"), ("L8-atm-s0-t250", "L8-atm-s1-t250")]

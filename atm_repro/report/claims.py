@@ -68,15 +68,17 @@ def present(ours: dict[str, dict[str, float]], variant: str, key: str) -> float 
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def ours_from_results(tidy: pd.DataFrame) -> dict[str, dict[str, float]]:
+def ours_from_results(tidy: pd.DataFrame,
+                      names: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
     """Our side of every claim from ``report.results.read_results``'s table: per
     paper variant, each claim's metric averaged over the main SAEs of that name
-    (its seeds); NaN where none has it. A variant any of whose seeds has
-    absorption not meaningful is flagged ``NOT_MEANINGFUL``."""
+    (its seeds; ``names`` maps a paper variant to another spec name, e.g. ATM to
+    the spec at the original's lambda); NaN where none has it. A variant any of
+    whose seeds has absorption not meaningful is flagged ``NOT_MEANINGFUL``."""
     main = tidy[tidy["group"] == "main"]
     out: dict[str, dict[str, float]] = {}
     for variant in PAPER_VARIANTS:
-        runs = main[main["name"] == variant]
+        runs = main[main["name"] == (names or {}).get(variant, variant)]
         out[variant] = {}
         for m in PAPER_RESULTS:
             values = runs.loc[runs["metric"] == m.metric, "result"]

@@ -6,7 +6,15 @@ A family is the main-set spec of that name plus its sparsity sweep
 point a setting with its seeds. Both curves are read at the target by
 interpolation (``atm_repro.intervals.matched_diff``). The targets are TopK's
 operating point: its main set's mean L0 and mean explained variance, so the
-question is "what does ATM give where TopK runs?".
+question is "what does ATM give where TopK runs?". A family with one setting (no
+sweep: the canonical profile sets each family's sparsity so that its L0 is
+TopK's) stands at the L0 target when its mean L0 lies within ``L0_TOLERANCE`` of
+it (matched by construction); otherwise it is not matched ("n/a").
+
+Who is compared: ``METHOD`` (ATM at the matched setting) against every other
+main-set spec trained at the profile's full budget, except ATM at the original's
+lambda (``paper_setting``), which the claims table sets beside TopK at each one's
+own settings (the original's comparison).
 
 ``MATCHED_RULE`` turns a difference into a verdict; it is printed beside the
 table. Absorption where the metric is not meaningful (``evals.absorption.health``)
@@ -32,6 +40,7 @@ from atm_repro.intervals import (
     mean_interval,
     paired_letter_diff,
 )
+from atm_repro.saes.atm import ATMConfig
 
 METHOD = "atm"
 REFERENCE = "topk"  # whose operating point sets the targets
@@ -41,14 +50,16 @@ MEANINGFUL = metrics.MEANINGFUL.id
 # (target, the column matched, whether curves are interpolated in its log)
 MATCHES = (("L0", metrics.L0.id, True), ("EV", metrics.EXPLAINED_VARIANCE.id, False))
 MATCH_COLUMNS = {match: col for match, col, _ in MATCHES}
+L0_TOLERANCE = 0.15  # a one-setting family within 15% of the L0 target is matched
 
 MATCHED_RULE = (
     r"\emph{Rule.} Each entry is ATM minus the other family (or ATM's control), both "
     r"read off their sparsity curves at the same $L_0$ (interpolated in $\log L_0$) or the "
     r"same explained variance (linearly), with a 95\% percentile-bootstrap interval over "
-    r"the seeds of every curve point; at the profile's own settings (ATM at the paper's "
-    r"$\lambda$, each family at its main point, not matched), absorption is compared letter "
-    r"by letter (letters and seeds resampled) and the other metrics over seeds. "
+    r"the seeds of every curve point; a family with a single setting counts as at the "
+    r"target $L_0$ when its mean $L_0$ lies within 15\% of it; at the profile's own "
+    r"settings (each family at its main point, not matched), absorption is compared "
+    r"letter by letter (letters and seeds resampled) and the other metrics over seeds. "
     r"``ATM better'' / ``ATM worse'': the interval excludes 0; ``no difference'': it "
     r"includes 0; ``no interval'': a curve point has one seed; ``n/a'': the target lies "
     r"outside a curve (no extrapolation) or the metric is not measured along it (the "
@@ -111,11 +122,18 @@ def _column(rows: pd.DataFrame, metric: metrics.Metric) -> tuple[str, bool]:
     return metric.id, meaningful
 
 
-def _curve(rows: pd.DataFrame, x: str, y: str) -> list[SweepPoint]:
+def _curve(rows: pd.DataFrame, x: str, y: str, match: str, target: float) -> list[SweepPoint]:
+    """The family's points (x, y per seed); a single setting within ``L0_TOLERANCE``
+    of the L0 target is moved onto it (matched by construction)."""
     if x not in rows or y not in rows:
         return []
-    return [SweepPoint(tuple(pts[x]), tuple(pts[y]))
-            for _, pts in rows.groupby("name", sort=False)]
+    points = [SweepPoint(tuple(pts[x]), tuple(pts[y]))
+              for _, pts in rows.groupby("name", sort=False)]
+    if len(points) == 1 and match == "L0" and math.isfinite(target):
+        (p,) = points
+        if abs(float(np.nanmean(p.x)) / target - 1) <= L0_TOLERANCE:
+            points = [SweepPoint((target,) * len(p.x), p.y)]
+    return points
 
 
 def targets(cfg: Profile, table: pd.DataFrame) -> dict[str, float]:
@@ -126,13 +144,28 @@ def targets(cfg: Profile, table: pd.DataFrame) -> dict[str, float]:
             for match, col, _ in MATCHES}
 
 
+def paper_setting(cfg: Profile) -> str | None:
+    """The main-set spec that is ATM as the original ran it: the importance mask at
+    the original's lambda (``ATMConfig``'s default), at the profile's full budget."""
+    return next((n for n, s in cfg.train.saes.items()
+                 if s.variant == "atm" and s.tokens in (None, cfg.train.tokens)
+                 and not s.token_masked
+                 and s.params.get("mask_mode", ATMConfig.mask_mode) == ATMConfig.mask_mode
+                 and s.params.get("l1_coefficient", ATMConfig.l1_coefficient)
+                 == ATMConfig.l1_coefficient), None)
+
+
 def others(cfg: Profile) -> list[str]:
     """Every main-set family compared with ATM: the other variants, then ATM's
-    controls (same variant, another mask mode); token-masked specs are left out."""
+    controls (same variant, another mask mode). Left out: token-masked specs, specs
+    with a budget of their own (breadth runs) and ATM at the original's lambda when
+    it is not ``METHOD`` itself (``paper_setting``)."""
     specs = cfg.train.saes
     if METHOD not in specs:
         return []
-    rest = [n for n, s in specs.items() if n != METHOD and not s.token_masked]
+    paper = paper_setting(cfg)
+    rest = [n for n, s in specs.items() if n not in (METHOD, paper) and not s.token_masked
+            and s.tokens in (None, cfg.train.tokens)]
     return ([n for n in rest if specs[n].variant != "atm"]
             + [n for n in rest if specs[n].variant == "atm"])
 
@@ -148,7 +181,8 @@ def matched_comparisons(cfg: Profile, table: pd.DataFrame) -> list[Matched]:
             col_a, ok_a = _column(atm, metric)
             col_b, ok_b = _column(rows, metric)
             for match, x, log_x in MATCHES:
-                a, b = _curve(atm, x, col_a), _curve(rows, x, col_b)
+                a = _curve(atm, x, col_a, match, goal[match])
+                b = _curve(rows, x, col_b, match, goal[match])
                 diff = (matched_diff(a, b, goal[match], log_x)
                         if a and b and math.isfinite(goal[match]) else NAN_INTERVAL)
                 out.append(Matched(other, metric.id, match, goal[match], diff, ok_a and ok_b,

@@ -47,6 +47,7 @@ from atm_repro.report.comparisons import (
     matched_comparisons,
     matched_frame,
     matched_numbers,
+    paper_setting,
     seed_interval_cells,
     targets,
 )
@@ -250,6 +251,12 @@ def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp) -> str:
     return booktabs_table(pd.DataFrame(rows), columns, caption, "tab:paper_vs_ours", stamp,
                           notes=PAPER_VS_OURS_NOTE, tex_columns=("metric", *ours_cols),
                           align="l" + "r" * 2 * n, groups=groups)
+
+
+def paper_names(cfg: Profile) -> dict[str, str]:
+    """Our spec beside each of the original's variants: ATM at the original's lambda
+    (``comparisons.paper_setting``), TopK and JumpReLU by name."""
+    return {"atm": paper_setting(cfg) or "atm"}
 
 
 def result_numbers(ours: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -496,7 +503,8 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
               "main_interpretability": _main_interpretability(table, stamp),
               "matched": _matched(cfg, table, comparisons, letters, stamp),
               "cross_model": cross_model_table(cross, stamp),
-              "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy), stamp),
+              "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy, paper_names(cfg)),
+                                                   stamp),
               "stability": _stability(table, stamp),
               "absorption_health": _absorption_health(table, stamp),
               "scale": _scale(cfg, table, stamp),
@@ -535,7 +543,8 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
     table = per_sae(tidy)
     if comparisons is None:
         comparisons = matched_comparisons(cfg, table)
-    numbers = {**setting_numbers(cfg, manifest), **result_numbers(ours_from_results(tidy))}
+    numbers = {**setting_numbers(cfg, manifest),
+               **result_numbers(ours_from_results(tidy, paper_names(cfg)))}
     for name, row in main_table(table).iterrows():
         for metric, value in row.items():
             numbers[f"main/{name}/{number_key(metric)}"] = value

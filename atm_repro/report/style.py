@@ -33,11 +33,16 @@ RC = {
 FamilyStyle = PlotStyle  # a family's label, colour and marker (the registry's type)
 
 # Spec names of the profiles that are a variant plus settings (ATM's two mask
-# controls; BatchTopK / Matryoshka on the token-masked cache) with their own look.
+# controls, ATM at the original's lambda, the 1M-token breadth runs; BatchTopK /
+# Matryoshka on the token-masked cache) with their own look.
 CONTROLS: dict[str, FamilyStyle] = {
     "atm-random": FamilyStyle("ATM, random mask", "#56B4E9", "v"),
     "atm-none": FamilyStyle("ATM, no mask", "#6A8CAF", "^"),
     "masked-reg": FamilyStyle("masked reg.", "#999999", "h"),
+    "atm-paper": FamilyStyle("ATM, paper's λ", "#882255", "d"),
+    # the breadth runs at 1M tokens look like their families
+    "atm-1m": FamilyStyle("ATM (1M tokens)", "#0072B2", "o"),
+    "topk-1m": FamilyStyle("TopK (1M tokens)", "#D55E00", "s"),
 }
 OTHER = FamilyStyle("", "#7F7F7F", ".")  # a spec name neither table knows
 

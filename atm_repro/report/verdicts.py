@@ -17,8 +17,14 @@ import pandas as pd
 
 from atm_repro import metrics
 from atm_repro.config import Profile
-from atm_repro.intervals import NAN_INTERVAL, Interval, diff_interval
-from atm_repro.report.comparisons import Matched
+from atm_repro.intervals import NAN_INTERVAL, Interval, diff_interval, mean_interval
+from atm_repro.report.comparisons import (
+    L0_TOLERANCE,
+    METHOD,
+    REFERENCE,
+    Matched,
+    paper_setting,
+)
 from atm_repro.report.latex import Tex, booktabs_table, escape_latex
 from atm_repro.report.provenance import Stamp
 
@@ -79,61 +85,101 @@ def _no_worse(c: Matched | None) -> str:
     return "fails" if c.verdict == "ATM worse" else "holds"
 
 
-def main_diff(table: pd.DataFrame, other: str, metric: str) -> Interval:
-    """ATM minus ``other`` in ``metric`` at each one's main-set settings (not
+def main_diff(table: pd.DataFrame, other: str, metric: str, atm: str = METHOD) -> Interval:
+    """``atm`` minus ``other`` in ``metric`` at each one's main-set settings (not
     matched), over seeds."""
     main = table[table["group"] == "main"]
     if metric not in main:
         return NAN_INTERVAL
-    return diff_interval(main.loc[main["name"] == "atm", metric],
+    return diff_interval(main.loc[main["name"] == atm, metric],
                          main.loc[main["name"] == other, metric])
 
 
-def stability_diff(table: pd.DataFrame, other: str = "topk",
-                   metric: str = metrics.STABILITY_MAX_COS.id) -> Interval:
-    """ATM minus ``other`` in seed-pair stability (each disjoint pair counted once)."""
+def _pairs(table: pd.DataFrame, name: str, metric: str) -> pd.Series:
+    """``metric`` of each disjoint seed pair of main SAE ``name`` (a pair's numbers
+    sit on both of its SAEs: every other row by seed)."""
     main = table[table["group"] == "main"]
     if metric not in main:
-        return NAN_INTERVAL
-    pairs = {n: main[main["name"] == n].sort_values("seed").iloc[0::2][metric].dropna()
-             for n in ("atm", other)}
-    return diff_interval(pairs["atm"], pairs[other])
+        return pd.Series(dtype=float)
+    return main[main["name"] == name].sort_values("seed").iloc[0::2][metric].dropna()
+
+
+def stability_diff(table: pd.DataFrame, other: str = REFERENCE,
+                   metric: str = metrics.STABILITY_MAX_COS.id) -> Interval:
+    """ATM minus ``other`` in seed-pair stability (each disjoint pair counted once)."""
+    return diff_interval(_pairs(table, METHOD, metric), _pairs(table, other, metric))
+
+
+def stability_over_chance(table: pd.DataFrame) -> Interval:
+    """ATM's seed-pair stability minus its chance level (two random decoders of the
+    same shapes), pair by pair."""
+    stab = _pairs(table, METHOD, metrics.STABILITY_MAX_COS.id)
+    chance = _pairs(table, METHOD, metrics.STABILITY_CHANCE.id).reindex(stab.index)
+    return mean_interval((stab - chance).dropna())
+
+
+def l0_matched(table: pd.DataFrame, other: str = REFERENCE) -> bool:
+    """Whether ATM's main-set mean L0 lies within ``L0_TOLERANCE`` of ``other``'s."""
+    main = table[table["group"] == "main"]
+    if metrics.L0.id not in main:
+        return False
+    l0 = main.groupby("name")[metrics.L0.id].mean()
+    return (METHOD in l0 and other in l0
+            and abs(l0[METHOD] / l0[other] - 1) <= L0_TOLERANCE)
 
 
 FACTOR_TEX = {"beta": r"$\beta$", "c": "$c$", "r": "$r$"}
 
 
-def factor_effect(table: pd.DataFrame, cfg: Profile, factor: str, metric: str) -> str:
-    """``metric`` of ATM at the smallest and largest value of an ablated factor,
-    with the number of seeds (evidence for the mechanism claim)."""
+def _factor_runs(table: pd.DataFrame, cfg: Profile, factor: str) -> pd.DataFrame:
+    """The ablation runs of ``factor`` around ``ablations.sae`` at the main layer
+    (numeric values only)."""
     at = table[(table["layer"] == cfg.train.layer) & (table["base"] == cfg.ablations.sae)
                & (table["param"] == factor)]
-    if at.empty or metric not in at:
-        return f"{factor}: n/a"
-    numeric = at[at["value"].map(lambda v: not isinstance(v, str))]
-    if numeric.empty:
-        return f"{factor}: n/a"
-    by_value = numeric.groupby("value")[metric].agg(["mean", "count"])
-    lo, hi = by_value.index.min(), by_value.index.max()
+    return at[at["value"].map(lambda v: not isinstance(v, str))]
+
+
+def factor_effect(table: pd.DataFrame, cfg: Profile, factor: str,
+                  metric: str) -> tuple[str, Interval]:
+    """``metric`` of ATM at the largest minus the smallest value of an ablated factor
+    (95% interval over seeds), with the evidence text and its seed count."""
+    runs = _factor_runs(table, cfg, factor)
     name = FACTOR_TEX.get(factor, escape_latex(factor))
-    return (f"{name} {lo:g}$\\to${hi:g}: {by_value.loc[lo, 'mean']:.3f}$\\to$"
-            f"{by_value.loc[hi, 'mean']:.3f} ({int(by_value['count'].min())} seed)")
+    if runs.empty or metric not in runs:
+        return f"{name}: n/a", NAN_INTERVAL
+    lo, hi = runs["value"].min(), runs["value"].max()
+    a, b = runs.loc[runs["value"] == hi, metric], runs.loc[runs["value"] == lo, metric]
+    diff = diff_interval(a, b)
+    n = int(min(a.notna().sum(), b.notna().sum()))
+    return (f"{name} {lo:g}$\\to${hi:g}: {b.mean():.3f}$\\to${a.mean():.3f}, "
+            f"difference {diff.format()} ({n} seed{'' if n == 1 else 's'})"), diff
+
+
+def _stability_verdict(table: pd.DataFrame, stab: Interval) -> str:
+    if not math.isfinite(stab.estimate):
+        return "not testable here (no seed pairs)"
+    if not l0_matched(table):
+        return "not testable here (ATM not at TopK's L0)"
+    if not math.isfinite(stab.lo):
+        return "not testable here (1 pair)"
+    return "fails" if stab.hi < 0 else "holds" if stab.lo > 0 else "no difference"
 
 
 def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> list[Claim]:
-    """The five claims of the original, judged on our run."""
+    """The five claims of the original, judged on our run; the reconstruction claim
+    twice: at matched L0 and at the original's own setting (``paper_setting``)."""
     full, frac = metrics.FULL_ABSORPTION.id, metrics.ABSORPTION_FRACTION.id
     ev, ce = metrics.EXPLAINED_VARIANCE.id, metrics.CE_LOSS_SCORE.id
     abs_needed = [_find(comparisons, o, m) for o in ("topk", "jumprelu") for m in (full, frac)]
-    recon = _find(comparisons, "topk", ev)
-    ce_main = main_diff(table, "topk", ce)
+    recon, recon_ce = _find(comparisons, "topk", ev), _find(comparisons, "topk", ce)
+    paper = paper_setting(cfg)
+    paper_ev = (Matched("topk", ev, "main", math.nan, main_diff(table, "topk", ev, paper),
+                        True, metrics.EXPLAINED_VARIANCE.direction)
+                if paper is not None else None)
+    paper_ce = main_diff(table, "topk", ce, paper) if paper is not None else NAN_INTERVAL
     none_ev, random_ev = _find(comparisons, "atm-none", ev), _find(comparisons, "atm-random", ev)
     none_abs = _find(comparisons, "atm-none", full)
-    stab = stability_diff(table)
-    stab_verdict = ("not testable here (no seed pairs)" if not math.isfinite(stab.estimate)
-                    else "not testable here (1 pair)" if not math.isfinite(stab.lo)
-                    else "fails" if stab.hi < 0 else "holds" if stab.lo > 0
-                    else "no difference")
+    stab, over_chance = stability_diff(table), stability_over_chance(table)
     mask_needed = [none_abs, _find(comparisons, "atm-random", full)]
     mask_verdict = _combine(mask_needed)
     if none_ev is not None and none_ev.verdict == "ATM worse":
@@ -146,36 +192,57 @@ def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> lis
                          _ev(abs_needed[2], "vs JumpReLU"),
                          _ev(abs_needed[1], "fraction vs TopK")]),
               _combine(abs_needed)),
-        Claim("reconstruction", "ATM keeps good reconstruction",
+        Claim("reconstruction", "ATM keeps good reconstruction (at TopK's $L_0$)",
               "; ".join([_ev(recon, "explained variance vs TopK"),
-                         f"CE-loss score vs TopK at each one's own settings "
-                         f"{ce_main.format()}"]),
+                         _ev(recon_ce, "CE-loss score vs TopK")]),
               _no_worse(recon)),
+        Claim("reconstruction_paper",
+              "ATM keeps good reconstruction (the original's $\\lambda$, dense)",
+              f"explained variance vs TopK at each one's own settings "
+              f"{paper_ev.diff.format() if paper_ev else 'n/a'}; CE-loss score "
+              f"{paper_ce.format()}",
+              _no_worse(paper_ev)),
         Claim("mask", "the importance mask causes the gain",
               "; ".join([_ev(none_ev, "explained variance vs no mask"),
                          _ev(random_ev, "vs random mask"),
                          _ev(none_abs, "full rate vs no mask")]),
               mask_verdict),
         Claim("stability", "ATM trains stable features",
-              f"best-match decoder cosine vs TopK {stab.format()} (disjoint seed pairs)",
-              stab_verdict),
-        _mechanism(cfg, table, ev),
+              f"best-match decoder cosine vs TopK {stab.format()} (disjoint seed pairs, "
+              f"{'at' if l0_matched(table) else 'not at'} matched $L_0$); ATM above "
+              f"chance {over_chance.format()}",
+              _stability_verdict(table, stab)),
+        _mechanism(cfg, table),
     ]
 
 
-def _mechanism(cfg: Profile, table: pd.DataFrame, ev: str) -> Claim:
-    """The mechanism claim from the factor ablations of notebook 03; without any
-    ablation of beta, c or r there is nothing to judge, and it says so."""
+MECHANISM_METRICS = (metrics.EXPLAINED_VARIANCE, metrics.L0)
+
+
+def _mechanism(cfg: Profile, table: pd.DataFrame) -> Claim:
+    """The mechanism claim from the one-factor ablations of notebook 03: "holds" when
+    moving some factor from its smallest to its largest value changes explained
+    variance or L0 (interval excludes 0), "no difference" when none does; without
+    an ablation of beta, c or r, or with one seed per value, not testable."""
+    claim = "$\\beta$, $c$, $r$ shape the result"
     factors = [f for f in ("r", "c", "beta") if f in cfg.ablations.factors]
     if not factors:
-        return Claim("mechanism", "$\\beta$, $c$, $r$ shape the result",
+        return Claim("mechanism", claim,
                      "no ablation of $\\beta$, $c$ or $r$ in this profile (ablations.factors)",
                      "not testable here (not ablated)")
-    return Claim("mechanism", "$\\beta$, $c$, $r$ shape the result",
-                 "; ".join(factor_effect(table, cfg, f, ev) for f in factors)
-                 + " (explained variance)",
-                 "not testable here (1 seed per value)"
-                 if not _multi_seed(cfg, factors) else "see ablations")
+    parts, diffs = [], []
+    for metric in MECHANISM_METRICS:
+        effects = [factor_effect(table, cfg, f, metric.id) for f in factors]
+        parts.append(f"{metric.tex}: " + "; ".join(text for text, _ in effects))
+        diffs += [d for _, d in effects]
+    finite = [d for d in diffs if math.isfinite(d.lo) and math.isfinite(d.hi)]
+    if not _multi_seed(cfg, factors):
+        verdict = "not testable here (1 seed per value)"
+    elif not finite:
+        verdict = "not testable here (not measured)"
+    else:
+        verdict = "holds" if any(d.excludes_zero for d in finite) else "no difference"
+    return Claim("mechanism", claim, ". ".join(parts), verdict)
 
 
 def _multi_seed(cfg: Profile, factors) -> bool:
@@ -205,8 +272,9 @@ def claims_table(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched],
 def claim_numbers(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> dict:
     """``claim/<key>/verdict`` for the abstract, and the stability difference."""
     out = {f"claim/{c.key}/verdict": c.verdict for c in claims(cfg, table, comparisons)}
-    stab = stability_diff(table)
-    for part, value in (("diff", stab.estimate), ("lo", stab.lo), ("hi", stab.hi)):
-        if math.isfinite(value):
-            out[f"claim/stability/{part}"] = value
+    for key, iv in (("stability", stability_diff(table)),
+                    ("stability/over_chance", stability_over_chance(table))):
+        for part, value in (("diff", iv.estimate), ("lo", iv.lo), ("hi", iv.hi)):
+            if math.isfinite(value):
+                out[f"claim/{key}/{part}"] = value
     return out
