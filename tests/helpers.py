@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from atm_repro import cache as cache_mod
+from atm_repro import metrics as metric_ids
 from atm_repro import models
 from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile
@@ -243,3 +245,63 @@ def one_setting_table(cfg, l0: dict[str, float], ev: dict[str, float]) -> pd.Dat
                          "core/ce_loss_score": 0.9, "absorption/meaningful": 1.0})
     return pd.DataFrame(rows)
 
+
+# the convergence study's hand-made table (``snapshot_tidy``)
+SNAPSHOT_FAMILIES = ("topk", "atm", "atm-none")
+# where the cpu profile's snapshots land (whole batches of 1024), then the run's end
+SNAPSHOT_TOKENS = (249_856, 499_712, 1_000_448, 1_999_872, 4_999_168)
+SNAPSHOT_SEEDS = (0, 1, 2)
+# the mean over seeds (0.002) is neither a seed's value nor the median (0.001)
+SNAPSHOT_SEED_OFFSET = {0: 0.0, 1: 0.001, 2: 0.005}
+SNAPSHOT_BASE = {
+    metric_ids.L0.id: 40.0, metric_ids.EXPLAINED_VARIANCE.id: 0.6,
+    metric_ids.CE_LOSS_SCORE.id: 0.7, metric_ids.FRAC_DEAD.id: 0.2, metric_ids.MAX_K1_F1.id: 0.3,
+    metric_ids.LETTER_LATENTS.id: 2.0, metric_ids.FULL_ABSORPTION.raw_id: 0.1,
+    metric_ids.ABSORPTION_FRACTION.raw_id: 0.2, metric_ids.MEANINGFUL.id: 0.5}
+SNAPSHOT_CHANCE = 0.136
+
+
+def snapshot_value(metric: str, family: str, point: int, seed: int) -> float:
+    """A per-SAE metric of one seed: rising with the point (0..4) and the family."""
+    return (SNAPSHOT_BASE[metric] * (1 + 0.1 * SNAPSHOT_FAMILIES.index(family))
+            * (1 + 0.05 * point) + SNAPSHOT_SEED_OFFSET[seed])
+
+
+def snapshot_stability(family: str, point: int) -> float:
+    """The best-match cosine of the pair (seed 0, seed 1) at one point."""
+    return 0.3 + 0.05 * point + 0.01 * SNAPSHOT_FAMILIES.index(family)
+
+
+def sae_rows(layer, name, group, seed, tokens, values) -> list[dict]:
+    """Tidy rows of one SAE (a snapshot when ``group`` says so) that trained ``tokens``."""
+    sae_id = f"L{layer}-{name}-s{seed}" + (f"-t{tokens}" if group == "snapshot" else "")
+    desc = dict(zip(SAE_COLUMNS, (sae_id, "gemma-3-270m", group, name, "x", None, layer, seed,
+                                  name, None, None)))
+    return [{**desc, "metric": m, "result": v}
+            for m, v in {metric_ids.TRAIN_TOKENS.id: float(tokens), **values}.items()]
+
+
+def snapshot_tidy(layer: int = 8) -> pd.DataFrame:
+    """A tidy results table as ``report.results.read_results`` gives it: the three
+    families' finished SAEs (seeds 0-2) and their snapshots at 250k .. 2M tokens (atm-none's
+    listed last first), stability on the pair (0, 1) of every point; beside them what
+    the curves must leave out: atm-1m (its own 1M budget) with its snapshots, jumprelu
+    with no snapshot, and a topk snapshot at another layer."""
+    rows = []
+    for family, seed in itertools.product(SNAPSHOT_FAMILIES, SNAPSHOT_SEEDS):
+        points = range(len(SNAPSHOT_TOKENS))
+        for i in points if family != "atm-none" else reversed(points):
+            values = {m: snapshot_value(m, family, i, seed) for m in SNAPSHOT_BASE}
+            if seed in (0, 1):
+                values |= {metric_ids.STABILITY_MAX_COS.id: snapshot_stability(family, i),
+                           metric_ids.STABILITY_CHANCE.id: SNAPSHOT_CHANCE}
+            group = "main" if SNAPSHOT_TOKENS[i] == SNAPSHOT_TOKENS[-1] else "snapshot"
+            rows += sae_rows(layer, family, group, seed, SNAPSHOT_TOKENS[i], values)
+    odd = {m: 9.0 for m in SNAPSHOT_BASE}  # far off every curve
+    for seed in SNAPSHOT_SEEDS:
+        rows += sae_rows(layer, "jumprelu", "main", seed, SNAPSHOT_TOKENS[-1], odd)
+        for tokens in SNAPSHOT_TOKENS[:3]:
+            group = "main" if tokens == SNAPSHOT_TOKENS[2] else "snapshot"
+            rows += sae_rows(layer, "atm-1m", group, seed, tokens, odd)
+            rows += sae_rows(layer + 4, "topk", "snapshot", seed, tokens, odd)
+    return pd.DataFrame(rows)

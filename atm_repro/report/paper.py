@@ -32,7 +32,7 @@ from atm_repro.cache import CacheManifest
 from atm_repro.config import Profile, format_value
 from atm_repro.evaluate import training_minutes
 from atm_repro.profiles import eval_configs, scale_runs
-from atm_repro.report import style, verdicts
+from atm_repro.report import convergence, style, verdicts
 from atm_repro.report.claims import (
     NOT_MEANINGFUL,
     PAPER_RESULTS,
@@ -89,7 +89,7 @@ from atm_repro.saes import build_config
 
 TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
                "main_interpretability", "matched", "cross_model", "paper_vs_ours",
-               "stability", "absorption_health", "scale", "toy")
+               "stability", "absorption_health", "scale", "convergence", "toy")
 COMMAND_TABLES = ("crosscheck",)  # written by their own command (atm-repro crosscheck)
 FIGURE_NAMES = ("pareto_l0", "pareto_ev", "absorption_by_letter", "density", "ablations",
                 "cross_layer", "convergence", "cross_model", "toy_absorption")
@@ -368,6 +368,59 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
         frame, SCALE_TEX, stamp=stamp, label="tab:scale", fmt=fmt, caption=caption)
 
 
+# the convergence table's columns (metric ids -> LaTeX headers) under their group headers
+CONVERGENCE_GROUPS = {
+    "": {"name": "SAE", "tokens": "tokens", "n_seeds": "seeds"},
+    "reconstruction": {metrics.L0.id: metrics.L0.tex,
+                       metrics.EXPLAINED_VARIANCE.id: metrics.EXPLAINED_VARIANCE.tex,
+                       metrics.CE_LOSS_SCORE.id: metrics.CE_LOSS_SCORE.tex,
+                       metrics.FRAC_DEAD.id: "dead"},
+    "letter latents": {metrics.MAX_K1_F1.id: metrics.MAX_K1_F1.tex,
+                       metrics.LETTER_LATENTS.id: "count"},
+    "absorption": {metrics.FULL_ABSORPTION.raw_id: "full (raw)",
+                   metrics.ABSORPTION_FRACTION.raw_id: "frac.\\ (raw)",
+                   metrics.MEANINGFUL.id: "meaningful"},
+    "stability": {metrics.STABILITY_MAX_COS.id: "best-match cos.",
+                  metrics.STABILITY_CHANCE.id: metrics.STABILITY_CHANCE.tex},
+}
+
+
+def _convergence(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
+    """The convergence study (``report.convergence``): one row per family x token count,
+    its snapshots then its finished SAE, mean over seeds (stability over disjoint pairs)."""
+    t = cfg.train
+    f1 = eval_configs(cfg)["absorption"].letter_latent_f1
+    caption = (
+        f"Convergence at layer {t.layer}: each SAE of the main set trained on "
+        f"{t.tokens:,} tokens, read at its training snapshots and at its end (the last row "
+        "of each SAE; tokens rounded, the exact counts are in \\texttt{results.csv}), mean "
+        "over seeds. Rows before the last are the same run mid-way: they have not had the "
+        f"learning-rate decay of the run's last {100 * t.lr_decay_frac:g}\\% of steps, so "
+        "they are not SAEs trained to that budget. Best $F_1$: the best letter's single main "
+        f"latent; letter latents: letters whose best latent reaches $F_1 \\geq {f1:g}$ (the "
+        "metric's health). Absorption is raw, computed whether or not it is meaningful; "
+        "meaningful: the share of seeds on which it is. Stability over disjoint seed pairs: "
+        "mean best-match decoder cosine, and its chance level for two random decoders of "
+        "the same shapes.")
+    runs = convergence.convergence_runs(table, convergence.families(cfg), t.layer)
+    if runs.empty:
+        reason = convergence.NO_SNAPSHOTS
+        return missing_table(f"{reason[0].upper()}{reason[1:]}.", caption, "tab:convergence",
+                             stamp)
+    frame = convergence.points(runs, [c for label, cols in CONVERGENCE_GROUPS.items() if label
+                                      for c in cols if c in runs])
+    first = ~frame["name"].duplicated()  # the SAE's name on its first row only
+    frame["name"] = [style.label(n) if f else "" for n, f in zip(frame["name"], first)]
+    frame["tokens"] = frame["tokens"].map(convergence.tick_label)
+    groups = [(label, {c: h for c, h in cols.items() if c in frame})
+              for label, cols in CONVERGENCE_GROUPS.items()]
+    groups = [(label, cols) for label, cols in groups if cols]
+    return booktabs_table(
+        frame, {c: h for _, cols in groups for c, h in cols.items()}, stamp=stamp,
+        label="tab:convergence", fmt={"n_seeds": "d"}, caption=caption,
+        groups=[(label, len(cols)) for label, cols in groups])
+
+
 MATCHED_CAPTION = (
     "ATM minus each other family and minus ATM's controls (random mask at ATM's "
     "rate; no mask), at TopK's operating point (its main set's $L_0$ and "
@@ -508,6 +561,7 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
               "stability": _stability(table, stamp),
               "absorption_health": _absorption_health(table, stamp),
               "scale": _scale(cfg, table, stamp),
+              "convergence": _convergence(cfg, table, stamp),
               "toy": _toy(toy, stamp)}
     numbers = {**paper_numbers(cfg, tidy, manifest, comparisons),
                **cross_model_numbers(cross), **health_numbers(models)}
@@ -553,6 +607,7 @@ def paper_numbers(cfg: Profile, tidy: pd.DataFrame, manifest: CacheManifest,
         for name, dead in main.groupby("name", sort=False)[metrics.FRAC_DEAD.id].mean().items():
             numbers[f"main/{name}/dead_percent"] = 100 * dead
     numbers.update(_spread_and_sweep_numbers(table))
+    numbers.update(convergence.convergence_numbers(cfg, table))
     numbers.update(_health_numbers(table))
     numbers.update(_probing_numbers(table))
     numbers.update(matched_numbers(comparisons, targets(cfg, table)))

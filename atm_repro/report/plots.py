@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from atm_repro import metrics
 from atm_repro.intervals import mean_interval
-from atm_repro.report import style
+from atm_repro.report import convergence, style
 from atm_repro.report.provenance import write_generated
 
 
@@ -504,6 +505,96 @@ def plot_convergence(table: pd.DataFrame, width: int, layer: int,
     _figure_legend(fig, bool(raw_used.any()), ncol=3)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+# the convergence figure's panels, row by row: (metric column, axis label, log y)
+SNAPSHOT_PANELS = [
+    (metrics.EXPLAINED_VARIANCE.id, metrics.EXPLAINED_VARIANCE.axis, False),
+    (metrics.CE_LOSS_SCORE.id, metrics.CE_LOSS_SCORE.axis, False),
+    (metrics.L0.id, metrics.L0.axis, True),
+    (metrics.FRAC_DEAD.id, "dead fraction", False),
+    (metrics.MAX_K1_F1.id, "best letter-latent F1", False),
+    (metrics.LETTER_LATENTS.id, "letter latents", False),
+    (metrics.FULL_ABSORPTION.raw_id, "full absorption (raw)", False),
+    (metrics.STABILITY_MAX_COS.id, "seed stability", False),
+]
+
+
+@style.styled
+def plot_snapshot_convergence(table: pd.DataFrame, families: list[str], layer: int,
+                     letter_latent_f1: float | None = None, title: str = ""):
+    """The convergence study (``report.convergence``): each metric against the training
+    tokens, one line per family of ``families`` (``convergence.families``: the main set
+    at the full budget) that has training snapshots at ``layer``; its last point is the
+    finished SAE, the others the same run mid-way (before its learning-rate decay).
+    Each point is the mean over seeds, each seed a small dot; stability is per disjoint
+    seed pair, beside its chance level (random decoders, grey dotted). The F1 panel
+    marks the letter-latent threshold of the metric's health (``letter_latent_f1``);
+    absorption is the raw rate at every point (dashed, hollow), meaningful or not."""
+    runs = convergence.convergence_runs(table, families, layer)
+    if runs.empty:
+        return nothing_to_draw(convergence.NO_SNAPSHOTS, title)
+    cols = [col for col, _, _ in SNAPSHOT_PANELS]
+    means = convergence.points(runs, [*cols, metrics.STABILITY_CHANCE.id])
+    fig, axes = style.figure(2, 4, height=4.0, sharex=True)
+    axes = axes.ravel()
+    chance = metrics.STABILITY_CHANCE.id
+    for name, g in runs.groupby("name", sort=False):
+        fam = style.family(name)
+        point = means[means["name"] == name]
+        for j, (ax, col) in enumerate(zip(axes, cols)):
+            if col not in point or not point[col].notna().any():
+                continue
+            raw = col == metrics.FULL_ABSORPTION.raw_id
+            ax.plot(point["tokens"], point[col], marker=fam.marker, color=fam.color, lw=1.0,
+                    ls="--" if raw else "-", markerfacecolor="none" if raw else fam.color,
+                    label=fam.label if j == 0 else None, gid=f"{name}/mean")
+            seeds = (pd.concat([convergence.pairs_of(p, [col]) for _, p in
+                                g.groupby("tokens", sort=True)])
+                     if col in convergence.STABILITY else g)
+            ax.plot(seeds["tokens"], seeds[col], ls="", marker="o", ms=1.6, alpha=0.55,
+                    color=fam.color, gid=f"{name}/seeds")
+            if col == metrics.STABILITY_MAX_COS.id and chance in point:
+                ax.plot(point["tokens"], point[chance], ls=":", lw=0.9, color="0.5",
+                        gid=f"{name}/chance")
+    ticks = sorted(set(runs["tokens"]))
+    for ax, (col, name, log_y) in zip(axes, SNAPSHOT_PANELS):
+        if col == metrics.LETTER_LATENTS.id and letter_latent_f1 is not None:
+            name = f"{name} (F1 ≥ {letter_latent_f1:g})"
+        ax.set_title(name)  # a title, not a y label: the panels keep their width for ticks
+        ax.margins(x=0.06)
+        if not any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any()
+                   for line in ax.get_lines()):
+            ax.text(0.5, 0.5, "not measured\non these SAEs", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=7, color="0.4")
+        elif log_y:
+            style.log_axis(ax, "y")
+        if col == metrics.MAX_K1_F1.id and letter_latent_f1 is not None:
+            ax.axhline(letter_latent_f1, color="0.6", lw=0.8, ls="--")
+    # shared by every panel; millions on the axis keep five labels apart in a quarter width
+    style.log_axis(axes[0], "x", ticks=ticks)
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: convergence.millions(v)))
+    axes[0].xaxis.set_minor_locator(NullLocator())
+    for ax in axes[4:]:
+        ax.set_xlabel("tokens (millions)")
+    drawn = {line.get_gid().split("/")[-1] for ax in axes for line in ax.get_lines()
+             if line.get_gid()}
+    extra = [Line2D([], [], color="0.3", ls="", marker="o", ms=1.6, alpha=0.55,
+                    label="one seed (or pair)")]
+    if "chance" in drawn:
+        extra.append(Line2D([], [], color="0.5", ls=":", lw=0.9, label="stability by chance"))
+    if axes[cols.index(metrics.FULL_ABSORPTION.raw_id)].get_lines():
+        extra.append(Line2D([], [], color="0.45", ls="--", lw=1.0, marker="o",
+                            markerfacecolor="none", label="raw absorption"))
+    if letter_latent_f1 is not None:
+        extra.append(Line2D([], [], color="0.6", ls="--", lw=0.8,
+                            label=f"letter-latent F1 ({letter_latent_f1:g})"))
+    handles, labels = axes[0].get_legend_handles_labels()
+    style.legend(fig, handles=handles + extra, labels=labels + [h.get_label() for h in extra],
+                 loc="lower center", ncol=5, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.13, 1, 1), w_pad=0.6)
     return fig
 
 

@@ -40,9 +40,9 @@ CONTROLS: dict[str, FamilyStyle] = {
     "atm-none": FamilyStyle("ATM, no mask", "#6A8CAF", "^"),
     "masked-reg": FamilyStyle("masked reg.", "#999999", "h"),
     "atm-paper": FamilyStyle("ATM, paper's λ", "#882255", "d"),
-    # the breadth runs at 1M tokens look like their families
-    "atm-1m": FamilyStyle("ATM (1M tokens)", "#0072B2", "o"),
-    "topk-1m": FamilyStyle("TopK (1M tokens)", "#D55E00", "s"),
+    # the breadth runs at 1M tokens: darker shades of their families
+    "atm-1m": FamilyStyle("ATM (1M tokens)", "#004C7A", "o"),
+    "topk-1m": FamilyStyle("TopK (1M tokens)", "#8C3B00", "s"),
 }
 OTHER = FamilyStyle("", "#7F7F7F", ".")  # a spec name neither table knows
 
