@@ -144,12 +144,17 @@ def targets(cfg: Profile, table: pd.DataFrame) -> dict[str, float]:
             for match, col, _ in MATCHES}
 
 
+def full_budget(cfg: Profile, name: str) -> bool:
+    """Whether main-set spec ``name`` trains on the profile's ``train.tokens`` (not a
+    breadth run with a budget of its own)."""
+    return cfg.train.for_spec(cfg.train.saes[name]).tokens == cfg.train.tokens
+
+
 def paper_setting(cfg: Profile) -> str | None:
     """The main-set spec that is ATM as the original ran it: the importance mask at
     the original's lambda (``ATMConfig``'s default), at the profile's full budget."""
     return next((n for n, s in cfg.train.saes.items()
-                 if s.variant == "atm" and s.tokens in (None, cfg.train.tokens)
-                 and not s.token_masked
+                 if s.variant == "atm" and full_budget(cfg, n) and not s.token_masked
                  and s.params.get("mask_mode", ATMConfig.mask_mode) == ATMConfig.mask_mode
                  and s.params.get("l1_coefficient", ATMConfig.l1_coefficient)
                  == ATMConfig.l1_coefficient), None)
@@ -165,7 +170,7 @@ def others(cfg: Profile) -> list[str]:
         return []
     paper = paper_setting(cfg)
     rest = [n for n, s in specs.items() if n not in (METHOD, paper) and not s.token_masked
-            and s.tokens in (None, cfg.train.tokens)]
+            and full_budget(cfg, n)]
     return ([n for n in rest if specs[n].variant != "atm"]
             + [n for n in rest if specs[n].variant == "atm"])
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from atm_repro import metrics
 from atm_repro.config import Profile
+from atm_repro.report.comparisons import full_budget
 
 TOKENS = metrics.TRAIN_TOKENS.id
 STABILITY = (metrics.STABILITY_MAX_COS.id, metrics.STABILITY_CHANCE.id)
@@ -28,8 +29,7 @@ NO_SNAPSHOTS = "no training snapshots in this profile (train.snapshot_tokens)"
 def families(cfg: Profile) -> list[str]:
     """The main-set spec names that train on the profile's full budget (``train.tokens``),
     in the profile's order: the candidates for a convergence curve."""
-    return [name for name, spec in cfg.train.saes.items()
-            if (spec.tokens or cfg.train.tokens) == cfg.train.tokens]
+    return [name for name in cfg.train.saes if full_budget(cfg, name)]
 
 
 def convergence_runs(table: pd.DataFrame, names: list[str], layer: int) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from atm_repro.report.comparisons import (
     Matched,
     paper_setting,
 )
+from atm_repro.report.convergence import pairs_of
 from atm_repro.report.latex import Tex, booktabs_table, escape_latex
 from atm_repro.report.provenance import Stamp
 
@@ -96,12 +97,11 @@ def main_diff(table: pd.DataFrame, other: str, metric: str, atm: str = METHOD) -
 
 
 def _pairs(table: pd.DataFrame, name: str, metric: str) -> pd.Series:
-    """``metric`` of each disjoint seed pair of main SAE ``name`` (a pair's numbers
-    sit on both of its SAEs: every other row by seed)."""
+    """``metric`` of each disjoint seed pair of main SAE ``name`` (``convergence.pairs_of``)."""
     main = table[table["group"] == "main"]
     if metric not in main:
         return pd.Series(dtype=float)
-    return main[main["name"] == name].sort_values("seed").iloc[0::2][metric].dropna()
+    return pairs_of(main[main["name"] == name], [metric])[metric].dropna()
 
 
 def stability_diff(table: pd.DataFrame, other: str = REFERENCE,
