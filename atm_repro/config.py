@@ -387,6 +387,17 @@ class CrossLayerConfig:
 
 
 @dataclass(frozen=True)
+class ConvergenceConfig:
+    """Notebook 05's convergence study: which runs' training snapshots
+    (``train.snapshot_tokens``) are evaluated. Each snapshot costs a full evaluation,
+    so a profile may name the families its curve needs and skip the rest."""
+
+    saes: list[str] | None = doc(
+        "main-set specs whose snapshots are evaluated (names in train.saes); unset: "
+        "every run that saved snapshots", None)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A whole reproduction setting (a YAML file under profiles/)."""
 
@@ -404,6 +415,8 @@ class Profile:
     cross_layer: CrossLayerConfig = doc("notebook 04's layers (cross_layer.<key>)",
                                         factory=CrossLayerConfig)
     scale: ScaleConfig = doc("notebook 03's scale study (scale.<key>)", factory=ScaleConfig)
+    convergence: ConvergenceConfig = doc("which training snapshots notebook 05 evaluates "
+                                         "(convergence.<key>)", factory=ConvergenceConfig)
     companions: list[str] = doc(
         "profiles run before this one whose results its paper compares with (the "
         "cross-model table and figure): names under profiles/, without companions",
@@ -433,6 +446,7 @@ class Profile:
                             "which holds only train.layer")
         for where, names in (("cross_layer.saes", self.cross_layer.saes),
                              ("scale.saes", self.scale.saes),
+                             ("convergence.saes", self.convergence.saes or []),
                              ("ablations.sparsity_sweeps", list(self.ablations.sparsity_sweeps)),
                              ("ablations.sae", [self.ablations.sae] if self.ablations.factors
                               else [])):

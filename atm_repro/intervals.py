@@ -1,18 +1,21 @@
-"""Bootstrap intervals over seeds (and letters), and family-vs-family differences at
-matched L0 or matched explained variance.
+"""Intervals over seeds, and family-vs-family differences at matched L0 or matched
+explained variance.
 
-Every interval here is a percentile bootstrap with a fixed seed, so the same
-inputs give the same interval. Seeds of one family are independent draws of
-the training randomness; two families share nothing but the data, so their
-seeds are resampled independently (unpaired). Inside one SAE, a metric that is
-a mean over letters is compared across SAEs letter by letter (paired): a
-replicate resamples the letters once for both sides and the seeds within each.
+Seeds are the independent units: each is a draw of the training randomness, and
+two families share nothing but the data. With 2-10 seeds a percentile bootstrap
+is far too narrow (three seed means have at most ten distinct resampled means),
+so a mean over seeds gets a Student-t interval and a difference of two families'
+means a Welch t interval (unequal variances, Welch-Satterthwaite degrees of
+freedom). A metric that is a mean over letters is compared on the letters both
+sides score: each seed's mean over those letters, then Welch.
 
-Matched comparisons: a family is a curve of sweep points (one sparsity
-setting each, several seeds). A replicate resamples the seeds of every point,
-takes the point means, and reads each family's metric at the target x by
-linear interpolation (in log L0 for L0, linearly for explained variance); a
-target outside a family's measured range gives NaN (no extrapolation).
+Matched comparisons along sparsity sweeps: a family is a curve of sweep points
+(one sparsity setting each, several seeds). There the interval is a percentile
+bootstrap with a fixed seed: a replicate resamples the seeds of every point,
+takes the point means, and reads each family's metric at the target x by linear
+interpolation (in log L0 for L0, linearly for explained variance); a target
+outside a family's measured range gives NaN (no extrapolation). Two single
+points (families trained at the target by construction) fall back to Welch.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 N_BOOT = 4000
 LEVEL = 0.95
@@ -32,8 +36,8 @@ SEED = 0
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate with its bootstrap interval; ``n`` is the number of seeds
-    (for a difference: of the smaller side)."""
+    """An estimate with its 95% interval; ``n`` is the number of seeds (for a
+    difference: of the smaller side)."""
 
     estimate: float
     lo: float
@@ -77,59 +81,54 @@ def _interval(estimate: float, reps: np.ndarray, n: int, level: float) -> Interv
     return Interval(float(estimate), float(lo), float(hi), n)
 
 
-def _resample(rng: np.random.Generator, a: np.ndarray, n_boot: int) -> np.ndarray:
-    """[n_boot, len(a)] rows drawn with replacement from ``a`` (along axis 0)."""
-    return a[rng.integers(0, len(a), size=(n_boot, len(a)))]
+def _t_interval(estimate: float, se: float, df: float, n: int, level: float) -> Interval:
+    if n < 2 or not math.isfinite(se):
+        return Interval(float(estimate), math.nan, math.nan, n)
+    half = 0.0 if se == 0 else float(stats.t.ppf((1 + level) / 2, df)) * se
+    return Interval(float(estimate), float(estimate - half), float(estimate + half), n)
 
 
-def mean_interval(values: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,
-                  seed: int = SEED) -> Interval:
-    """Mean over seeds with its bootstrap interval (NaN values are dropped: an
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean over seeds with its Student-t interval (NaN values are dropped: an
     unscorable SAE does not count; with < 2 values the interval is NaN)."""
     a = _clean(values)
     if a.size == 0:
         return NAN_INTERVAL
-    rng = np.random.default_rng(seed)
-    return _interval(a.mean(), _resample(rng, a, n_boot).mean(1), a.size, level)
+    se = a.std(ddof=1) / math.sqrt(a.size) if a.size > 1 else math.nan
+    return _t_interval(a.mean(), se, a.size - 1, a.size, level)
 
 
-def diff_interval(a_values: Sequence[float], b_values: Sequence[float], n_boot: int = N_BOOT,
-                  level: float = LEVEL, seed: int = SEED) -> Interval:
-    """mean(a) - mean(b) over independent seeds, both sides resampled."""
+def diff_interval(a_values: Sequence[float], b_values: Sequence[float],
+                  level: float = LEVEL) -> Interval:
+    """mean(a) - mean(b) over independent seeds, with a Welch t interval; NaN
+    interval when either side has fewer than 2 values."""
     a, b = _clean(a_values), _clean(b_values)
     if a.size == 0 or b.size == 0:
         return NAN_INTERVAL
-    rng = np.random.default_rng(seed)
-    reps = _resample(rng, a, n_boot).mean(1) - _resample(rng, b, n_boot).mean(1)
-    return _interval(a.mean() - b.mean(), reps, min(a.size, b.size), level)
+    n = min(a.size, b.size)
+    if n < 2:
+        return Interval(float(a.mean() - b.mean()), math.nan, math.nan, n)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if se else 1.0
+    return _t_interval(a.mean() - b.mean(), se, df, n, level)
 
 
-def paired_letter_diff(a_SL: np.ndarray, b_TL: np.ndarray, n_boot: int = N_BOOT,
-                       level: float = LEVEL, seed: int = SEED) -> Interval:
-    """Difference of a per-letter mean between two families: rows are seeds, columns
-    the same letters on both sides (NaN where a letter was not scored). A replicate
-    resamples letters (paired) and the seeds of each side; letters NaN on either side
-    after averaging over seeds are left out."""
+def letter_aligned_diff(a_SL: np.ndarray, b_TL: np.ndarray, level: float = LEVEL) -> Interval:
+    """Difference of a per-letter mean between two families (rows: seeds, columns:
+    the same letters on both sides, NaN where a letter was not scored): each seed's
+    mean over the letters both families score (finite after averaging over seeds),
+    then ``diff_interval`` over the seeds. A letter one side never scores is left
+    out on both, so the two means cover the same letters."""
     a, b = np.asarray(a_SL, np.float64), np.asarray(b_TL, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"need [seeds, letters] arrays over the same letters, got "
                          f"{a.shape} and {b.shape}")
     with _nan_quiet():
-        d_L = np.nanmean(a, 0) - np.nanmean(b, 0)
-    keep = np.isfinite(d_L)
-    if not keep.any():
-        return NAN_INTERVAL
-    a, b = a[:, keep], b[:, keep]
-    rng = np.random.default_rng(seed)
-    n_l = a.shape[1]
-    reps = np.empty(n_boot)
-    with _nan_quiet():
-        for i in range(n_boot):
-            letters = rng.integers(0, n_l, n_l)
-            ra = a[rng.integers(0, a.shape[0], a.shape[0])][:, letters]
-            rb = b[rng.integers(0, b.shape[0], b.shape[0])][:, letters]
-            reps[i] = np.nanmean(np.nanmean(ra, 0) - np.nanmean(rb, 0))
-    return _interval(float(d_L[keep].mean()), reps, min(a.shape[0], b.shape[0]), level)
+        keep = np.isfinite(np.nanmean(a, 0)) & np.isfinite(np.nanmean(b, 0))
+        if not keep.any():
+            return NAN_INTERVAL
+        return diff_interval(np.nanmean(a[:, keep], 1), np.nanmean(b[:, keep], 1), level)
 
 
 @dataclass(frozen=True)
@@ -188,10 +187,13 @@ def _curve_replicates(points: Sequence[SweepPoint], x0: float, log_x: bool,
 def matched_diff(a: Sequence[SweepPoint], b: Sequence[SweepPoint], x0: float, log_x: bool,
                  n_boot: int = N_BOOT, level: float = LEVEL, seed: int = SEED) -> Interval:
     """y_a(x0) - y_b(x0), each family's curve interpolated at x0, with a bootstrap
-    over the seeds of every sweep point; NaN when x0 lies outside either curve."""
+    over the seeds of every sweep point; two single points at x0 get Welch's
+    interval (``diff_interval``); NaN when x0 lies outside either curve."""
     est = (interpolate(*_curve_means(a), x0, log_x) - interpolate(*_curve_means(b), x0, log_x))
     if not math.isfinite(est):
         return NAN_INTERVAL
+    if len(a) == 1 and len(b) == 1:
+        return diff_interval(a[0].y, b[0].y, level)
     rng = np.random.default_rng(seed)
     reps = _curve_replicates(a, x0, log_x, rng, n_boot) - _curve_replicates(b, x0, log_x, rng,
                                                                              n_boot)

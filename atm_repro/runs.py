@@ -135,9 +135,11 @@ def discover(profile: Profile, ablation_names: Collection[str],
     runs, at ``train.layer``), ``scale`` (``scale_names``, the scale study, at
     ``train.layer``), ``cross_layer`` (``cross_layer.saes`` at the other
     ``cross_layer.layers``), and ``snapshot`` (a listed run's complete snapshots,
-    fewest tokens first). Runs left over from another configuration are skipped."""
+    fewest tokens first; of ``convergence.saes`` only, when the profile names them).
+    Runs left over from another configuration are skipped."""
     main_layer = profile.train.layer
     cross = profile.cross_layer
+    with_snapshots = profile.convergence.saes
     records = []
     for layer_dir in sorted((run_dir(profile) / "saes").glob("L*")):
         for path in sorted(layer_dir.iterdir()):
@@ -155,6 +157,8 @@ def discover(profile: Profile, ablation_names: Collection[str],
             else:
                 continue
             records.append(SAERecord(f"L{layer}-{path.name}", group, name, seed, layer, path))
+            if with_snapshots is not None and name not in with_snapshots:
+                continue
             snaps = [p for p in snapshot_dir(path, 0).parent.glob("t*") if (p / METRICS).exists()]
             for snap in sorted(snaps, key=lambda p: int(p.name[1:])):
                 records.append(SAERecord(f"L{layer}-{path.name}-{snap.name}", "snapshot", name,

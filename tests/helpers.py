@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,12 @@ ONE_FAMILY = {
     "evals.toy.sweeps": {"topk": {"param": "k", "values": [1, 4]}}}
 
 STAMP = Stamp("cpu", False, "abc1234")
+# The design before the headline (sparsity sweeps at 195k tokens, five seeds at the
+# compared points, a companion model): the fixture of the sweep-reading report tests.
+SWEEPS = Path(__file__).parent / "profiles" / "sweeps.yaml"
+# The whole headline design (cpu plus a random-mask control, ATM at the original's
+# lambda, ablations and cross-layer runs at a breadth budget).
+HEADLINE = Path(__file__).parent / "profiles" / "headline.yaml"
 
 
 def manifest(d_model: int = 64, n_layers: int = 4, train_tokens: int = 15000,
@@ -262,7 +269,10 @@ SNAPSHOT_CHANCE = 0.136
 
 
 def snapshot_value(metric: str, family: str, point: int, seed: int) -> float:
-    """A per-SAE metric of one seed: rising with the point (0..4) and the family."""
+    """A per-SAE metric of one seed: rising with the point (0..4) and the family;
+    absorption is meaningful (1) from the third point on, before it on seed 0 only."""
+    if metric == metric_ids.MEANINGFUL.id:
+        return float(point >= 2 or seed == 0)
     return (SNAPSHOT_BASE[metric] * (1 + 0.1 * SNAPSHOT_FAMILIES.index(family))
             * (1 + 0.05 * point) + SNAPSHOT_SEED_OFFSET[seed])
 
@@ -285,7 +295,7 @@ def snapshot_tidy(layer: int = 8) -> pd.DataFrame:
     """A tidy results table as ``report.results.read_results`` gives it: the three
     families' finished SAEs (seeds 0-2) and their snapshots at 250k .. 2M tokens (atm-none's
     listed last first), stability on the pair (0, 1) of every point; beside them what
-    the curves must leave out: atm-1m (its own 1M budget) with its snapshots, jumprelu
+    the curves must leave out: atm-short (its own 1M budget) with its snapshots, jumprelu
     with no snapshot, and a topk snapshot at another layer."""
     rows = []
     for family, seed in itertools.product(SNAPSHOT_FAMILIES, SNAPSHOT_SEEDS):
@@ -302,6 +312,6 @@ def snapshot_tidy(layer: int = 8) -> pd.DataFrame:
         rows += sae_rows(layer, "jumprelu", "main", seed, SNAPSHOT_TOKENS[-1], odd)
         for tokens in SNAPSHOT_TOKENS[:3]:
             group = "main" if tokens == SNAPSHOT_TOKENS[2] else "snapshot"
-            rows += sae_rows(layer, "atm-1m", group, seed, tokens, odd)
+            rows += sae_rows(layer, "atm-short", group, seed, tokens, odd)
             rows += sae_rows(layer + 4, "topk", "snapshot", seed, tokens, odd)
     return pd.DataFrame(rows)

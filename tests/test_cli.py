@@ -11,7 +11,7 @@ def test_plan_explain_prints_the_field_and_not_the_plan(capsys):
     assert cli.main(["plan", "--profile", "cpu", "--explain", "train.lr"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "train.lr"
-    assert "  default: 0.0003\n  profile cpu: 0.0003\n  paper: 3e-4\n" in out
+    assert "  default: 0.0003\n  profile cpu: 0.0006\n  paper: 3e-4\n" in out
     assert "model:" not in out  # the explanation, not the YAML plan
 
 

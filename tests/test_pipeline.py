@@ -146,7 +146,7 @@ def test_one_seed_one_family_profile_runs_notebook_05_to_the_end(runs_dir):
     assert list(per_sae(read_results(cfg))["sae_id"]) == ["L1-topk-s0"]
     figures, tables = output_dirs(cfg)
     assert "No seed pair" in (tables / "stability.tex").read_text()
-    assert (figures / "stability.pdf").exists()
+    assert (figures / "density.pdf").exists() and not (figures / "stability.pdf").exists()
 
 
 def test_progress_shows_cells_output_estimates_and_records_times(tmp_path, monkeypatch,

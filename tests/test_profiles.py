@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import SWEEPS
 
 import atm_repro
 from atm_repro.config import ConfigError
@@ -37,9 +38,10 @@ def test_every_profile_loads():
          "seeds must be distinct and not empty"),
         ({"ablations.factors": {"ema_start": ["sometimes"]}},
          "ema_start: .sometimes. is not one of"),
+        ({"convergence.saes": ["nope"]}, r"convergence.saes: \['nope'\] not in train.saes"),
         ({"companions": ["smoke"]}, "cannot be its own companion"),
         ({"companions": ["no-such-profile"]}, "unknown profile 'no-such-profile'"),
-        ({"companions": ["cpu"]}, "'cpu' has companions of its own"),
+        ({"companions": [str(SWEEPS)]}, "has companions of its own"),
         ({"companions": ["smollm2"]}, "'smollm2' is not a smoke profile"),
     ],
 )
@@ -115,8 +117,8 @@ def test_companions_must_leave_the_paper_to_the_profile_naming_them(tmp_path):
     companion.write_text("name: other\n")  # writes_paper defaults to true
     with pytest.raises(ConfigError, match="other.yaml' must set writes_paper: false"):
         load_profile("cpu", {"companions": [str(companion)]})
-    cfg = load_profile("cpu")
-    assert cfg.companions == ["smollm2"] and cfg.writes_paper
+    cfg = load_profile(SWEEPS)
+    assert cfg.companions == ["smollm2"]
     assert not load_profile("smollm2").writes_paper
 
 
@@ -151,7 +153,7 @@ def test_a_companion_loads_once_per_process(monkeypatch):
     monkeypatch.setattr(profiles, "load_profile",
                         lambda name, *a, **k: loads.append(name) or real(name, *a, **k))
     profiles._companion.cache_clear()
-    cfg = profiles.load_profile("cpu")
+    cfg = profiles.load_profile(SWEEPS)
     assert [p.name for p in profiles.companion_profiles(cfg)] == ["smollm2"]
-    profiles.load_profile("cpu")
-    assert loads.count("smollm2") == 1 and loads.count("cpu") == 2
+    profiles.load_profile(SWEEPS)
+    assert loads.count("smollm2") == 1 and loads.count(SWEEPS) == 2

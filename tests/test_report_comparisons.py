@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import curve_table, one_setting_table
+from helpers import HEADLINE, SWEEPS, curve_table, one_setting_table
 
 from atm_repro.profiles import load_profile
 from atm_repro.report.comparisons import (
@@ -24,7 +24,7 @@ from atm_repro.report.comparisons import (
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_profile("cpu")
+    return load_profile(SWEEPS)
 
 
 def by_key(comparisons):
@@ -110,9 +110,9 @@ def test_main_settings_compare_letters_paired(cfg):
 
 
 def test_one_setting_families_are_matched_within_the_tolerance():
-    cfg = load_profile("headline")
+    cfg = load_profile(HEADLINE)
     # atm-paper is ATM at the original's lambda; the 1M-token breadth runs are no family
-    assert paper_setting(cfg) == "atm-paper" and paper_setting(load_profile("cpu")) == "atm"
+    assert paper_setting(cfg) == "atm-paper" and paper_setting(load_profile(SWEEPS)) == "atm"
     assert others(cfg) == ["topk", "jumprelu", "atm-none", "atm-random"]
     table = one_setting_table(cfg, {"atm": 35.0, "atm-none": 47.0, "jumprelu": 30.0},
                               {"atm": 0.94, "topk": 0.97, "atm-none": 0.95})

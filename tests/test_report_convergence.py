@@ -11,17 +11,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from helpers import SNAPSHOT_CHANCE as CHANCE  # noqa: E402
-from helpers import SNAPSHOT_FAMILIES as FAMILIES  # noqa: E402
-from helpers import SNAPSHOT_SEEDS as SEEDS  # noqa: E402
-from helpers import SNAPSHOT_TOKENS as TOKENS  # noqa: E402
 from helpers import (  # noqa: E402
+    HEADLINE,
     STAMP,
     body_rows,
     manifest,
     snapshot_tidy,
     synthetic_tidy,
 )
+from helpers import SNAPSHOT_CHANCE as CHANCE  # noqa: E402
+from helpers import SNAPSHOT_FAMILIES as FAMILIES  # noqa: E402
+from helpers import SNAPSHOT_SEEDS as SEEDS  # noqa: E402
+from helpers import SNAPSHOT_TOKENS as TOKENS  # noqa: E402
 from helpers import snapshot_stability as stability  # noqa: E402
 from helpers import snapshot_value as value  # noqa: E402
 
@@ -35,7 +36,7 @@ from atm_repro.report.results import per_sae  # noqa: E402
 
 @pytest.fixture
 def cfg():
-    return load_profile("headline")
+    return load_profile(HEADLINE)
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_token_labels():
 
 def test_families_are_the_main_set_at_the_full_budget(cfg):
     names = convergence.families(cfg)
-    assert "atm-1m" not in names and "topk-1m" not in names
+    assert "atm-short" not in names and "topk-short" not in names
     assert {"topk", "atm", "atm-none", "atm-random", "jumprelu", "atm-paper"} == set(names)
 
 
@@ -90,10 +91,10 @@ def test_figure_draws_the_mean_over_seeds_at_each_snapshot_and_the_end(cfg, tabl
         assert _lines(absorption, f"{family}/mean")[0].get_linestyle() == "--"  # raw
     drawn = {line.get_gid().split("/")[0] for ax in fig.axes for line in ax.get_lines()
              if line.get_gid()}
-    assert drawn == set(FAMILIES)  # not atm-1m (own budget), not jumprelu (no snapshot)
+    assert drawn == set(FAMILIES)  # not atm-short (own budget), not jumprelu (no snapshot)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {style.label(f) for f in FAMILIES} <= set(legend)
-    assert not {style.label("atm-1m"), style.label("jumprelu")} & set(legend)
+    assert not {style.label("atm-short"), style.label("jumprelu")} & set(legend)
     assert any(tuple(line.get_ydata()) == (0.5, 0.5) for line in f1.get_lines())  # threshold
     plt.close("all")
 
@@ -125,7 +126,7 @@ def test_table_one_row_per_family_and_point_sorted_by_tokens(cfg, table):
     assert r"\label{tab:convergence}" in text and "learning-rate decay" in text
     assert "raw" in text and r"\tiny" not in text and r"\scriptsize" not in text
     rows = [r.removesuffix(r" \\").split(" & ") for r in body_rows(text)]
-    assert len(rows) == len(FAMILIES) * len(TOKENS)  # no atm-1m, no jumprelu rows
+    assert len(rows) == len(FAMILIES) * len(TOKENS)  # no atm-short, no jumprelu rows
     for f, family in enumerate(FAMILIES):
         block = rows[f * len(TOKENS):(f + 1) * len(TOKENS)]
         assert [r[0] for r in block] == [style.label(family)] + [""] * (len(TOKENS) - 1)
@@ -150,6 +151,8 @@ def test_numbers_for_the_text(cfg, table, runs_dir):
     assert numbers["convergence/topk/t1M/max_cos_mean"] == pytest.approx(stability("topk", 2))
     assert numbers["convergence/topk/t1M/n_seeds"] == 3
     assert numbers["convergence/topk/t1M/n_pairs"] == 1  # seeds 0 and 1 are one pair
+    assert numbers["convergence/topk/t500k/n_meaningful"] == 1  # seed 0 only
+    assert numbers["convergence/topk/t1M/n_meaningful"] == 3
     names = {k.split("/")[1] for k in numbers}
     assert names == set(FAMILIES)
     assert len({k.split("/")[2] for k in numbers}) == len(TOKENS)

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import body_rows, curve_table
+from helpers import SWEEPS, body_rows, curve_table
 from matplotlib.colors import to_hex
 
 from atm_repro.config import ConfigError
@@ -29,7 +29,7 @@ from atm_repro.report.provenance import Stamp
 def models():
     """Gemma (cpu) as ``curve_table`` draws it; SmolLM2 with TopK's absorption
     below ATM's, so that the verdict flips between the models, and every L0 x2."""
-    cpu, smol = load_profile("cpu"), load_profile("smollm2")
+    cpu, smol = load_profile(SWEEPS), load_profile("smollm2")
     second = curve_table(smol, shift_l0={f: 2.0 for f in smol.ablations.sparsity_sweeps})
     topk = second["base"] == "topk"
     for col in ("absorption/mean_full_absorption", "absorption/raw/mean_full_absorption"):
@@ -76,7 +76,7 @@ def test_table_has_a_column_per_model_and_numbers_per_model(models):
     numbers = cross_model_numbers(frame)
     assert numbers["crossmodel/smollm2/topk/mean_full_absorption/diff"] == pytest.approx(0.15)
     assert numbers["crossmodel/smollm2/topk/mean_full_absorption/verdict"] == "ATM worse"
-    assert numbers["crossmodel/cpu/target"] == 40.0
+    assert numbers["crossmodel/sweeps/target"] == 40.0
     assert numbers["crossmodel/smollm2/model"] == "smollm2-135m"
 
 
@@ -106,7 +106,7 @@ def test_figure_has_a_row_per_model_in_family_colours(models):
 
 
 def test_companion_without_results_names_the_command(runs_dir):
-    cpu = load_profile("cpu")
+    cpu = load_profile(SWEEPS)
     with pytest.raises(ConfigError, match="run `atm-repro run --profile smollm2` first"):
         companion_results(cpu)
     assert companion_results(load_profile("smoke")) == []

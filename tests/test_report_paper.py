@@ -12,35 +12,30 @@ import pandas as pd
 import pytest
 from helpers import (
     ONE_FAMILY,
+    SNAPSHOT_BASE,
     STAMP,
     TIDY_METRICS,
     body_rows,
-    curve_table,
     manifest,
     ours_with,
+    sae_rows,
     synthetic_tidy,
 )
 
+from atm_repro import metrics
 from atm_repro.config import REPO_ROOT, Profile
-from atm_repro.crosscheck import CROSSCHECK_MACRO
-from atm_repro.profiles import companion_profiles, load_profile
+from atm_repro.profiles import load_profile
 from atm_repro.report.claims import NOT_MEANINGFUL, PAPER_RESULTS
-from atm_repro.report.comparisons import matched_comparisons, matched_numbers, targets
-from atm_repro.report.cross_model import (
-    ModelResults,
-    cross_model_frame,
-    cross_model_numbers,
-    health_numbers,
-)
+from atm_repro.report.comparisons import full_budget
 from atm_repro.report.latex import booktabs_table, macro_name, numbers_tex, profile_tex
 from atm_repro.report.paper import (
-    COMMAND_TABLES,
     FIGURE_NAMES,
     TABLE_NAMES,
     paper_numbers,
     paper_vs_ours_table,
     result_numbers,
     setting_numbers,
+    table_names,
     write_paper_inputs,
     write_tables,
 )
@@ -152,7 +147,9 @@ def test_write_tables_from_a_tidy_table(runs_dir):
     out = run_dir(cfg) / "paper" / "tables"
     assert sorted(p.name for p in written) == sorted(
         ["results.csv", "profile.tex", "numbers.tex", "statements.tex",
-         *(f"{n}.tex" for n in TABLE_NAMES)])
+         *(f"{n}.tex" for n in TABLE_NAMES if n != "cross_model")])  # smoke: no companion
+    assert table_names(cfg) == tuple(n for n in TABLE_NAMES if n != "cross_model")
+    assert "scale" not in table_names(load_profile("cpu"))  # snapshots, not a scale study
     numbers = (out / "numbers.tex").read_text()
     assert r"\newcommand{\MainAtmGenderTopOne}{" in numbers
     assert r"\newcommand{\MainAtmExplainedVariance}{" in numbers
@@ -172,8 +169,8 @@ def test_write_tables_from_a_tidy_table(runs_dir):
 
 
 def test_tables_without_their_input_say_why(runs_dir):
-    """One seed of one family, no scale study: the tables that need a second family,
-    a seed pair or scale runs keep their caption and label and say why they are empty."""
+    """One seed of one family, no scale study: the tables that need a second family
+    or a seed pair keep their caption and label and say why they are empty."""
     cfg = load_profile("smoke", ONE_FAMILY)
     tidy = synthetic_tidy(cfg, {m: v for m, v in TIDY_METRICS.items()
                                 if not m.startswith("stability/")})
@@ -181,12 +178,12 @@ def test_tables_without_their_input_say_why(runs_dir):
     write_tables(cfg, tidy, TOY, manifest(), letters)
     out = run_dir(cfg) / "paper" / "tables"
     for name, reason in (("matched", "No comparison: train.saes does not hold ATM"),
-                         ("cross_model", "No comparison: no model's train.saes holds ATM"),
-                         ("stability", "No seed pair: no main SAE was trained with two seeds"),
-                         ("scale", "No scale study in this profile")):
+                         ("stability", "No seed pair: no main SAE was trained with two seeds")):
         text = (out / f"{name}.tex").read_text()
         assert f"\\label{{tab:{name}}}" in text and reason in text, name
         assert "tabular" not in text
+    # no companion, no scale study: those tables are not written at all
+    assert not (out / "cross_model.tex").exists() and not (out / "scale.tex").exists()
     claims = (out / "claims.tex").read_text()  # no factor ablation: said, not left blank
     assert "no ablation of $\\beta$, $c$ or $r$ in this profile" in claims
     assert "not testable here (not ablated)" in claims
@@ -202,23 +199,31 @@ def smoke_numbers() -> dict:
 
 def canonical_macros() -> set[str]:
     """Every macro the package can generate for the canonical profile: numbers.tex
-    over a complete (synthetic) result table with SAE runs on disk, and the
-    crosscheck command's."""
+    over a complete (synthetic) result table with SAE runs on disk: every main SAE
+    at its own budget, and the full-budget ones also at each training snapshot."""
     cfg = load_profile("cpu")
-    for run, wall_s in (("atm-s0", 300.0), ("topk-k20-s3", 120.0), ("retired-s0", 999.0)):
+    for run, wall_s in (("atm-s0", 300.0), ("topk-s2", 120.0), ("retired-s0", 999.0)):
         (sae_dir := run_dir(cfg) / "saes" / "L8" / run).mkdir(parents=True)
         (sae_dir / "metrics.json").write_text(json.dumps({"wall_s": wall_s}))
     record_stage_time(cfg, "03_ablations.ipynb", 60.0)  # a resumed run's short stage
-    numbers = paper_numbers(cfg, synthetic_tidy(cfg), manifest(d_model=640, n_layers=18))
+    tidy = synthetic_tidy(cfg)
+    snapshots = [sae_rows(cfg.train.layer, name, "snapshot", seed, tokens,
+                          {m: 0.5 for m in SNAPSHOT_BASE})
+                 for name in cfg.train.saes if full_budget(cfg, name)
+                 for seed in cfg.train.seeds_of(name) for tokens in cfg.train.snapshot_tokens]
+    tokens = tidy.drop_duplicates("sae_id").assign(  # each SAE's own budget
+        metric=metrics.TRAIN_TOKENS.id,
+        result=[float(cfg.train.for_spec(cfg.train.saes[n]).tokens) for n in
+                tidy.drop_duplicates("sae_id")["base"]])
+    stab = tidy[tidy["metric"] == metrics.STABILITY_MAX_COS.id]
+    chance = stab.assign(metric=metrics.STABILITY_CHANCE.id, result=0.14)
+    tidy = pd.concat([tidy, tokens, chance, pd.DataFrame([r for rows in snapshots for r in rows])],
+                     ignore_index=True)
+    tidy.loc[tidy["metric"] == metrics.MEANINGFUL.id, "result"] = 1.0  # every SAE passes
+    numbers = paper_numbers(cfg, tidy, manifest(d_model=640, n_layers=18))
     # each SAE's own training time, summed; a run of no current spec is not counted
     assert numbers["compute/n_saes"] == 2 and numbers["compute/train_minutes"] == 7.0
-    keys = set(numbers)
-    curves = curve_table(cfg)  # sweeps with real curves: the matched numbers exist
-    keys |= set(matched_numbers(matched_comparisons(cfg, curves), targets(cfg, curves)))
-    models = [ModelResults(c, None, curve_table(c).assign(**{"absorption/max_k1_f1": 0.3}))
-              for c in (cfg, *companion_profiles(cfg))]  # and the cross-model ones
-    keys |= set(cross_model_numbers(cross_model_frame(models))) | set(health_numbers(models))
-    return {macro_name(k)[1:] for k in keys} | {CROSSCHECK_MACRO}
+    return {macro_name(k)[1:] for k in numbers}
 
 
 def test_every_val_in_main_tex_is_generated(runs_dir):
@@ -234,7 +239,7 @@ def test_main_tex_uses_only_generated_macros_and_names():
     generated = {macro_name(k)[1:] for k in smoke_numbers()}
     used = set(re.findall(r"\\((?:Setup|Train|Sae|Eval|Paper|Ours|Ablation)[A-Za-z]*)", tex))
     assert used and used <= generated, sorted(used - generated)
-    assert set(re.findall(r"\\resulttable\{(\w+)\}", tex)) == {*TABLE_NAMES, *COMMAND_TABLES}
+    assert set(re.findall(r"\\resulttable\{(\w+)\}", tex)) == set(table_names(load_profile("cpu")))
     assert set(re.findall(r"\\resultfigure(?:\[[^]]*\])?\{(\w+)\}", tex)) == set(FIGURE_NAMES)
 
 
@@ -286,6 +291,6 @@ def test_paper_builds_against_smoke_inputs(tmp_path):
     assert (out / "main.pdf").stat().st_size > 10_000
     log = (out / "main.log").read_text(errors="replace")
     assert "atm_repro: SMOKE PROFILE watermark on" in log
-    assert "figures/ablations.pdf is missing" in log  # placeholder, not an error
+    assert "figures/convergence.pdf is missing" in log  # placeholder, not an error
     assert "figures/pareto_l0.pdf is missing" not in log
     assert not re.search(r"(Citation|Reference) `[^']*' on page \d+ undefined", log)

@@ -9,7 +9,7 @@ matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from helpers import ONE_FAMILY, TIDY_METRICS, curve_table, synthetic_tidy  # noqa: E402
+from helpers import ONE_FAMILY, SWEEPS, TIDY_METRICS, curve_table, synthetic_tidy  # noqa: E402
 
 from atm_repro.profiles import factor_defaults, load_profile  # noqa: E402
 from atm_repro.report import plots, style  # noqa: E402
@@ -60,7 +60,7 @@ def test_result_figures_draw_from_the_per_sae_table(table):
 
 
 def test_pareto_has_seed_error_bars_and_flags_raw_absorption():
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     table = curve_table(cfg)
     table.loc[table["base"] == "topk", "core/explained_variance"] += np.tile(
         [0.0, 0.01, -0.01, 0.02, -0.02], 100)[:int((table["base"] == "topk").sum())]
@@ -80,7 +80,7 @@ def test_one_meaningful_sae_does_not_stand_for_its_curve():
     """A curve whose absorption is meaningful on one seed of one point only (as
     ATM-no-mask's was at L0 ~13 in the canonical run) is drawn raw at every point,
     not as that single measured value."""
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     table = curve_table(cfg)
     none = table["base"] == "atm-none"
     for col in ("mean_full_absorption", "mean_absorption_fraction"):
@@ -125,9 +125,32 @@ def _drawn_styles(fig) -> dict[str, set]:
     return out
 
 
+def _lab(colour: str) -> np.ndarray:
+    """sRGB -> CIE Lab (D65), for colour differences as the eye sees them."""
+    c = np.array(matplotlib.colors.to_rgb(colour))
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                    [0.0193, 0.1192, 0.9505]]) @ c / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_the_canonical_families_are_far_apart_in_colour():
+    """ATM, its two controls, ATM at the original's lambda and the families they are
+    compared with: every pair at least 40 apart in CIE Lab (Delta E 1976), so no two
+    read as shades of one colour (two blues such as #0072B2 / #56B4E9 are 26 apart)."""
+    names = [*load_profile("cpu").train.saes, "atm-random", "atm-paper"]  # and the design's
+    assert {"atm", "atm-none", "atm-random", "topk", "jumprelu", "atm-paper"} <= set(names)
+    lab = {n: _lab(style.families()[n].color) for n in names}
+    closest = min(np.linalg.norm(lab[a] - lab[b]) for i, a in enumerate(names)
+                  for b in names[i + 1:])
+    assert closest >= 40, closest
+    assert np.linalg.norm(_lab("#0072B2") - _lab("#56B4E9")) < 40  # the measure can fail
+
+
 def test_one_colour_per_family_across_figures_and_figures_fit_the_page():
     assert len({s.color for s in style.families().values()}) == len(style.families())
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     table = per_sae(synthetic_tidy(cfg))
     figures = [plots.plot_pareto(curve_table(cfg), cfg.train.layer),
                plots.plot_pareto(curve_table(cfg), cfg.train.layer, x="core/explained_variance"),
@@ -151,7 +174,7 @@ def test_one_colour_per_family_across_figures_and_figures_fit_the_page():
 
 
 def test_convergence_figure_draws_width_and_tokens_with_the_canonical_point():
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     table = per_sae(synthetic_tidy(cfg))
     fig = plots.plot_convergence(table, cfg.train.width, cfg.train.layer, 0.5)
     axes = np.array(fig.axes[:8]).reshape(2, 4)

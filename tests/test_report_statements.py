@@ -20,47 +20,42 @@ from atm_repro.report.statements import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ("atm", "atm-random", "atm-none", "topk", "batchtopk", "jumprelu", "matryoshka",
-            "standard", "masked-reg")
+COMPARED = ("topk", "jumprelu", "atm", "atm-none")
+
+
+def interval(key: str, diff: float, lo: float, hi: float) -> dict:
+    return {f"{key}/diff": diff, f"{key}/lo": lo, f"{key}/hi": hi}
 
 
 def true_world() -> dict:
-    """Number keys -> values under which every statement holds."""
-    n = {"eval/absorption/letter_latent_f1": 0.5, "health/main_best_k1_f1": 0.27,
-         "probing/baseline_top1": 0.52}
-    for claim in ("absorption", "mechanism"):
-        n[f"claim/{claim}/verdict"] = "not testable here"
-    for claim in ("reconstruction", "mask", "stability"):
-        n[f"claim/{claim}/verdict"] = "fails"
-    for f in ("topk", "batchtopk", "jumprelu", "matryoshka", "atm-none"):
-        n |= {f"matched/{f}/explained_variance/L0/{s}": v
-              for s, v in (("diff", -0.05), ("lo", -0.06), ("hi", -0.04))}
-    n |= {f"matched/atm-random/explained_variance/L0/{s}": v
-          for s, v in (("diff", 0.09), ("lo", 0.08), ("hi", 0.1))}
-    n |= {"matched/topk/mean_full_absorption/L0/diff": -0.3,
-          "matched/atm-none/mean_full_absorption/L0/hi": 0.01,
-          "matched/atm-random/mean_full_absorption/L0/hi": 0.005}
-    ev = {"atm": 0.94, "atm-random": 0.91, "atm-none": 0.99, "topk": 0.935,
-          "batchtopk": 0.934, "jumprelu": 0.927, "matryoshka": 0.93, "standard": 0.76,
-          "masked-reg": 0.93}
-    top1 = dict(zip(FAMILIES, (0.62, 0.67, 0.60, 0.63, 0.64, 0.63, 0.64, 0.59, 0.60)))
-    cos = dict(zip(FAMILIES, (0.137, 0.138, 0.136, 0.31, 0.27, 0.2, 0.23, 0.81, 0.25)))
-    for f in FAMILIES:
-        n |= {f"main/{f}/explained_variance": ev[f], f"main/{f}/mean_top1": top1[f],
-              f"main/{f}/max_cos_mean": cos[f], f"main/{f}/l0": 40.0,
-              f"main/{f}/ce_loss_score": 0.9}
-    n |= {"main/atm/l0": 734.0, "main/atm/ce_loss_score": 0.83}
-    n |= {"scale/topk-width8192/max_k1_f1": 0.15, "scale/atm-width8192/max_k1_f1": 0.14,
-          "scale/topk-tokens4x/max_k1_f1": 0.59, "scale/atm-tokens4x/max_k1_f1": 0.16}
-    p = "crossmodel/smollm2"
-    n |= {f"{p}/topk/explained_variance/verdict": "ATM worse",
-          f"{p}/atm-none/explained_variance/verdict": "ATM worse",
-          f"{p}/atm-random/explained_variance/diff": 0.05,
-          f"{p}/topk/mean_full_absorption/verdict": "not meaningful",
-          f"{p}/topk/mean_full_absorption/diff": -0.2,
-          f"{p}/matryoshka/mean_full_absorption/diff": -0.1,
-          f"{p}/atm-none/mean_full_absorption/hi": 0.02,
-          f"{p}/atm-random/mean_full_absorption/hi": 0.03}
+    """Number keys -> values under which every statement holds (the shape of the
+    first headline run)."""
+    n = {"claim/absorption/verdict": "no difference", "claim/mechanism/verdict": "holds",
+         "claim/reconstruction/verdict": "fails", "claim/mask/verdict": "fails",
+         "claim/stability/verdict": "not testable here (1 pair)",
+         "matched/target/L0": 40.0, "setup/model": "gemma-3-270m", "train/layer": 8,
+         "main/atm/n_seeds": 3.0, "main/topk/l0": 40.0}
+    n |= interval("matched/topk/explained_variance/L0", -0.03, -0.031, -0.028)
+    n |= interval("matched/topk/ce_loss_score/L0", -0.03, -0.035, -0.026)
+    n |= interval("matched/topk/mean_full_absorption/L0", -0.16, -0.2, -0.12)
+    n |= interval("matched/jumprelu/mean_absorption_fraction/L0", 0.01, -0.04, 0.06)
+    n |= interval("matched/atm-none/mean_full_absorption/L0", -0.007, -0.03, 0.014)
+    n |= interval("matched/atm-none/mean_absorption_fraction/L0", 0.006, -0.02, 0.026)
+    n |= interval("matched/atm-none/explained_variance/L0", -0.007, -0.009, -0.005)
+    points = (("250k", 0.9, 84.0, 0.24, 0.24), ("500k", 0.92, 54.0, 0.29, 0.35),
+              ("1M", 0.93, 46.0, 0.43, 0.41), ("2M", 0.935, 42.0, 0.43, 0.47),
+              ("5M", 0.94, 40.0, 0.40, 0.54))
+    for f in COMPARED:
+        for t, ev, l0, raw, cos in points:
+            n |= {f"convergence/{f}/t{t}/n_seeds": 3, f"convergence/{f}/t{t}/n_meaningful": 3,
+                  f"convergence/{f}/t{t}/explained_variance": ev,
+                  f"convergence/{f}/t{t}/l0": l0,
+                  f"convergence/{f}/t{t}/raw_mean_full_absorption": raw + 0.2 * (f == "topk"),
+                  f"convergence/{f}/t{t}/max_cos_mean": cos,
+                  f"convergence/{f}/t{t}/chance_max_cos_mean": 0.143}
+    n |= {"convergence/topk/t1M/n_meaningful": 2, "convergence/atm/t500k/n_meaningful": 0}
+    n |= {f"health/{f}/meaningful": 1.0 for f in COMPARED}
+    n |= {f"main/{f}/max_cos_mean": 0.5 for f in COMPARED}
     return n
 
 
@@ -72,38 +67,50 @@ def test_every_statement_holds_in_the_true_world():
     assert set(statuses(true_world()).values()) == {"holds"}
 
 
-@pytest.mark.parametrize("change, contradicted", [
-    ({"matched/topk/explained_variance/L0/hi": 0.01},
-     {"ATM reconstructs worse than TopK at TopK's L0",
-      "ATM reconstructs worse than every other family at TopK's L0"}),
-    ({"matched/jumprelu/explained_variance/L0/diff": 0.01},
-     {"ATM reconstructs worse than every other family at TopK's L0"}),
+def test_every_statement_is_contradicted_by_some_change():
+    """No statement holds whatever the numbers: each is contradicted below."""
+    contradicted = set().union(*(c for _, c in CHANGES))
+    assert contradicted == {s.text for s in STATEMENTS}
+
+
+CHANGES = [
+    ({"health/jumprelu/meaningful": 2 / 3},
+     {"at 5M tokens the absorption metric is meaningful on every seed of every compared "
+      "family"}),
+    ({"convergence/topk/t1M/n_meaningful": 3},
+     {"TopK's absorption is meaningful on every seed from 2M tokens on, not at 1M; ATM's "
+      "from 1M on, not at 0.5M"}),
+    ({"convergence/atm/t2M/n_meaningful": 2},
+     {"TopK's absorption is meaningful on every seed from 2M tokens on, not at 1M; ATM's "
+      "from 1M on, not at 0.5M"}),
+    ({"matched/topk/explained_variance/L0/hi": 0.001},
+     {"ATM reconstructs worse than TopK at TopK's L0"}),
+    ({"matched/topk/ce_loss_score/L0/hi": 0.001},
+     {"ATM reconstructs worse than TopK at TopK's L0"}),
+    ({"matched/topk/mean_full_absorption/L0/hi": 0.001},
+     {"ATM's full-absorption rate is below TopK's at TopK's L0"}),
+    ({"matched/jumprelu/mean_absorption_fraction/L0/lo": 0.001},
+     {"ATM's absorption fraction and JumpReLU's do not differ at TopK's L0"}),
+    ({"matched/atm-none/mean_absorption_fraction/L0/hi": -0.001},
+     {"ATM without its mask absorbs as much as ATM (the interval of the difference "
+      "includes 0)"}),
     ({"matched/atm-none/explained_variance/L0/hi": 0.001},
      {"ATM without its mask reconstructs better than ATM at equal L0"}),
-    ({"matched/atm-random/explained_variance/L0/lo": -0.001},
-     {"a random mask at ATM's rate reconstructs worse than ATM at equal L0"}),
-    ({"matched/atm-none/mean_full_absorption/L0/hi": -0.001},
-     {"... but not below its no-mask control"}),
-    ({"claim/mask/verdict": "holds"}, {"none of the original's claims holds here"}),
-    ({"health/main_best_k1_f1": 0.5},
-     {"no SAE at the main layer has a first-letter latent"}),
-    ({"scale/topk-tokens4x/max_k1_f1": 0.41},
-     {"at four times the tokens TopK has a letter latent and ATM has none in this run"}),
-    ({"scale/atm-tokens4x/max_k1_f1": 0.6},
-     {"at four times the tokens TopK's best letter latent is better than ATM's",
-      "at four times the tokens TopK has a letter latent and ATM has none in this run"}),
-    ({"scale/atm-tokens4x/max_k1_f1": 0.55, "scale/topk-tokens4x/max_k1_f1": 0.7},
-     {"at four times the tokens TopK has a letter latent and ATM has none in this run"}),
-    ({"main/topk/max_cos_mean": 0.13},
-     {"ATM and its controls have the least stable features of all families"}),
-    ({"main/masked-reg/explained_variance": 0.7},
-     {"the standard SAE reconstructs worst"}),
-    ({"main/atm/mean_top1": 0.68},
-     {"in probing ATM sits in the middle, below its random-mask control"}),
-    ({"crossmodel/smollm2/topk/mean_full_absorption/verdict": "ATM better"},
-     {"on SmolLM2 ATM reconstructs worse than TopK and than no mask, better than a random "
-      "mask; absorption not meaningful there either"}),
-])
+    ({"main/jumprelu/max_cos_mean": 0.28},
+     {"every compared family's cross-seed match is more than twice its chance level"}),
+    ({"convergence/atm/t1M/raw_mean_full_absorption": 0.7},
+     {"TopK's raw full-absorption rate lies above ATM's at every convergence point"}),
+    ({"convergence/atm-none/t250k/max_cos_mean": 0.6},
+     {"cross-seed match rises from 0.25M to 5M tokens for TopK, ATM and ATM without its "
+      "mask"}),
+    ({"convergence/atm-none/t5M/explained_variance": 0.89},
+     {"explained variance rises from 0.25M to 5M tokens for TopK, ATM and ATM without its "
+      "mask"}),
+    ({"convergence/atm/t5M/l0": 90.0}, {"ATM's L0 falls from 0.25M to 5M tokens"}),
+]
+
+
+@pytest.mark.parametrize("change, contradicted", CHANGES)
 def test_a_changed_number_contradicts_exactly_its_statements(change, contradicted):
     found = statuses(true_world() | change)
     assert {t for t, s in found.items() if s == "contradicted"} == contradicted
@@ -116,18 +123,18 @@ def test_a_missing_number_is_named_not_passed():
     found = statuses(numbers)
     assert found["ATM reconstructs worse than TopK at TopK's L0"] == (
         "missing: MatchedTopkExplainedVarianceLZeroHi")
-    numbers = true_world() | {"health/main_best_k1_f1": float("nan")}
-    assert statuses(numbers)["no SAE at the main layer has a first-letter latent"].startswith(
-        "missing")
+    numbers = true_world() | {"convergence/atm/t5M/l0": float("nan")}
+    assert statuses(numbers)["ATM's L0 falls from 0.25M to 5M tokens"].startswith("missing")
 
 
 def test_statements_tex_lists_the_contradicted_ones():
     stamp = Stamp("cpu", False, "abc1234")
-    tex = statements_tex(check(by_macro(true_world() | {"main/atm/l0": 10.0})), stamp)
+    tex = statements_tex(check(by_macro(true_world() | {"convergence/atm/t5M/l0": 90.0})),
+                         stamp)
     assert tex.startswith(stamp.comment + "\n")
     assert rf"\newcommand{{\StatementsChecked}}{{{len(STATEMENTS)}}}" in tex
     assert r"\newcommand{\StatementsNContradicted}{1}" in tex
-    assert r"\item ATM is denser than TopK and JumpReLU (own settings)" in tex
+    assert r"\item ATM's L0 falls from 0.25M to 5M tokens (convergence)" in tex
     clean = statements_tex(check(by_macro(true_world())), stamp)
     assert r"\newcommand{\StatementsContradicted}{}" in clean
 
@@ -149,27 +156,25 @@ def test_committed_paper_numbers_contradict_no_sentence():
 
 def test_settings_printed_as_latex_are_read_as_numbers():
     from atm_repro.report.latex import Tex
-    numbers = true_world() | {"eval/absorption/letter_latent_f1": Tex("0.5"),
-                              "main/atm/l0": Tex("2{,}000")}
+    numbers = true_world() | {"convergence/atm/t250k/l0": Tex("1{,}000")}
     assert set(statuses(numbers).values()) == {"holds"}
-    numbers["eval/absorption/letter_latent_f1"] = Tex("n/a")
-    assert statuses(numbers)["no SAE at the main layer has a first-letter latent"].startswith(
+    numbers["convergence/atm/t250k/l0"] = Tex("n/a")
+    assert statuses(numbers)["ATM's L0 falls from 0.25M to 5M tokens"].startswith(
         "not a number")
 
 
 def test_readme_block_quotes_the_numbers_and_the_check(tmp_path, monkeypatch):
     from atm_repro.report import readme
     stamp = Stamp("cpu", False, "abc1234")
-    numbers = true_world() | {"claim/absorption/verdict": "not testable here",
-                              "matched/target/L0": 40.0, "setup/model": "gemma-3-270m",
-                              "train/layer": 8, "main/atm/n_seeds": 5.0}
+    numbers = true_world()
     block = readme.results_block(numbers, check(by_macro(numbers)), stamp)
-    assert "**not testable here**" in block and "commit abc1234" in block
-    assert "against TopK: -0.050 [-0.060, -0.040]" in block
+    assert "**no difference**" in block and "commit abc1234" in block
+    assert "explained variance against TopK -0.030 [-0.031, -0.028]" in block
+    assert "passes on 3 of 3 ATM and 3 of 3 TopK seeds at 5M tokens" in block
     assert f"{len(STATEMENTS)} of {len(STATEMENTS)} directional sentences" in block
-    bad = readme.results_block(numbers | {"main/atm/l0": 1.0},
-                               check(by_macro(numbers | {"main/atm/l0": 1.0})), stamp)
-    assert "**contradicted or unchecked**: ATM is denser than TopK and JumpReLU." in bad
+    worse = numbers | {"convergence/atm/t5M/l0": 90.0}
+    bad = readme.results_block(worse, check(by_macro(worse)), stamp)
+    assert "**contradicted or unchecked**: ATM's L0 falls from 0.25M to 5M tokens." in bad
     path = tmp_path / "README.md"
     path.write_text("# title\n\n<!-- results:cpu:start -->\nold\n<!-- results:cpu:end -->\n"
                     "\n## more\n")

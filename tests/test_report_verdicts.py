@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import ABSORPTION, curve_table, manifest, one_setting_table
+from helpers import ABSORPTION, HEADLINE, SWEEPS, curve_table, manifest, one_setting_table
 
 from atm_repro.profiles import load_profile
 from atm_repro.report.comparisons import matched_comparisons
@@ -19,14 +19,14 @@ STAMP = Stamp("cpu", False, "abc1234")
 
 
 def verdicts_of(table: pd.DataFrame) -> dict[str, str]:
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     return {c.key: c.verdict for c in claims(cfg, table, matched_comparisons(cfg, table))}
 
 
 def test_claims_follow_the_rule_on_known_curves():
     # curve_table: ATM absorbs 0.2, TopK 0.4, JumpReLU 0.3 (all meaningful); ATM's
     # explained variance is 0.02 below TopK's and 0.01 below the other families'
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     table = curve_table(cfg)
     got = verdicts_of(table)
     assert got["absorption"] == "holds"
@@ -51,7 +51,7 @@ def test_claims_follow_the_rule_on_known_curves():
 
 
 def test_setup_tables_come_from_the_profile():
-    cfg = load_profile("cpu")
+    cfg = load_profile(SWEEPS)
     m = manifest(d_model=640, n_layers=18)
     dev = deviations_table(cfg, m, STAMP)
     assert "tab:deviations" in dev and "Gemma-2-2b" in dev
@@ -59,7 +59,7 @@ def test_setup_tables_come_from_the_profile():
     assert "Q4\\_K\\_M" in dev  # the quantisation is stated
     assert f"forward in {cfg.model.dtype}" in dev  # the profile's model.dtype, not a fixed text
     for dtype, other in (("float32", "bfloat16"), ("bfloat16", "float32")):
-        text = deviations_table(load_profile("cpu", {"model.dtype": dtype}), m, STAMP)
+        text = deviations_table(load_profile(SWEEPS, {"model.dtype": dtype}), m, STAMP)
         assert f"forward in {dtype}" in text and other not in text
     hyper = hyperparameters_table(cfg, m, STAMP)
     assert "tab:hyperparameters" in hyper
@@ -75,12 +75,12 @@ def test_setup_tables_come_from_the_profile():
         resolved = run_config(cfg.train, cfg.train.saes[name]).dtype
         assert f"training dtype {resolved}" in row(hyper, name)
     assert cfg.train.dtype == "auto" and "training dtype auto" not in hyper
-    pinned = load_profile("cpu", {"train.saes.topk.dtype": "float32"})
+    pinned = load_profile(SWEEPS, {"train.saes.topk.dtype": "float32"})
     assert "training dtype float32" in row(hyperparameters_table(pinned, m, STAMP), "topk")
 
 
 def test_headline_claims_read_matched_l0_chance_and_the_original_setting():
-    cfg = load_profile("headline")
+    cfg = load_profile(HEADLINE)
     table = one_setting_table(cfg, {"atm": 38.0, "atm-paper": 1500.0},
                               {"atm": 0.94, "topk": 0.97, "atm-paper": 0.99})
     # one disjoint pair (s0, s1) per family; ATM's decoders match better than TopK's
@@ -117,7 +117,7 @@ def verdicts_of_profile(cfg, table: pd.DataFrame) -> dict[str, str]:
 
 
 def test_mechanism_verdict_from_three_seeds_per_value():
-    cfg = load_profile("headline")
+    cfg = load_profile(HEADLINE)
     layer = cfg.train.layer
 
     def rows(ev_of):
@@ -126,7 +126,7 @@ def test_mechanism_verdict_from_three_seeds_per_value():
             for value in values:
                 for seed in cfg.ablations.seeds:
                     out.append({"sae_id": f"L{layer}-{factor}{value}-s{seed}",
-                                "group": "ablation", "name": f"atm-1m-{factor}{value}",
+                                "group": "ablation", "name": f"atm-short-{factor}{value}",
                                 "layer": layer, "seed": seed,
                                 "base": cfg.ablations.sae, "param": factor, "value": value,
                                 "core/l0": 40.0 + 0.1 * seed,

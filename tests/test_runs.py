@@ -61,6 +61,16 @@ def test_discover_groups_and_skips(runs_dir):
         ("L1-topk-s0", None), ("L1-topk-s0-t500", 500), ("L1-topk-s0-t2000", 2000)]
     assert {r.sae_id for r in discover(cfg, [])} == {"L1-topk-s0", "L1-topk-s0-t500",
                                                      "L1-topk-s0-t2000", "L2-topk-s0"}
+    # a profile that names its convergence families evaluates only their snapshots
+    finished(sae_dir(cfg, 1, "atm", 0))
+    finished(snapshot_dir(sae_dir(cfg, 1, "atm", 0), 500))
+    only_atm = load_profile("smoke", {**TINY_OVERRIDES, "cross_layer.layers": [1, 2],
+                                      "cross_layer.saes": ["topk"], "convergence.saes": ["atm"]})
+    assert {r.sae_id for r in discover(only_atm, []) if r.group == "snapshot"} == {
+        "L1-atm-s0-t500"}
+    assert "L1-topk-s0" in {r.sae_id for r in discover(only_atm, [])}  # the run itself stays
+    assert {r.sae_id for r in discover(cfg, []) if r.group == "snapshot"} == {
+        "L1-topk-s0-t500", "L1-topk-s0-t2000", "L1-atm-s0-t500"}  # unset: every run's
 
 
 def test_stage_times_are_recorded_per_notebook(runs_dir, tiny_profile):

@@ -1,7 +1,7 @@
 """``bf16_fidelity``: does bfloat16 training move a headline metric beyond seed
 noise? ``FIDELITY_SPECS`` x ``FIDELITY_SEEDS`` trained both ways at the profile's
 full budget (``steps`` is not used) on ``train.layer``; per metric, bfloat16 minus
-float32 (mean over seeds) with a 95% bootstrap interval over seeds, beside
+float32 (mean over seeds) with a 95% Welch t interval over seeds, beside
 float32's seed spread (standard deviation). Absorption is the raw measure (this
 layer's health check fails; ``evals.absorption``), on the run's prepared data."""
 

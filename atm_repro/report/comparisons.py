@@ -1,5 +1,6 @@
 """ATM against every other family and against its own controls, at matched L0 and
-at matched explained variance, with 95% bootstrap intervals over seeds.
+at matched explained variance, with 95% intervals over seeds (Welch t; a bootstrap
+along sparsity sweeps).
 
 A family is the main-set spec of that name plus its sparsity sweep
 (``ablations.sparsity_sweeps``) at the main layer: one curve of points, each
@@ -36,9 +37,9 @@ from atm_repro.intervals import (
     Interval,
     SweepPoint,
     diff_interval,
+    letter_aligned_diff,
     matched_diff,
     mean_interval,
-    paired_letter_diff,
 )
 from atm_repro.saes.atm import ATMConfig
 
@@ -57,9 +58,10 @@ MATCHED_RULE = (
     r"read off their sparsity curves at the same $L_0$ (interpolated in $\log L_0$) or the "
     r"same explained variance (linearly), with a 95\% percentile-bootstrap interval over "
     r"the seeds of every curve point; a family with a single setting counts as at the "
-    r"target $L_0$ when its mean $L_0$ lies within 15\% of it; at the profile's own "
-    r"settings (each family at its main point, not matched), absorption is compared "
-    r"letter by letter (letters and seeds resampled) and the other metrics over seeds. "
+    r"target $L_0$ when its mean $L_0$ lies within 15\% of it, and two such families get a "
+    r"Welch $t$ interval over their seeds; at the profile's own settings (each family at "
+    r"its main point, not matched), absorption is compared on the letters both sides "
+    r"score and every metric gets a Welch $t$ interval over seeds. "
     r"``ATM better'' / ``ATM worse'': the interval excludes 0; ``no difference'': it "
     r"includes 0; ``no interval'': a curve point has one seed; ``n/a'': the target lies "
     r"outside a curve (no extrapolation) or the metric is not measured along it (the "
@@ -213,7 +215,7 @@ def main_setting_comparisons(cfg: Profile, table: pd.DataFrame,
                     index="seed", columns="letter", values=rate, aggfunc="mean")
                     for n in (METHOD, other)]
                 common = sorted(set(grids[0].columns) | set(grids[1].columns))
-                diff = (paired_letter_diff(*(g.reindex(columns=common).to_numpy()
+                diff = (letter_aligned_diff(*(g.reindex(columns=common).to_numpy()
                                              for g in grids))
                         if all(len(g) for g in grids) else NAN_INTERVAL)
             else:
@@ -254,7 +256,7 @@ def matched_numbers(comparisons: list[Matched], goal: dict[str, float]) -> dict[
 
 def seed_interval_cells(runs: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     """``mean ± h`` per column over the rows (seeds) of one SAE name, h half the width
-    of the 95% bootstrap interval; a single seed shows its value, none "n/a"."""
+    of the 95% Student-t interval; a single seed shows its value, none "n/a"."""
     out = {}
     for col in columns:
         values = runs[col].to_numpy(dtype=float) if col in runs else np.array([])

@@ -5,7 +5,7 @@ the evals score each snapshot like a finished SAE, and ``report.results`` gives 
 row of group ``snapshot`` under its spec name, with the tokens it had seen
 (``train/tokens``). A family's curve is its snapshots and its finished SAEs at the
 main layer, one point per token count, for every main-set spec that trains on the
-profile's full budget (a spec with its own budget, such as ``atm-1m``, is no point
+profile's full budget (a spec with its own budget, such as ``atm-short``, is no point
 on the curve). A point is the mean over its seeds; stability numbers belong to a
 seed pair and sit on both of its SAEs, so they are averaged over disjoint pairs.
 
@@ -121,14 +121,17 @@ NUMBERS = {metrics.L0.id: "l0", metrics.EXPLAINED_VARIANCE.id: "explained_varian
 def convergence_numbers(cfg: Profile, table: pd.DataFrame) -> dict[str, float | int]:
     """For the text: ``convergence/<name>/t<tokens>/<metric>`` (``key_label``: t250k,
     t5M) of every point, mean over its seeds (stability: over disjoint pairs), with
-    ``n_seeds`` and ``n_pairs`` per point; a metric a point lacks is left out."""
+    ``n_seeds``, ``n_pairs`` and ``n_meaningful`` (seeds whose absorption passes the
+    health check) per point; a metric a point lacks is left out."""
     runs = convergence_runs(table, families(cfg), cfg.train.layer)
     out: dict[str, float | int] = {}
-    for row in points(runs, list(NUMBERS)).to_dict("records"):
+    for row in points(runs, [*NUMBERS, metrics.MEANINGFUL.id]).to_dict("records"):
         prefix = f"convergence/{row['name']}/t{key_label(row['tokens'])}"
         out[f"{prefix}/n_seeds"] = int(row["n_seeds"])
         if row["n_pairs"]:
             out[f"{prefix}/n_pairs"] = int(row["n_pairs"])
+        if pd.notna(row.get(metrics.MEANINGFUL.id)):  # seeds passing the health check
+            out[f"{prefix}/n_meaningful"] = round(row[metrics.MEANINGFUL.id] * row["n_seeds"])
         for col, key in NUMBERS.items():
             if pd.notna(row.get(col)):
                 out[f"{prefix}/{key}"] = row[col]

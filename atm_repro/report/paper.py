@@ -7,14 +7,17 @@ for the canonical run, ``runs/smoke/paper/tables`` for CI):
   profile name and commit;
 * ``numbers.tex``: one ``\\newcommand`` per number the text quotes, named by
   ``latex.macro_name`` from a key such as ``ours/atm/mean_full_absorption``;
-* ``<name>.tex`` for each name in ``TABLE_NAMES``: a table float labelled
+* ``<name>.tex`` for each name of ``table_names(profile)`` (``TABLE_NAMES``
+  without the tables of parts the profile does not run): a table float labelled
   ``tab:<name>``;
 * ``results.csv``: every SAE x metric in long form (``RESULTS_COLUMNS``), the
   table every other one is made from, for readers' own analyses; with the
   companion profiles' SAEs (``Profile.companions``: another model) beside the
   profile's own, told apart by the ``model`` column;
 
-and the figures ``<figures dir>/<name>.pdf`` for each name in ``FIGURE_NAMES``.
+and the figures ``<figures dir>/<name>.pdf`` for each name in ``FIGURE_NAMES`` (the
+canonical profile's; notebook 05 also draws the sparsity curves, the ablations,
+the layers and the cross-model figure for profiles that have them).
 Everything is made from ``report.results``' table, stamped and written only when
 its bytes change (``report.provenance``); smoke writes under ``runs/smoke/``.
 """
@@ -90,9 +93,15 @@ from atm_repro.saes import build_config
 TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
                "main_interpretability", "matched", "cross_model", "paper_vs_ours",
                "stability", "absorption_health", "scale", "convergence", "toy")
-COMMAND_TABLES = ("crosscheck",)  # written by their own command (atm-repro crosscheck)
-FIGURE_NAMES = ("pareto_l0", "pareto_ev", "absorption_by_letter", "density", "ablations",
-                "cross_layer", "convergence", "cross_model", "toy_absorption")
+FIGURE_NAMES = ("absorption_by_letter", "density", "convergence", "toy_absorption")
+
+
+def table_names(cfg: Profile) -> tuple[str, ...]:
+    """The tables ``write_tables`` writes for ``cfg``: ``TABLE_NAMES`` without the
+    cross-model table when the profile has no companion and without the scale study
+    when it has none."""
+    skip = {"cross_model": not cfg.companions, "scale": not cfg.scale.saes}
+    return tuple(n for n in TABLE_NAMES if not skip.get(n, False))
 
 
 def write_paper_inputs(cfg: Profile, out_dir: Path | str, stamp: Stamp,
@@ -160,6 +169,8 @@ def setting_numbers(cfg: Profile, manifest: CacheManifest) -> dict[str, Any]:
                 out[f"sae/{name}/{field}"] = setting_value(value)
         out[f"sae/{name}/lr"] = setting_value(spec.lr if spec.lr is not None else train.lr)
         out[f"sae/{name}/variant"] = setting_value(spec.variant)
+        out[f"sae/{name}/tokens"] = setting_value(train.for_spec(spec).tokens)
+        out[f"sae/{name}/n_seeds"] = len(train.seeds_of(name))
     abl = cfg.ablations
     out["ablation/sae"] = setting_value(abl.sae)
     out["ablation/factors"] = joined(
@@ -305,7 +316,7 @@ def _main_table(table: pd.DataFrame, stamp: Stamp, columns: tuple[metrics.Metric
         label=label, fmt={"n_seeds": "d"}, caption=caption)
 
 
-MEAN_PM = ("mean over seeds $\\pm$ half the width of its 95\\% bootstrap interval (every "
+MEAN_PM = ("mean over seeds $\\pm$ half the width of its 95\\% Student-$t$ interval (every "
            "value per seed is in \\texttt{results.csv})")
 
 
@@ -458,7 +469,7 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
 
 STABILITY_CAPTION = (
     "Feature stability across training seeds, over disjoint seed pairs (mean "
-    "$\\pm$ half the 95\\% bootstrap interval where there are two pairs): mean "
+    "$\\pm$ half the 95\\% Student-$t$ interval where there are two pairs): mean "
     "best-match decoder cosine (chance: the same statistic for two random decoders of "
     "the same shapes, seeded), mean cosine of the optimal one-to-one assignment, "
     "and the fraction of latents whose best match exceeds 0.7 / 0.9 (both "
@@ -549,20 +560,22 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
     every_model = pd.concat([m.tidy for m in models], ignore_index=True)
     changed = [out_dir / "results.csv"] if write_generated(
         out_dir / "results.csv", results_csv(every_model)) else []
-    tables = {"claims": verdicts.claims_table(cfg, table, comparisons, stamp),
-              "deviations": deviations_table(cfg, manifest, stamp),
-              "hyperparameters": hyperparameters_table(cfg, manifest, stamp),
-              "main_reconstruction": _main_reconstruction(table, stamp),
-              "main_interpretability": _main_interpretability(table, stamp),
-              "matched": _matched(cfg, table, comparisons, letters, stamp),
-              "cross_model": cross_model_table(cross, stamp),
-              "paper_vs_ours": paper_vs_ours_table(ours_from_results(tidy, paper_names(cfg)),
-                                                   stamp),
-              "stability": _stability(table, stamp),
-              "absorption_health": _absorption_health(table, stamp),
-              "scale": _scale(cfg, table, stamp),
-              "convergence": _convergence(cfg, table, stamp),
-              "toy": _toy(toy, stamp)}
+    makers = {
+        "claims": lambda: verdicts.claims_table(cfg, table, comparisons, stamp),
+        "deviations": lambda: deviations_table(cfg, manifest, stamp),
+        "hyperparameters": lambda: hyperparameters_table(cfg, manifest, stamp),
+        "main_reconstruction": lambda: _main_reconstruction(table, stamp),
+        "main_interpretability": lambda: _main_interpretability(table, stamp),
+        "matched": lambda: _matched(cfg, table, comparisons, letters, stamp),
+        "cross_model": lambda: cross_model_table(cross, stamp),
+        "paper_vs_ours": lambda: paper_vs_ours_table(
+            ours_from_results(tidy, paper_names(cfg)), stamp),
+        "stability": lambda: _stability(table, stamp),
+        "absorption_health": lambda: _absorption_health(table, stamp),
+        "scale": lambda: _scale(cfg, table, stamp),
+        "convergence": lambda: _convergence(cfg, table, stamp),
+        "toy": lambda: _toy(toy, stamp)}
+    tables = {name: makers[name]() for name in table_names(cfg)}
     numbers = {**paper_numbers(cfg, tidy, manifest, comparisons),
                **cross_model_numbers(cross), **health_numbers(models)}
     changed += write_paper_inputs(cfg, out_dir, stamp, tables, numbers)
@@ -675,6 +688,10 @@ def _health_numbers(table: pd.DataFrame) -> dict:
     if meaningful in health:
         out["health/n_meaningful"] = int((health[meaningful] > 0).sum())
         out["health/n_rows"] = len(health)
+        main_layer = health.loc[health.index.get_level_values(0).isin(
+            set(table.loc[table["group"] == "main", "layer"]))]
+        for (_, name), share in main_layer[meaningful].items():  # the share of seeds
+            out[f"health/{name}/meaningful"] = share
     return out
 
 

@@ -4,7 +4,7 @@ Result figures take ``report.results.per_sae``'s table (metric-id columns);
 axis labels are attached here, when drawing. Every figure is drawn in the one
 style of ``report.style`` (a fixed colour, marker and label per SAE family, page
 widths, plain log ticks). Where seeds exist, points are the mean over seeds with
-a 95% bootstrap interval as error bars.
+a 95% Student-t interval over seeds as error bars.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def plot_training_curves(logs: pd.DataFrame, title: str = ""):
 @style.styled
 def plot_ablation_training(table: pd.DataFrame, title: str = ""):
     """L0, explained variance and dead fraction against each ablated factor (mean
-    over seeds ± 95% bootstrap interval; ``summaries.ablation_table`` in)."""
+    over seeds ± 95% Student-t interval; ``summaries.ablation_table`` in)."""
     params = sorted(table["param"].unique())
     metrics = ["L0", "explained var.", "dead frac."]
     fig, axes = style.figure(len(metrics), len(params), height=1.6 * len(metrics),
@@ -208,7 +208,7 @@ def plot_pareto(table: pd.DataFrame, layer: int, title: str = "",
     explained variance against ``x`` (L0, or explained variance for the
     reconstruction-matched view, whose third panel is then L0). Each family's
     main-set point and its sparsity sweep form a curve; each point is the mean
-    over its seeds with a 95% bootstrap interval both ways. Where absorption is
+    over its seeds with a 95% Student-t interval both ways. Where absorption is
     not meaningful (metric health) its raw values are drawn dashed and hollow."""
     at = table[(table["layer"] == layer) & (table["group"].isin(["main", "ablation"]))]
     at = at[(at["group"] == "main") | at["param"].isin(SWEEP_PARAMS)]
@@ -381,7 +381,7 @@ def _draw_factor(ax, points: list, default=None, log_x: bool = False, color: str
 def plot_ablation_evals(table: pd.DataFrame, base: str, defaults: dict,
                         layer: int, title: str = ""):
     """Each evaluated metric against each ablated factor of ``base``: mean over seeds
-    with a 95% bootstrap interval; the main-set runs (at the factor's seeds) are the
+    with a 95% Student-t interval; the main-set runs (at the factor's seeds) are the
     point at the profile's own value ``defaults[factor]`` (dotted line, or * for a
     choice). Raw absorption (not meaningful) is dashed and hollow."""
     if not defaults:

@@ -34,31 +34,32 @@ def results_block(numbers: Mapping[str, Any], findings: list[Finding], stamp: St
     n = numbers
     bad = [f.statement.text for f in findings if f.status != "holds"]
     lines = [
-        f"**What holds** ({_f(n, 'setup/model')} layer {_f(n, 'train/layer', 'd')}, up to "
-        f"{_f(n, 'main/atm/n_seeds', '.0f')} seeds, 95% intervals over seeds; "
-        f"`paper/tables/claims.tex`. Written by notebook 05 from profile `{stamp.profile}`, "
-        f"code at commit {stamp.commit}; differences are ATM minus the other):",
+        f"**What holds** ({_f(n, 'setup/model')} layer {_f(n, 'train/layer', 'd')}, "
+        f"{_f(n, 'main/atm/n_seeds', '.0f')} seeds per family, 95% Welch intervals over "
+        f"seeds; `paper/tables/claims.tex`. Written by notebook 05 from profile "
+        f"`{stamp.profile}`, code at commit {stamp.commit}; differences are ATM minus the "
+        f"other, every family at TopK's L0 of {_f(n, 'matched/target/L0', '.0f')}):",
         f"1. *Less absorption than TopK / JumpReLU*: **{_f(n, 'claim/absorption/verdict')}**. "
-        f"No main-set SAE has a first-letter latent (best single-latent F1 "
-        f"{_f(n, 'health/main_best_k1_f1', '.2f')}; a letter latent needs "
-        f"{_f(n, 'eval/absorption/letter_latent_f1', '.2f')}), so SAEBench's metric measures "
-        "its projection rule here, not absorption. Computed anyway, full absorption at "
-        "equal L0 against ATM's no-mask control: "
-        f"{_ci(n, 'matched/atm-none/mean_full_absorption/L0')}. "
-        "In the scale study (one seed per point), 4x the training tokens gives TopK a best "
-        f"letter latent of F1 {_f(n, 'scale/topk-tokens4x/max_k1_f1', '.2f')} and ATM "
-        f"{_f(n, 'scale/atm-tokens4x/max_k1_f1', '.2f')}.",
-        f"2. *Good reconstruction*: **{_f(n, 'claim/reconstruction/verdict')}**. At TopK's "
-        f"L0 ({_f(n, 'matched/target/L0', '.0f')}), explained variance against TopK: "
-        f"{_ci(n, 'matched/topk/explained_variance/L0')}.",
-        f"3. *The importance mask is the cause*: **{_f(n, 'claim/mask/verdict')}**. Explained "
-        "variance at equal L0 against the same recipe with no mask: "
-        f"{_ci(n, 'matched/atm-none/explained_variance/L0')}; against a random mask at "
-        f"ATM's rate: {_ci(n, 'matched/atm-random/explained_variance/L0')}.",
+        "Full-absorption rate against TopK "
+        f"{_ci(n, 'matched/topk/mean_full_absorption/L0')}, against JumpReLU "
+        f"{_ci(n, 'matched/jumprelu/mean_full_absorption/L0')}; absorption fraction against "
+        f"JumpReLU {_ci(n, 'matched/jumprelu/mean_absorption_fraction/L0')}. The metric's "
+        "health check passes on "
+        f"{_f(n, 'convergence/atm/t5M/n_meaningful', 'd')} of "
+        f"{_f(n, 'convergence/atm/t5M/n_seeds', 'd')} ATM and "
+        f"{_f(n, 'convergence/topk/t5M/n_meaningful', 'd')} of "
+        f"{_f(n, 'convergence/topk/t5M/n_seeds', 'd')} TopK seeds at 5M tokens.",
+        f"2. *Good reconstruction*: at TopK's L0 **{_f(n, 'claim/reconstruction/verdict')}** "
+        f"(explained variance against TopK {_ci(n, 'matched/topk/explained_variance/L0')}); "
+        f"at the original's own lambda **{_f(n, 'claim/reconstruction_paper/verdict')}**.",
+        f"3. *The importance mask is the cause*: **{_f(n, 'claim/mask/verdict')}**. Against "
+        "the same recipe with no mask: full absorption "
+        f"{_ci(n, 'matched/atm-none/mean_full_absorption/L0')}, explained variance "
+        f"{_ci(n, 'matched/atm-none/explained_variance/L0')}.",
         f"4. *Stable features*: **{_f(n, 'claim/stability/verdict')}**. Cross-seed decoder "
-        f"match: ATM {_f(n, 'main/atm/max_cos_mean')}, its random-mask and no-mask controls "
-        f"{_f(n, 'main/atm-random/max_cos_mean')} and {_f(n, 'main/atm-none/max_cos_mean')}, "
-        f"TopK {_f(n, 'main/topk/max_cos_mean')}.",
+        f"match at 5M tokens: ATM {_f(n, 'convergence/atm/t5M/max_cos_mean')}, TopK "
+        f"{_f(n, 'convergence/topk/t5M/max_cos_mean')}, chance "
+        f"{_f(n, 'convergence/atm/t5M/chance_max_cos_mean')}.",
         f"5. *β, c, r shape the result*: **{_f(n, 'claim/mechanism/verdict')}**.",
         "",
         f"{len(findings) - len(bad)} of {len(findings)} directional sentences of the paper "

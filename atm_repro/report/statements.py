@@ -10,9 +10,9 @@ sentence, and the tests fail when the committed canonical numbers contradict
 one. Statements read numbers by their macro names, so the same check runs on a
 run's numbers and on a committed ``numbers.tex``.
 
-Not covered (read by hand after a rerun): the ablation paragraph (single-seed
-trends) and the planted-absorption paragraph, whose numbers are in tables, not
-in ``numbers.tex``.
+Not covered (read by hand after a rerun): the planted-absorption paragraph,
+whose numbers are in a table, not in ``numbers.tex``; the ablation paragraph
+states no direction (it quotes the claims table).
 """
 
 from __future__ import annotations
@@ -27,20 +27,13 @@ from typing import Any
 from atm_repro import metrics
 from atm_repro.report.latex import escape_latex, is_missing, macro_name, with_stamp
 from atm_repro.report.provenance import Stamp
-from atm_repro.saes import VARIANTS
 
 Numbers = Mapping[str, Any]  # macro name without the backslash -> value
 # the number key of the residual-stream top-1 probing accuracy (``report.paper``)
 BASELINE_TOP1 = f"{metrics.PROBING}/{metrics.BASELINE}_top1"
 
-SPARSE = ("topk", "batchtopk", "jumprelu", "matryoshka")  # the k / L0-penalty families
-ATM_SET = ("atm", "atm-random", "atm-none")
-
-
-def _others() -> tuple[str, ...]:
-    """The families a statement about "every other family" covers: every registered
-    variant but ATM, and masked-reg."""
-    return (*(v for v in VARIANTS if v != "atm"), "masked-reg")
+# the families compared at matched L0 at the full budget (the headline design)
+COMPARED = ("topk", "jumprelu", "atm", "atm-none")
 
 
 def m(key: str) -> str:
@@ -82,121 +75,75 @@ class Statement:
     test: Callable[[Numbers], bool]
 
 
-def _every_other_family_reconstructs_better(n: Numbers) -> bool:
-    diffs = present(n, [f"matched/{f}/explained_variance/L0/diff" for f in _others()])
-    return bool(diffs) and get(n, "matched/topk/explained_variance/L0/hi") < 0 and all(
-        d < 0 for d in diffs)
+def _interval_has_zero(n: Numbers, key: str) -> bool:
+    return get(n, f"{key}/lo") <= 0 <= get(n, f"{key}/hi")
 
 
-def _above_sparse(n: Numbers) -> bool:
-    sparse = present(n, [f"main/{f}/explained_variance" for f in SPARSE])
-    return bool(sparse) and get(n, "main/atm/explained_variance") > max(sparse)
+def _conv(n: Numbers, name: str, tokens: str, metric: str) -> Any:
+    return get(n, f"convergence/{name}/t{tokens}/{metric}")
 
 
-def _standard_worst(n: Numbers) -> bool:
-    every = present(n, [f"main/{f}/explained_variance" for f in (*ATM_SET, *_others())])
-    return get(n, "main/standard/explained_variance") == min(every)
+def _every_compared_seed_meaningful(n: Numbers) -> bool:
+    return all(get(n, f"health/{f}/meaningful") == 1 for f in COMPARED)
 
 
-def _every_family_beats_one_dimension(n: Numbers) -> bool:
-    tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *_others())])
-    return bool(tops) and min(tops) > get(n, BASELINE_TOP1)
+def _stability_far_above_chance(n: Numbers) -> bool:
+    chance = _conv(n, "atm", "5M", "chance_max_cos_mean")  # same shapes for every family
+    return all(get(n, f"main/{f}/max_cos_mean") > 2 * chance for f in COMPARED)
 
 
-def _atm_probing_in_the_middle(n: Numbers) -> bool:
-    tops = present(n, [f"main/{f}/mean_top1" for f in (*ATM_SET, *_others())])
-    atm = get(n, "main/atm/mean_top1")
-    return min(tops) < atm < max(tops) and atm < get(n, "main/atm-random/mean_top1")
+POINTS = ("250k", "500k", "1M", "2M", "5M")  # the convergence points (key_label)
 
 
-def _atm_set_least_stable(n: Numbers) -> bool:
-    atm = [get(n, f"main/{f}/max_cos_mean") for f in ATM_SET]
-    others = present(n, [f"main/{f}/max_cos_mean" for f in _others()])
-    return bool(others) and max(atm) < min(others)
+def _every_seed_from(n: Numbers, name: str, before: str, first: str) -> bool:
+    """Absorption meaningful on every seed at ``first`` and every later point, not at
+    ``before``."""
+    later = POINTS[POINTS.index(first):]
+    return (_conv(n, name, before, "n_meaningful") < _conv(n, name, before, "n_seeds")
+            and all(_conv(n, name, t, "n_meaningful") == _conv(n, name, t, "n_seeds")
+                    for t in later))
 
 
-def _no_claim_holds(n: Numbers) -> bool:
-    verdicts = [get(n, f"claim/{c}/verdict")
-                for c in ("absorption", "reconstruction", "mask", "stability", "mechanism")]
-    return all(str(v).startswith(("fails", "not testable")) for v in verdicts)
-
-
-def _second_model_repeats(n: Numbers) -> bool:
-    p = "crossmodel/smollm2"
-    return (get(n, f"{p}/topk/explained_variance/verdict") == "ATM worse"
-            and get(n, f"{p}/atm-none/explained_variance/verdict") == "ATM worse"
-            and get(n, f"{p}/atm-random/explained_variance/diff") > 0
-            and get(n, f"{p}/topk/mean_full_absorption/verdict") == "not meaningful")
-
-
-def _second_model_raw_absorption(n: Numbers) -> bool:
-    p = "crossmodel/smollm2"
-    return (get(n, f"{p}/topk/mean_full_absorption/diff") < 0
-            and get(n, f"{p}/matryoshka/mean_full_absorption/diff") < 0
-            and get(n, f"{p}/atm-none/mean_full_absorption/hi") >= 0
-            and get(n, f"{p}/atm-random/mean_full_absorption/hi") >= 0)
-
-
-def _letter_latent(n: Numbers, run: str) -> bool:
-    return get(n, f"scale/{run}/max_k1_f1") >= get(n, "eval/absorption/letter_latent_f1")
+def _rises(n: Numbers, name: str, metric: str) -> bool:
+    return _conv(n, name, "5M", metric) > _conv(n, name, "250k", metric)
 
 
 STATEMENTS = (
-    Statement("abstract, results", "none of the original's claims holds here",
-              _no_claim_holds),
-    Statement("abstract, health", "no SAE at the main layer has a first-letter latent",
-              lambda n: get(n, "health/main_best_k1_f1")
-              < get(n, "eval/absorption/letter_latent_f1")),
+    Statement("abstract, health", "at 5M tokens the absorption metric is meaningful on "
+              "every seed of every compared family", _every_compared_seed_meaningful),
+    Statement("health", "TopK's absorption is meaningful on every seed from 2M tokens on, "
+              "not at 1M; ATM's from 1M on, not at 0.5M",
+              lambda n: _every_seed_from(n, "topk", "1M", "2M")
+              and _every_seed_from(n, "atm", "500k", "1M")),
     Statement("abstract, matched", "ATM reconstructs worse than TopK at TopK's L0",
-              lambda n: get(n, "matched/topk/explained_variance/L0/hi") < 0),
-    Statement("matched, conclusion", "ATM reconstructs worse than every other family at "
-              "TopK's L0", _every_other_family_reconstructs_better),
-    Statement("abstract, matched, conclusion", "ATM without its mask reconstructs better "
-              "than ATM at equal L0",
+              lambda n: get(n, "matched/topk/explained_variance/L0/hi") < 0
+              and get(n, "matched/topk/ce_loss_score/L0/hi") < 0),
+    Statement("abstract, matched", "ATM's full-absorption rate is below TopK's at TopK's L0",
+              lambda n: get(n, "matched/topk/mean_full_absorption/L0/hi") < 0),
+    Statement("abstract, matched", "ATM's absorption fraction and JumpReLU's do not "
+              "differ at TopK's L0",
+              lambda n: _interval_has_zero(n, "matched/jumprelu/mean_absorption_fraction/L0")),
+    Statement("abstract, matched", "ATM without its mask absorbs as much as ATM (the "
+              "interval of the difference includes 0)",
+              lambda n: _interval_has_zero(n, "matched/atm-none/mean_full_absorption/L0")
+              and _interval_has_zero(n, "matched/atm-none/mean_absorption_fraction/L0")),
+    Statement("matched", "ATM without its mask reconstructs better than ATM at equal L0",
               lambda n: get(n, "matched/atm-none/explained_variance/L0/hi") < 0),
-    Statement("abstract, matched, conclusion", "a random mask at ATM's rate reconstructs "
-              "worse than ATM at equal L0",
-              lambda n: get(n, "matched/atm-random/explained_variance/L0/lo") > 0),
-    Statement("matched", "the raw full-absorption rate puts ATM below TopK at equal L0",
-              lambda n: get(n, "matched/topk/mean_full_absorption/L0/diff") < 0),
-    Statement("matched", "... but not below its no-mask control",
-              lambda n: get(n, "matched/atm-none/mean_full_absorption/L0/hi") >= 0),
-    Statement("matched", "... nor below its random-mask control",
-              lambda n: get(n, "matched/atm-random/mean_full_absorption/L0/hi") >= 0),
-    Statement("own settings", "ATM is denser than TopK and JumpReLU",
-              lambda n: get(n, "main/atm/l0") > max(get(n, "main/topk/l0"),
-                                                    get(n, "main/jumprelu/l0"))),
-    Statement("own settings", "ATM's explained variance is above every sparse "
-              "family's", _above_sparse),
-    Statement("own settings", "ATM's CE-loss score is below TopK's",
-              lambda n: get(n, "main/atm/ce_loss_score") < get(n, "main/topk/ce_loss_score")),
-    Statement("own settings, stability", "the standard SAE reconstructs worst",
-              _standard_worst),
-    Statement("own settings", "one SAE latent classifies better than one residual "
-              "dimension, for every family", _every_family_beats_one_dimension),
-    Statement("own settings", "in probing ATM sits in the middle, below its random-mask "
-              "control", _atm_probing_in_the_middle),
-    Statement("stability, conclusion", "ATM and its controls have the least stable "
-              "features of all families", _atm_set_least_stable),
-    Statement("stability", "the standard SAE's decoders match best across seeds",
-              lambda n: get(n, "main/standard/max_cos_mean") == max(present(
-                  n, [f"main/{f}/max_cos_mean" for f in (*ATM_SET, *_others())]))),
-    Statement("scale study", "at 8192 latents neither TopK nor ATM has a letter latent",
-              lambda n: not _letter_latent(n, "topk-width8192")
-              and not _letter_latent(n, "atm-width8192")),
-    Statement("scale study, conclusion", "at four times the tokens TopK has a letter "
-              "latent and ATM has none in this run",
-              lambda n: _letter_latent(n, "topk-tokens4x")
-              and not _letter_latent(n, "atm-tokens4x")),
-    Statement("scale study, conclusion", "at four times the tokens TopK's best letter latent "
-              "is better than ATM's",
-              lambda n: get(n, "scale/topk-tokens4x/max_k1_f1")
-              > get(n, "scale/atm-tokens4x/max_k1_f1")),
-    Statement("second model, conclusion", "on SmolLM2 ATM reconstructs worse than TopK and "
-              "than no mask, better than a random mask; absorption not meaningful there "
-              "either", _second_model_repeats),
-    Statement("second model", "on SmolLM2 raw full absorption puts ATM below TopK and "
-              "Matryoshka but not below its controls", _second_model_raw_absorption),
+    Statement("stability", "every compared family's cross-seed match is more than twice "
+              "its chance level", _stability_far_above_chance),
+    Statement("abstract, convergence", "TopK's raw full-absorption rate lies above ATM's at "
+              "every convergence point", lambda n: all(
+                  _conv(n, "topk", t, "raw_mean_full_absorption")
+                  > _conv(n, "atm", t, "raw_mean_full_absorption") for t in POINTS)),
+    Statement("stability", "cross-seed match rises from 0.25M to 5M tokens for TopK, ATM "
+              "and ATM without its mask",
+              lambda n: all(_rises(n, f, "max_cos_mean") for f in ("topk", "atm", "atm-none"))),
+    Statement("convergence", "explained variance rises from 0.25M to 5M tokens for TopK, "
+              "ATM and ATM without its mask",
+              lambda n: all(_rises(n, f, "explained_variance")
+                            for f in ("topk", "atm", "atm-none"))),
+    Statement("convergence", "ATM's L0 falls from 0.25M to 5M tokens",
+              lambda n: not _rises(n, "atm", "l0")),
 )
 
 

@@ -5,7 +5,9 @@ printed text is the size set here, >= 7 pt), and log axes show plain numbers.
 A variant's look is registered with it (``saes.registry``); the controls here
 are spec names that are a variant plus settings, drawn apart from it. Colours
 are the Okabe-Ito palette (distinguishable with the common colour-vision
-deficiencies); ATM and its two controls share a hue family (blues).
+deficiencies) and, beyond its eight, Paul Tol's; ATM and its two controls are
+told apart by colour as well as marker (a test bounds every pair of the
+canonical families' colours in CIE Lab).
 """
 
 from __future__ import annotations
@@ -33,16 +35,16 @@ RC = {
 FamilyStyle = PlotStyle  # a family's label, colour and marker (the registry's type)
 
 # Spec names of the profiles that are a variant plus settings (ATM's two mask
-# controls, ATM at the original's lambda, the 1M-token breadth runs; BatchTopK /
+# controls, ATM at the original's lambda, the short breadth runs; BatchTopK /
 # Matryoshka on the token-masked cache) with their own look.
 CONTROLS: dict[str, FamilyStyle] = {
-    "atm-random": FamilyStyle("ATM, random mask", "#56B4E9", "v"),
-    "atm-none": FamilyStyle("ATM, no mask", "#6A8CAF", "^"),
+    "atm-random": FamilyStyle("ATM, random mask", "#332288", "v"),
+    "atm-none": FamilyStyle("ATM, no mask", "#999933", "^"),
     "masked-reg": FamilyStyle("masked reg.", "#999999", "h"),
     "atm-paper": FamilyStyle("ATM, paper's λ", "#882255", "d"),
-    # the breadth runs at 1M tokens: darker shades of their families
-    "atm-1m": FamilyStyle("ATM (1M tokens)", "#004C7A", "o"),
-    "topk-1m": FamilyStyle("TopK (1M tokens)", "#8C3B00", "s"),
+    # the breadth runs (a budget of their own): darker shades of their families
+    "atm-short": FamilyStyle("ATM (short run)", "#004C7A", "o"),
+    "topk-short": FamilyStyle("TopK (short run)", "#8C3B00", "s"),
 }
 OTHER = FamilyStyle("", "#7F7F7F", ".")  # a spec name neither table knows
 

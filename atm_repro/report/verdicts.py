@@ -30,9 +30,10 @@ from atm_repro.report.latex import Tex, booktabs_table, escape_latex
 from atm_repro.report.provenance import Stamp
 
 CLAIMS_RULE = (
-    r"\emph{Rule.} ``Holds'': every difference the claim needs has a 95\% bootstrap "
-    r"interval (over seeds) on ATM's side of zero; ``fails'': one has its interval on the "
-    r"other side; ``no difference'': the intervals include zero; ``not testable here'': the "
+    r"\emph{Rule.} ``Holds'': every difference the claim needs has a 95\% interval "
+    r"(over seeds: Welch $t$ for one setting per family) on ATM's side of zero; "
+    r"``fails'': one has its interval on the other side; ``no difference'': the intervals "
+    r"include zero; ``not testable here'': the "
     r"metric is not meaningful for the compared SAEs (absorption's health check: fewer than "
     r"20 letters kept or no first-letter latent) or a compared point has a single seed. "
     r"Differences are ATM minus the other family at TopK's $L_0$ (matched sparsity) unless "
