@@ -11,10 +11,10 @@ setup:              ## the package, its pinned CPU torch, the test tools, the pr
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m atm_repro.probing_data
 
-latex:              ## LaTeX for the paper (Debian packages; skipped when latexmk exists)
-	@command -v latexmk >/dev/null || { apt-get update -qq && \
+latex:              ## LaTeX for the paper, pdftotext for its tests (Debian; skipped when present)
+	@command -v latexmk >/dev/null && command -v pdftotext >/dev/null || { apt-get update -qq && \
 	  apt-get install -y -qq --no-install-recommends latexmk texlive-latex-base \
-	  texlive-latex-recommended >/dev/null; }
+	  texlive-latex-recommended poppler-utils >/dev/null; }
 
 reproduce: setup latex  ## the main job: notebooks 01-05 of PROFILE (papermill), then the PDF
 	$(PY) -m atm_repro.cli run --profile $(PROFILE)

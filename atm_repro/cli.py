@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "default, this profile's value and the paper's")
         if name == "run":
             p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 01 02")
-            p.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
+            p.add_argument("--timeout", type=int, default=None,
+                           help="seconds per notebook cell (default: no limit; notebook "
+                                "02 trains every SAE in one cell)")
         if name == "crosscheck":
             p.add_argument("--saes", nargs="+", help="main-layer SAEs, e.g. atm-s0 topk-s1")
             p.add_argument("--activations", choices=ACTIVATIONS, default="ours",

@@ -49,12 +49,15 @@ class Interval:
         """The verdict rule: a difference "holds" only when its interval excludes 0."""
         return bool(self.lo > 0 or self.hi < 0)
 
-    def format(self, digits: int = 3) -> str:
+    def format(self, digits: int = 3, n: bool = False) -> str:
+        """``estimate [lo, hi]``; with ``n``, the seed count beside it (a reader
+        judges an interval by its n)."""
         if not math.isfinite(self.estimate):
             return "n/a"
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
-            return f"{self.estimate:.{digits}f}"
-        return f"{self.estimate:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+            return f"{self.estimate:.{digits}f}" + (f" (n = {self.n})" if n else "")
+        return (f"{self.estimate:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+                + (f" (n = {self.n})" if n else ""))
 
 
 NAN_INTERVAL = Interval(math.nan, math.nan, math.nan, 0)

@@ -187,11 +187,14 @@ def _print_now(line: str) -> None:
 
 
 def run(cfg: Profile, profile: str, overrides: dict | None = None,
-        only: list[str] | None = None, timeout: int = 3600, log=None) -> list[StageResult]:
+        only: list[str] | None = None, timeout: int | None = None,
+        log=None) -> list[StageResult]:
     """Execute the notebooks for ``cfg``, the profile ``load_profile(profile,
     overrides)`` gave the caller (the notebooks load it from ``profile`` and
     ``overrides``), showing progress (module docstring); returns per-stage wall
-    times (also recorded for the next run's estimate)."""
+    times (also recorded for the next run's estimate). ``timeout``: seconds per
+    cell, none by default (notebook 02 trains every SAE in one cell: hours on the
+    cpu profile)."""
     overrides = overrides or {}
     log = log or _print_now
     check_dtypes(cfg)  # fails here, before any work, when it asks for emulated bfloat16

@@ -247,8 +247,8 @@ def test_tiny_llama_by_path_runs_cache_train_absorption(texts, tmp_path, runs_di
     evaluate_profile(cfg, progress=False)
     table = per_sae(read_results(cfg)).set_index("sae_id")
     assert list(table.index) == ["L1-atm-s0", "L1-atm-s1"]
-    for column in ("core/l0", "absorption/n_letters_kept", "probing/mean_top1"):
-        assert table[column].notna().all()
+    for column in ("core/l0", "absorption/n_letters_kept", "probing/n_tasks"):
+        assert table[column].notna().all()  # probed (a tiny model's tasks need not count)
 
 
 # The smollm2 profile shrunk to seconds: the path a smoke-sized check of it takes.

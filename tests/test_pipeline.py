@@ -116,11 +116,11 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
     assert table.loc["L1-topk-k4-s0", "core/l0"] == pytest.approx(4.0)
     assert table.loc["L1-topk-k4-s0", "core/ce_loss_score"] == pytest.approx(
         table.loc["L1-topk-k4-s0", "core/ce_loss_score"])    # spliced: a number, not NaN
-    assert "probing/mean_top1" not in table.columns or \
-        table["probing/mean_top1"].isna()["L1-topk-k4-s0"]
+    assert table["probing/n_tasks"].isna()["L1-topk-k4-s0"]  # ablations are not probed
     for sae in ("L1-topk-s0", "L1-topk-s1"):
         assert table.loc[sae, "core/l0"] == pytest.approx(8.0)
-        assert 0 <= table.loc[sae, "probing/mean_top1"] <= 1
+        assert 0 <= table.loc[sae, "probing/n_tasks_counted"] <= table.loc[sae, "probing/n_tasks"]
+        assert table.loc[sae, "probing/n_tasks"] > 0
         assert "core/ce_loss_score" in table.columns
         assert 0 < table.loc[sae, "stability/max_cos_mean"] <= 1
     assert list(main_table(per_sae(read_results(cfg))).index) == ["topk"]

@@ -14,6 +14,7 @@ from atm_repro.corpus import DataUnavailable, load_articles
 from atm_repro.evals import probing
 from atm_repro.evals.probing import (
     ProbingConfig,
+    ProbingTask,
     binomial_se,
     class_quotas,
     evaluate_task,
@@ -23,6 +24,7 @@ from atm_repro.evals.probing import (
     run_baseline,
     run_probing,
     se_of_mean,
+    task_counts,
     token_activations,
     tokenize_texts,
     top_k_dims,
@@ -255,13 +257,15 @@ def test_end_to_end_tiny_is_deterministic_and_cached(tiny, small_cfg, tmp_path, 
     first = run_probing(_sae(), data, small_cfg, "sae-a")
     second = run_probing(_sae(), again, small_cfg, "sae-a")
     assert first.metrics == second.metrics
-    for key in ("mean_top1", "language_id/top5", "language_id/all",
-                "baseline/mean_top1", "baseline/language_id/top2"):
-        assert 0.0 <= first.metrics[key] <= 1.0
-    assert first.metrics["baseline/mean_top1"] == run_baseline(data, small_cfg).metrics["mean_top1"]
     tasks = first.details["datasets"]["language_id"]["tasks"]
     assert set(tasks) == {"en-us", "es-es", "fr-fr"}
     assert all(0 <= d < 128 for t in tasks.values() for d in t["top_dims"])
+    assert all(0.0 <= t[k] <= 1.0 for t in tasks.values() for k in ("top1", "top5", "all"))
+    # a random tiny model on 8 test texts: its residual probe is not clearly above
+    # chance on any task, so no task counts and no mean is reported
+    assert first.metrics["n_tasks"] == 3 and first.metrics["n_tasks_counted"] == 0
+    assert "mean_top1" not in first.metrics and "language_id/top1" not in first.metrics
+    assert first.details["datasets"]["language_id"]["counted"] == []
 
     # the cache is reused: no forward pass the second time in the same directory
     monkeypatch.setattr(probing, "token_activations", lambda *a, **k: pytest.fail("recomputed"))
@@ -294,3 +298,33 @@ def test_mismatches_are_rejected_before_work(tiny, small_cfg, tmp_path):
     other = ProbingConfig(datasets=["language_id"], n_train=20, n_test=8, max_tokens=16)
     with pytest.raises(ValueError, match="prepare_probing"):
         run_probing(_sae(), data, other, "x")
+
+
+def _task(test_y) -> ProbingTask:
+    n = len(test_y)
+    return ProbingTask("t", np.arange(n), np.asarray(test_y), np.arange(n), np.asarray(test_y))
+
+
+def test_a_task_counts_only_when_the_residual_probe_is_clearly_above_chance():
+    balanced = _task([0, 1] * 50)  # majority rate 0.5
+    assert task_counts({"all": 0.70, "all_se": binomial_se(0.70, 100)}, balanced)
+    assert not task_counts({"all": 0.60, "all_se": binomial_se(0.60, 100)}, balanced)  # lo 0.504
+    assert not task_counts({"all": 0.54, "all_se": 0.0}, balanced)  # above 0.5, not by 0.05
+    assert task_counts({"all": 0.56, "all_se": 0.0}, balanced)
+    skewed = _task([1] * 80 + [0] * 20)  # majority rate 0.8: 0.85 is not above it by enough
+    assert not task_counts({"all": 0.85, "all_se": 0.0}, skewed)
+    assert task_counts({"all": 0.86, "all_se": 0.0}, skewed)
+
+
+def test_sae_means_run_over_the_tasks_the_baseline_counts(tiny, small_cfg, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setattr(probing, "task_counts", lambda residual, task: task.name == "es-es")
+    data = prepare_probing(tiny, [1], small_cfg, tmp_path)[1]
+    result = run_probing(_sae(), data, small_cfg, "sae-a")
+    tasks = result.details["datasets"]["language_id"]["tasks"]
+    assert result.details["datasets"]["language_id"]["counted"] == ["es-es"]
+    assert result.metrics["language_id/top1"] == tasks["es-es"]["top1"]
+    assert result.metrics["mean_top1"] == tasks["es-es"]["top1"]
+    assert result.metrics["n_tasks_counted"] == 1 and result.metrics["n_tasks"] == 3
+    assert result.metrics["baseline/language_id/top1"] == (
+        result.details["baseline"]["language_id"]["tasks"]["es-es"]["top1"])

@@ -15,6 +15,7 @@ from atm_repro.profiles import factor_defaults, load_profile  # noqa: E402
 from atm_repro.report import plots, style  # noqa: E402
 from atm_repro.report.cross_model import ModelResults, cross_model_frame  # noqa: E402
 from atm_repro.report.results import per_sae  # noqa: E402
+from atm_repro.report.statements import COMPARED  # noqa: E402
 
 
 @pytest.fixture
@@ -139,8 +140,9 @@ def test_the_canonical_families_are_far_apart_in_colour():
     """ATM, its two controls, ATM at the original's lambda and the families they are
     compared with: every pair at least 40 apart in CIE Lab (Delta E 1976), so no two
     read as shades of one colour (two blues such as #0072B2 / #56B4E9 are 26 apart)."""
-    names = [*load_profile("cpu").train.saes, "atm-random", "atm-paper"]  # and the design's
-    assert {"atm", "atm-none", "atm-random", "topk", "jumprelu", "atm-paper"} <= set(names)
+    names = [*COMPARED, "atm-paper"]
+    assert {"atm", "atm-none", "atm-random", "topk", "jumprelu", "atm-paper"} == set(names)
+    assert set(COMPARED) <= set(load_profile("cpu").train.saes)
     lab = {n: _lab(style.families()[n].color) for n in names}
     closest = min(np.linalg.norm(lab[a] - lab[b]) for i, a in enumerate(names)
                   for b in names[i + 1:])

@@ -5,6 +5,7 @@ none of them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,15 +13,16 @@ import pytest
 from atm_repro.report.latex import numbers_tex
 from atm_repro.report.provenance import Stamp
 from atm_repro.report.statements import (
+    COMPARED,
     STATEMENTS,
     by_macro,
     check,
+    marked_sentences,
     numbers_from_tex,
     statements_tex,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-COMPARED = ("topk", "jumprelu", "atm", "atm-none")
 
 
 def interval(key: str, diff: float, lo: float, hi: float) -> dict:
@@ -183,3 +185,62 @@ def test_readme_block_quotes_the_numbers_and_the_check(tmp_path, monkeypatch):
     text = path.read_text()
     assert "\nold\n" not in text and text.startswith("# title\n") and text.endswith("## more\n")
     assert not readme.update_readme(numbers, check(by_macro(numbers)), stamp)  # unchanged
+
+
+# --------------------------------------------------------------------------- main.tex marks
+
+MAIN_TEX = (REPO / "paper" / "main.tex").read_text()
+# words that state a verdict, a direction or a count over seeds: in the abstract, the
+# results and the conclusion they belong in a checked sentence or a generated macro
+VERDICT_WORDS = re.compile(
+    r"\b(holds?|fails?|does not hold|no advantage|no difference|every seed|all seeds|"
+    r"better|worse|rises|falls|above|below|as much as|lower|higher|less|more)\b")
+
+
+def mark_problems(tex: str) -> list[str]:
+    """What is wrong with main.tex's marks: a statement without a marked sentence, a
+    marked sentence without its statement's phrase, a mark of no statement."""
+    phrases = {s.key: s.phrase for s in STATEMENTS}
+    marks = marked_sentences(tex)
+    problems = [f"{key}: no sentence marked" for key in phrases
+                if key not in {k for k, *_ in marks}]
+    for key, sentence, *_ in marks:
+        if key not in phrases:
+            problems.append(f"{key}: no such statement")
+        elif phrases[key] not in " ".join(sentence.split()):
+            problems.append(f"{key}: {phrases[key]!r} not in {sentence[:80]!r}")
+    return problems
+
+
+def unchecked_results_text(tex: str) -> str:
+    """The abstract, the results and the conclusion without comments, marked
+    sentences and macros (a generated verdict such as \\val{ClaimMaskVerdict} is
+    the claims table's word, not the text's)."""
+    tex = re.sub(r"(?<!\\)%.*", "", tex)
+    for _, _, start, end in reversed(marked_sentences(tex)):
+        tex = tex[:start] + tex[end:]
+    parts = [tex[tex.index(a):tex.index(b)] for a, b in (
+        ("\\begin{abstract}", "\\end{abstract}"), ("\\section{Results}", "\\section{Limitations}"),
+        ("\\section{Conclusion}", "\\label{page:main-end}"))]
+    text = re.sub(r"\\[A-Za-z]+(\[[^]]*\])?(\{[^{}]*\})*", " ", "\n".join(parts))
+    return " ".join(text.split())
+
+
+def test_every_statement_is_marked_in_main_tex_with_its_phrase():
+    assert mark_problems(MAIN_TEX) == []
+
+
+@pytest.mark.parametrize("old, new", [("reconstructs worse than TopK", "reconstructs better "
+                                                                       "than TopK"),
+                                      ("absorbs as much as", "absorbs less than")])
+def test_a_turned_direction_in_a_checked_sentence_fails(old, new):
+    assert old in MAIN_TEX
+    assert mark_problems(MAIN_TEX.replace(old, new, 1)) != []
+
+
+def test_no_verdict_word_outside_checked_sentences_and_macros():
+    text = unchecked_results_text(MAIN_TEX)
+    hits = [text[max(0, m.start() - 60):m.end() + 20] for m in VERDICT_WORDS.finditer(text)]
+    assert hits == []
+    assert VERDICT_WORDS.search(unchecked_results_text(  # the scan can fail
+        MAIN_TEX.replace("\\section{Limitations}", "ATM fails here.\n\\section{Limitations}")))

@@ -16,6 +16,13 @@ test accuracy for each k and for all dimensions, each with its binomial
 standard error sqrt(acc (1 - acc) / n_test); a dataset's and the overall mean
 carry the standard error of a mean of independent tasks (``*_se`` keys).
 
+Which tasks count (``task_counts``): a task enters the means only when the
+residual-stream probe on all dimensions is clearly above chance, the lower end
+of its 95% interval (normal, binomial s.e.) above the majority rate of its
+test texts plus ``CHANCE_MARGIN``. A task the model's own residual cannot solve
+says nothing about an SAE; such tasks are listed per dataset in the details
+(``counted``), and a dataset with none has no keys (n/a downstream).
+
 Cost: ``prepare_probing`` runs the model (truncated forward) once per (model,
 dataset) over the selected texts only, for all requested layers at once, and
 caches their per-token activations per layer on disk (float16 unless a value
@@ -398,21 +405,40 @@ def se_of_mean(ses: list[float]) -> float:
     return math.sqrt(sum(se * se for se in ses)) / len(ses)
 
 
-def _evaluate(data: ProbingData, cfg: ProbingConfig, sae=None) -> tuple[dict, dict]:
-    """(metrics, details) of the SAE's latents, or of the residual stream if ``sae`` is None."""
+CHANCE_MARGIN = 0.05  # how far above the majority rate a task's residual probe must be
+
+
+def task_counts(residual: dict, task: ProbingTask) -> bool:
+    """The probing rule: the residual-stream probe on all dimensions (``residual``,
+    an ``evaluate_task`` result) has a 95% interval whose lower end lies above the
+    majority rate of the task's test texts by more than ``CHANCE_MARGIN``."""
+    majority = max(task.test_y.mean(), 1.0 - task.test_y.mean())
+    return bool(residual["all"] - 1.96 * residual["all_se"] > majority + CHANCE_MARGIN)
+
+
+def _evaluate(data: ProbingData, cfg: ProbingConfig, sae=None,
+              counted: dict[str, list[str]] | None = None) -> tuple[dict, dict]:
+    """(metrics, details) of the SAE's latents, or of the residual stream if ``sae`` is
+    None. Means run over the tasks that count: ``counted`` per dataset (the
+    baseline's), or for the baseline itself by ``task_counts``."""
     keys = [f"top{k}" for k in cfg.k_values] + ["all"]
     values, details = {}, {}
     for name, ds in data.datasets.items():
         feats_ND = pooled_features(ds, sae, cfg.encode_batch_tokens)
         tasks = {t.name: evaluate_task(feats_ND, t, cfg.k_values, cfg.max_iter)
                  for t in ds.tasks}
-        for key in keys:
-            values[f"{name}/{key}"] = float(np.mean([r[key] for r in tasks.values()]))
-            values[f"{name}/{key}_se"] = se_of_mean([r[f"{key}_se"] for r in tasks.values()])
-        details[name] = {"tasks": tasks, **ds.sizes()}
-    for key in keys:
-        values[f"mean_{key}"] = float(np.mean([values[f"{n}/{key}"] for n in data.datasets]))
-        values[f"mean_{key}_se"] = se_of_mean([values[f"{n}/{key}_se"] for n in data.datasets])
+        keep = (counted[name] if counted is not None
+                else [t.name for t in ds.tasks if task_counts(tasks[t.name], t)])
+        details[name] = {"tasks": tasks, "counted": keep, **ds.sizes()}
+        for key in keys if keep else []:
+            values[f"{name}/{key}"] = float(np.mean([tasks[t][key] for t in keep]))
+            values[f"{name}/{key}_se"] = se_of_mean([tasks[t][f"{key}_se"] for t in keep])
+    scored = [n for n in data.datasets if details[n]["counted"]]
+    for key in keys if scored else []:
+        values[f"mean_{key}"] = float(np.mean([values[f"{n}/{key}"] for n in scored]))
+        values[f"mean_{key}_se"] = se_of_mean([values[f"{n}/{key}_se"] for n in scored])
+    values["n_tasks_counted"] = sum(len(details[n]["counted"]) for n in data.datasets)
+    values["n_tasks"] = sum(len(ds.tasks) for ds in data.datasets.values())
     return values, details
 
 
@@ -443,7 +469,8 @@ def run_probing(sae, data: ProbingData, cfg: ProbingConfig, sae_id: str) -> Eval
     baseline beside them under ``baseline/...``.
 
     Keys: ``<dataset>/top<k>`` and ``<dataset>/all`` (mean over the dataset's
-    tasks) and ``mean_top<k>`` / ``mean_all`` over datasets. Headline (the
+    tasks that count, ``task_counts``) and ``mean_top<k>`` / ``mean_all`` over the
+    datasets with one; ``n_tasks_counted`` of ``n_tasks``. Headline (the
     paper's "sparse probing accuracy"): ``mean_top1``; its "bias detection"
     and "sentiment" stand-ins: ``gender/top1`` and ``sentiment/top1``.
     """
@@ -452,7 +479,8 @@ def run_probing(sae, data: ProbingData, cfg: ProbingConfig, sae_id: str) -> Eval
         raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the probing activations "
                          f"have d_model={data.d_model}")
     baseline = run_baseline(data, cfg)
-    values, details = _evaluate(data, cfg, sae)
+    counted = {n: d["counted"] for n, d in baseline.details["datasets"].items()}
+    values, details = _evaluate(data, cfg, sae, counted)
     values.update({f"{metrics.BASELINE}/{k}": v for k, v in baseline.metrics.items()})
     return EvalResult(EVAL_NAME, sae_id, _result_config(data, cfg, d_sae=sae.cfg.d_sae), values,
                       {"datasets": details, "baseline": baseline.details["datasets"]})

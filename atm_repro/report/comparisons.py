@@ -238,7 +238,7 @@ def matched_frame(comparisons: list[Matched]) -> pd.DataFrame:
         if MATCH_COLUMNS.get(c.match) == c.metric:  # equal by construction
             row[f"{c.match}_diff"], row[f"{c.match}_verdict"] = "(matched)", ""
         else:
-            row[f"{c.match}_diff"] = c.diff.format()
+            row[f"{c.match}_diff"] = c.diff.format(n=True)
             row[f"{c.match}_verdict"] = c.verdict
     return pd.DataFrame(list(rows.values()))
 

@@ -114,7 +114,8 @@ def booktabs_table(df: pd.DataFrame, columns: dict[str, str], caption: str, labe
     equal the column's max or min. ``groups`` adds a header row above the
     column headers: (LaTeX label, number of columns) in order, spanning all
     columns, each non-empty label ruled below. Rows keep ``df``'s order; a
-    tabular wider than the text is scaled down to fit.
+    tabular wider than the text is scaled down to fit, and one that would need a
+    scale under 0.8 (type under 8 pt) says so in the LaTeX log.
     """
     fmt, best = fmt or {}, best or {}
     missing = [c for c in [*columns, *fmt, *best, *tex_columns] if c not in df.columns]
@@ -161,6 +162,8 @@ def booktabs_table(df: pd.DataFrame, columns: dict[str, str], caption: str, labe
         r"\bottomrule",
         r"\end{tabular}}%",
         r"\leavevmode\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\copy0}\else\copy0\fi",
+        # type below 8 pt (a \small tabular scaled under 0.8) is logged for the tests
+        rf"\ifdim0.8\wd0>\linewidth\PackageWarning{{atm_repro}}{{{label} scaled below 0.8}}\fi",
     ]
     if notes:
         lines += [r"\par\smallskip", rf"\parbox{{\linewidth}}{{\footnotesize {notes}}}"]

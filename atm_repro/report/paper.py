@@ -226,17 +226,24 @@ PAPER_VS_OURS_NOTE = (
     r"Absolute values are not comparable across the two settings (model, layer, corpus, "
     r"token budget and width differ; MSE and cosine also depend on the input scale, and our "
     r"probing tasks are offline stand-ins: bias detection is gender, sentiment film "
-    r"reviews). Neither side's ATM is at TopK's $L_0$. A dash: not given by the paper, or "
+    r"reviews). {atm} A dash: not given by the paper, or "
     r"not measured here; n/a: absorption is not meaningful for that SAE (metric health). "
     r"The verdicts, at matched $L_0$ and with intervals, are in Table~\ref{tab:claims}."
 )
+ATM_SIDES = {  # which of our ATMs the table shows (``paper_names``)
+    True: r"Both ATM columns are at the original's $\lambda$, neither at TopK's $L_0$.",
+    False: r"The original's $\lambda$ is not trained here: our ATM column is ATM at TopK's "
+           r"$L_0$, the original's a dense code.",
+}
 
 
-def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp) -> str:
+def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp,
+                        atm_at_paper_lambda: bool = True) -> str:
     """The paper's reported numbers beside ours (means over seeds), one row per
     metric; no verdict here (the claims table judges, at matched settings). ``ours``
     maps "atm" / "topk" / "jumprelu" to {``PaperMetric.key``: value}
-    (``claims.ours_from_results`` builds it)."""
+    (``claims.ours_from_results`` builds it); ``atm_at_paper_lambda`` says whether our
+    ATM is the one at the original's lambda (else the matched one: the note says so)."""
     unknown = sorted(set(ours) - set(PAPER_VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; expected {list(PAPER_VARIANTS)}")
@@ -257,10 +264,10 @@ def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp) -> str:
     n = len(PAPER_VARIANTS)
     groups = [("", 1), ("original", n), ("ours", n)]
     caption = (r"The original's reported numbers (Gemma-2-2b, layer 12, width 16384) beside "
-               rf"ours (profile \texttt{{{escape_latex(stamp.profile)}}}, mean over seeds), "
-               r"metric by metric, at each side's own settings.")
+               r"ours (mean over seeds), metric by metric, at each side's own settings.")
+    notes = PAPER_VS_OURS_NOTE.replace("{atm}", ATM_SIDES[atm_at_paper_lambda])
     return booktabs_table(pd.DataFrame(rows), columns, caption, "tab:paper_vs_ours", stamp,
-                          notes=PAPER_VS_OURS_NOTE, tex_columns=("metric", *ours_cols),
+                          notes=notes, tex_columns=("metric", *ours_cols),
                           align="l" + "r" * 2 * n, groups=groups)
 
 
@@ -569,7 +576,8 @@ def write_tables(cfg: Profile, tidy: pd.DataFrame, toy: pd.DataFrame,
         "matched": lambda: _matched(cfg, table, comparisons, letters, stamp),
         "cross_model": lambda: cross_model_table(cross, stamp),
         "paper_vs_ours": lambda: paper_vs_ours_table(
-            ours_from_results(tidy, paper_names(cfg)), stamp),
+            ours_from_results(tidy, paper_names(cfg)), stamp,
+            atm_at_paper_lambda=paper_setting(cfg) is not None),
         "stability": lambda: _stability(table, stamp),
         "absorption_health": lambda: _absorption_health(table, stamp),
         "scale": lambda: _scale(cfg, table, stamp),
@@ -697,11 +705,16 @@ def _health_numbers(table: pd.DataFrame) -> dict:
 
 def _probing_numbers(table: pd.DataFrame) -> dict:
     """For the text: the residual-stream top-1 baseline and the standard error of a
-    mean over tasks, averaged over the main SAEs."""
+    mean over tasks, averaged over the main SAEs; how many tasks the probing rule
+    counts (the same for every SAE of a layer: the baseline decides)."""
     main = table[table["group"] == "main"]
-    return {key: main[col].mean() for col, key in (
+    out = {key: main[col].mean() for col, key in (
         (metrics.baseline(metrics.PROBING_TOP1).id, BASELINE_TOP1),
         (metrics.PROBING_TOP1_SE.id, metrics.PROBING_TOP1_SE.id)) if col in main}
+    for m in (metrics.PROBING_TASKS_COUNTED, metrics.PROBING_TASKS):
+        if m.id in main and main[m.id].notna().any():
+            out[m.id] = int(main[m.id].max())
+    return out
 
 
 def write_figures(cfg: Profile, figures: dict) -> list[Path]:

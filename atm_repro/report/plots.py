@@ -349,23 +349,26 @@ EVAL_PANELS = [metrics.ABSORPTION_FRACTION, metrics.FULL_ABSORPTION, metrics.EXP
 
 
 def _factor_points(runs: pd.DataFrame, col: str) -> list:
-    """(value, interval over seeds) per value of a factor: numbers first, in order,
-    then choices (a factor such as ``ema_start`` has string values)."""
+    """(value, interval over seeds, the seeds' values) per value of a factor: numbers
+    first, in order, then choices (a factor such as ``ema_start`` has string values)."""
     groups = runs.groupby(runs["value"].map(lambda v: (isinstance(v, str), v)), sort=True)
-    return [(key[1], mean_interval(g[col])) for key, g in groups]
+    return [(key[1], mean_interval(g[col]), g[col].dropna().to_numpy()) for key, g in groups]
 
 
 def _draw_factor(ax, points: list, default=None, log_x: bool = False, color: str = "k",
                  raw: bool = False) -> None:
-    """Mean ± interval against the factor's values; choices on a categorical axis.
-    The profile's own value (when given) is marked."""
-    values = [v for v, _ in points]
+    """Mean ± interval against the factor's values, each seed a small dot beside it;
+    choices on a categorical axis. The profile's own value (when given) is marked."""
+    values = [v for v, _, _ in points]
     numeric = all(not isinstance(v, str) for v in values)
     x = np.array(values, dtype=float) if numeric else np.arange(len(values))
-    ivs = [iv for _, iv in points]
+    ivs = [iv for _, iv, _ in points]
     ax.errorbar(x, [iv.estimate for iv in ivs], yerr=_err(ivs), marker="o", color=color,
                 lw=1.0, elinewidth=0.7, linestyle="--" if raw else "-",
                 markerfacecolor="none" if raw else color)
+    for xi, (_, _, seeds) in zip(x, points):
+        ax.scatter(np.full(len(seeds), xi), seeds, s=6, color=color, alpha=0.45, lw=0,
+                   zorder=3)
     if numeric:
         if default is not None:
             ax.axvline(float(default), color="0.7", lw=0.8, ls=":")

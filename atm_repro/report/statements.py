@@ -10,9 +10,14 @@ sentence, and the tests fail when the committed canonical numbers contradict
 one. Statements read numbers by their macro names, so the same check runs on a
 run's numbers and on a committed ``numbers.tex``.
 
-Not covered (read by hand after a rerun): the planted-absorption paragraph,
-whose numbers are in a table, not in ``numbers.tex``; the ablation paragraph
-states no direction (it quotes the claims table).
+main.tex marks each sentence that states one as ``\\checked{<key>}{<sentence>}``
+(``marked_sentences``), and the marked sentence must hold the statement's
+``phrase``, the words that carry its direction: turning "worse" into "better"
+in the text fails the tests, as does a verdict word in the results outside a
+marked sentence and a generated macro (tests/test_report_statements.py).
+
+Not covered (read by hand after a rerun): the planted-absorption paragraph of the
+appendix, whose numbers are in a table, not in ``numbers.tex``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ Numbers = Mapping[str, Any]  # macro name without the backslash -> value
 BASELINE_TOP1 = f"{metrics.PROBING}/{metrics.BASELINE}_top1"
 
 # the families compared at matched L0 at the full budget (the headline design)
-COMPARED = ("topk", "jumprelu", "atm", "atm-none")
+COMPARED = ("topk", "jumprelu", "atm", "atm-none", "atm-random")
 
 
 def m(key: str) -> str:
@@ -73,6 +78,8 @@ class Statement:
     where: str  # the section of main.tex
     text: str  # the sentence, in short
     test: Callable[[Numbers], bool]
+    key: str  # main.tex: \checked{<key>}{<the sentence>}
+    phrase: str  # the words of every marked sentence that carry the direction
 
 
 def _interval_has_zero(n: Numbers, key: str) -> bool:
@@ -110,40 +117,51 @@ def _rises(n: Numbers, name: str, metric: str) -> bool:
 
 STATEMENTS = (
     Statement("abstract, health", "at 5M tokens the absorption metric is meaningful on "
-              "every seed of every compared family", _every_compared_seed_meaningful),
+              "every seed of every compared family", _every_compared_seed_meaningful,
+              "meaningful", "every seed of every compared family"),
     Statement("health", "TopK's absorption is meaningful on every seed from 2M tokens on, "
               "not at 1M; ATM's from 1M on, not at 0.5M",
               lambda n: _every_seed_from(n, "topk", "1M", "2M")
-              and _every_seed_from(n, "atm", "500k", "1M")),
-    Statement("abstract, matched", "ATM reconstructs worse than TopK at TopK's L0",
+              and _every_seed_from(n, "atm", "500k", "1M"),
+              "health-onset", "from 2M tokens on"),
+    Statement("matched", "ATM reconstructs worse than TopK at TopK's L0",
               lambda n: get(n, "matched/topk/explained_variance/L0/hi") < 0
-              and get(n, "matched/topk/ce_loss_score/L0/hi") < 0),
-    Statement("abstract, matched", "ATM's full-absorption rate is below TopK's at TopK's L0",
-              lambda n: get(n, "matched/topk/mean_full_absorption/L0/hi") < 0),
-    Statement("abstract, matched", "ATM's absorption fraction and JumpReLU's do not "
+              and get(n, "matched/topk/ce_loss_score/L0/hi") < 0,
+              "recon-worse", "reconstructs worse than TopK"),
+    Statement("abstract, conclusion", "ATM's full-absorption rate is below TopK's at "
+              "TopK's L0", lambda n: get(n, "matched/topk/mean_full_absorption/L0/hi") < 0,
+              "full-below", "below TopK's"),
+    Statement("abstract", "ATM's absorption fraction and JumpReLU's do not "
               "differ at TopK's L0",
-              lambda n: _interval_has_zero(n, "matched/jumprelu/mean_absorption_fraction/L0")),
-    Statement("abstract, matched", "ATM without its mask absorbs as much as ATM (the "
-              "interval of the difference includes 0)",
+              lambda n: _interval_has_zero(n, "matched/jumprelu/mean_absorption_fraction/L0"),
+              "fraction-jumprelu", "do not differ"),
+    Statement("abstract, matched, conclusion", "ATM without its mask absorbs as much as ATM "
+              "(the interval of the difference includes 0)",
               lambda n: _interval_has_zero(n, "matched/atm-none/mean_full_absorption/L0")
-              and _interval_has_zero(n, "matched/atm-none/mean_absorption_fraction/L0")),
+              and _interval_has_zero(n, "matched/atm-none/mean_absorption_fraction/L0"),
+              "none-as-much", "absorbs as much as"),
     Statement("matched", "ATM without its mask reconstructs better than ATM at equal L0",
-              lambda n: get(n, "matched/atm-none/explained_variance/L0/hi") < 0),
+              lambda n: get(n, "matched/atm-none/explained_variance/L0/hi") < 0,
+              "none-better", "reconstructs better"),
     Statement("stability", "every compared family's cross-seed match is more than twice "
-              "its chance level", _stability_far_above_chance),
+              "its chance level", _stability_far_above_chance,
+              "stability-far", "far above its chance level"),
     Statement("abstract, convergence", "TopK's raw full-absorption rate lies above ATM's at "
               "every convergence point", lambda n: all(
                   _conv(n, "topk", t, "raw_mean_full_absorption")
-                  > _conv(n, "atm", t, "raw_mean_full_absorption") for t in POINTS)),
+                  > _conv(n, "atm", t, "raw_mean_full_absorption") for t in POINTS),
+              "conv-topk-above", "above ATM's at every point"),
     Statement("stability", "cross-seed match rises from 0.25M to 5M tokens for TopK, ATM "
               "and ATM without its mask",
-              lambda n: all(_rises(n, f, "max_cos_mean") for f in ("topk", "atm", "atm-none"))),
+              lambda n: all(_rises(n, f, "max_cos_mean") for f in ("topk", "atm", "atm-none")),
+              "stability-rises", "rises with training"),
     Statement("convergence", "explained variance rises from 0.25M to 5M tokens for TopK, "
               "ATM and ATM without its mask",
               lambda n: all(_rises(n, f, "explained_variance")
-                            for f in ("topk", "atm", "atm-none"))),
+                            for f in ("topk", "atm", "atm-none")),
+              "ev-rises", "Explained variance rises"),
     Statement("convergence", "ATM's L0 falls from 0.25M to 5M tokens",
-              lambda n: not _rises(n, "atm", "l0")),
+              lambda n: not _rises(n, "atm", "l0"), "l0-falls", "start dense"),
 )
 
 
@@ -183,6 +201,24 @@ def statements_tex(findings: list[Finding], stamp: Stamp) -> str:
         rf"\newcommand{{\StatementsNContradicted}}{{{len(bad)}}}",
         rf"\newcommand{{\StatementsContradicted}}{{{items}}}",
     ])
+
+
+_MARK = re.compile(r"\\checked\{([\w-]+)\}\{")
+
+
+def marked_sentences(tex: str) -> list[tuple[str, str, int, int]]:
+    """``(key, sentence, start, end)`` for each ``\\checked{key}{sentence}`` of
+    ``tex`` (braces balanced; ``tex[start:end]`` is the whole mark)."""
+    out = []
+    for match in _MARK.finditer(tex):
+        depth, i = 1, match.end()
+        while depth:
+            if i >= len(tex):
+                raise ValueError(f"unbalanced \\checked{{{match.group(1)}}} at {match.start()}")
+            depth += {"{": 1, "}": -1}.get(tex[i], 0) if tex[i - 1] != "\\" else 0
+            i += 1
+        out.append((match.group(1), tex[match.end():i - 1], match.start(), i))
+    return out
 
 
 _NEWCOMMAND = re.compile(r"^\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}$")

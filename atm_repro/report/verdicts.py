@@ -58,7 +58,7 @@ def _ev(c: Matched | None, what: str) -> str:
     if c is None:
         return f"{what}: n/a"
     raw = "" if c.meaningful else " (raw)"
-    return f"{what}{raw} {c.diff.format()}"
+    return f"{what}{raw} {c.diff.format(n=True)}"
 
 
 def _combine(needed: list[Matched | None]) -> str:
@@ -200,8 +200,8 @@ def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> lis
         Claim("reconstruction_paper",
               "ATM keeps good reconstruction (the original's $\\lambda$, dense)",
               f"explained variance vs TopK at each one's own settings "
-              f"{paper_ev.diff.format() if paper_ev else 'n/a'}; CE-loss score "
-              f"{paper_ce.format()}",
+              f"{paper_ev.diff.format(n=True) if paper_ev else 'n/a'}; CE-loss score "
+              f"{paper_ce.format(n=True)}",
               _no_worse(paper_ev)),
         Claim("mask", "the importance mask causes the gain",
               "; ".join([_ev(none_ev, "explained variance vs no mask"),
@@ -209,9 +209,9 @@ def claims(cfg: Profile, table: pd.DataFrame, comparisons: list[Matched]) -> lis
                          _ev(none_abs, "full rate vs no mask")]),
               mask_verdict),
         Claim("stability", "ATM trains stable features",
-              f"best-match decoder cosine vs TopK {stab.format()} (disjoint seed pairs, "
+              f"best-match decoder cosine vs TopK {stab.format(n=True)} (disjoint seed pairs, "
               f"{'at' if l0_matched(table) else 'not at'} matched $L_0$); ATM above "
-              f"chance {over_chance.format()}",
+              f"chance {over_chance.format(n=True)}",
               _stability_verdict(table, stab)),
         _mechanism(cfg, table),
     ]
@@ -229,7 +229,7 @@ def _mechanism(cfg: Profile, table: pd.DataFrame) -> Claim:
     factors = [f for f in ("r", "c", "beta") if f in cfg.ablations.factors]
     if not factors:
         return Claim("mechanism", claim,
-                     "no ablation of $\\beta$, $c$ or $r$ in this profile (ablations.factors)",
+                     "no ablation of $\\beta$, $c$ or $r$ in this profile",
                      "not testable here (not ablated)")
     parts, diffs = [], []
     for metric in MECHANISM_METRICS:
