@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +318,30 @@ def snapshot_tidy(layer: int = 8) -> pd.DataFrame:
             rows += sae_rows(layer, "atm-short", group, seed, tokens, odd)
             rows += sae_rows(layer + 4, "topk", "snapshot", seed, tokens, odd)
     return pd.DataFrame(rows)
+
+
+# Identifiers a reader should not meet: run ids (atm-s0), spec names of the profiles,
+# snake_case keys, dotted config keys, "profile cpu" outside a command line, an
+# unresolved reference (??) and a macro name that reached the page.
+INTERNAL = {
+    "run id": r"\b[a-z]+(?:-[a-z]+)*-s\d+\b",
+    "spec name": r"\b(?:atm|topk|jumprelu)-(?:none|random|paper|short)\b",
+    "snake_case key": r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b",
+    "config key": r"\b(?:train|cache|evals|ablations|model|corpus|convergence)\.[a-z_]+",
+    "profile name": r"(?<!--)\bprofile (?:cpu|smoke|paper)\b",
+    "unresolved reference": r"\?\?",
+    "macro name": r"\\[A-Za-z]+",
+}
+
+
+def internal_names(text: str) -> list[str]:
+    """``"<kind>: <match>"`` for each identifier in ``text``; file paths and URLs
+    (any word with a slash) are references a reader can follow, not identifiers."""
+    words = " ".join(w for w in text.split() if "/" not in w)
+    return [f"{kind}: {hit.group(0)}" for kind, pattern in INTERNAL.items()
+            for hit in re.finditer(pattern, words)]
+
+
+def pdf_text(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import internal_names, pdf_text
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "paper"
@@ -20,32 +21,6 @@ MAIN_PAGES = 12  # the main text's limit: main.tex's label page:main-end, before
 needs_tools = pytest.mark.skipif(
     shutil.which("pdftotext") is None or shutil.which("latexmk") is None,
     reason="pdftotext/latexmk not installed (Debian: poppler-utils, latexmk); CI installs them")
-
-# Identifiers a reader should not meet: run ids (atm-s0), spec names of the profiles,
-# snake_case keys, dotted config keys, "profile cpu" outside a command line, an
-# unresolved reference (??) and a macro name that reached the page.
-INTERNAL = {
-    "run id": r"\b[a-z]+(?:-[a-z]+)*-s\d+\b",
-    "spec name": r"\b(?:atm|topk|jumprelu)-(?:none|random|paper|short)\b",
-    "snake_case key": r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b",
-    "config key": r"\b(?:train|cache|evals|ablations|model|corpus|convergence)\.[a-z_]+",
-    "profile name": r"(?<!--)\bprofile (?:cpu|smoke|paper)\b",
-    "unresolved reference": r"\?\?",
-    "macro name": r"\\[A-Za-z]+",
-}
-
-
-def internal_names(text: str) -> list[str]:
-    """``"<kind>: <match>"`` for each identifier in ``text``; file paths and URLs
-    (any word with a slash) are references a reader can follow, not identifiers."""
-    words = " ".join(w for w in text.split() if "/" not in w)
-    return [f"{kind}: {hit.group(0)}" for kind, pattern in INTERNAL.items()
-            for hit in re.finditer(pattern, words)]
-
-
-def pdf_text(pdf: Path) -> str:
-    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
-                          check=True).stdout
 
 
 @pytest.mark.parametrize("text, kind", [

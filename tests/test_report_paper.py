@@ -16,8 +16,10 @@ from helpers import (
     STAMP,
     TIDY_METRICS,
     body_rows,
+    internal_names,
     manifest,
     ours_with,
+    pdf_text,
     sae_rows,
     synthetic_tidy,
 )
@@ -251,7 +253,7 @@ def write_smoke_inputs(root) -> None:
     import matplotlib.pyplot as plt
 
     stamp = Stamp("smoke", True, "abc1234")
-    df = pd.DataFrame({"sae": ["atm", "top_k"], "l0": [12.5, 16.0]})
+    df = pd.DataFrame({"sae": ["ATM", "TopK"], "l0": [12.5, 16.0]})
     tables = {name: booktabs_table(df, {"sae": "SAE", "l0": "$L_0$"}, "Placeholder.",
                                    f"tab:{name}", stamp) for name in TABLE_NAMES}
     tables["paper_vs_ours"] = paper_vs_ours_table(ours_with(0.01, 0.02, None), stamp)
@@ -294,3 +296,5 @@ def test_paper_builds_against_smoke_inputs(tmp_path):
     assert "figures/convergence.pdf is missing" in log  # placeholder, not an error
     assert "figures/pareto_l0.pdf is missing" not in log
     assert not re.search(r"(Citation|Reference) `[^']*' on page \d+ undefined", log)
+    if shutil.which("pdftotext"):  # the smoke PDF reads like the canonical one (test_paper_pdf)
+        assert internal_names(pdf_text(out / "main.pdf")) == []

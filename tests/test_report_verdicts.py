@@ -3,6 +3,8 @@ curves with a known answer; the setup tables come from the profile."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 from helpers import ABSORPTION, HEADLINE, SWEEPS, curve_table, manifest, one_setting_table
@@ -10,7 +12,13 @@ from helpers import ABSORPTION, HEADLINE, SWEEPS, curve_table, manifest, one_set
 from atm_repro.profiles import load_profile
 from atm_repro.report.comparisons import matched_comparisons
 from atm_repro.report.provenance import Stamp
-from atm_repro.report.setup_tables import deviations_table, hyperparameters_table
+from atm_repro.report.setup_tables import (
+    deviations_table,
+    hyperparameters_table,
+    setting_phrase,
+)
+from atm_repro.saes import build_config
+from atm_repro.saes.registry import VARIANTS
 from atm_repro.report.style import label
 from atm_repro.report.verdicts import claim_numbers, claims, claims_table
 from atm_repro.train import run_config
@@ -63,20 +71,45 @@ def test_setup_tables_come_from_the_profile():
         assert f"forward in {dtype}" in text and other not in text
     hyper = hyperparameters_table(cfg, m, STAMP)
     assert "tab:hyperparameters" in hyper
-    for name, spec in cfg.train.saes.items():
-        assert label(name) in hyper
-        for key in spec.params:
-            assert key.replace("_", " ") in hyper, (name, key)
-    # the training dtype as resolved here, a spec's own override included
     def row(table: str, name: str) -> str:
         return [r for r in table.splitlines() if r.startswith(f"{label(name)} &")][0]
 
+    for name, spec in cfg.train.saes.items():  # each set parameter, in words, in its own row
+        sae_cfg = build_config(spec.variant, spec.params, 640, cfg.train.width)
+        for key, value in spec.params.items():
+            assert setting_phrase(key, value, sae_cfg) in row(hyper, name), (name, key)
+    assert "masks at random" in row(hyper, "atm-random") and "never masks" in row(hyper, "atm-none")
+    assert "masks by importance" in row(hyper, "atm")
+    # the training dtype as resolved here, a spec's own override included
     for name in ("atm", "topk"):
         resolved = run_config(cfg.train, cfg.train.saes[name]).dtype
-        assert f"training dtype {resolved}" in row(hyper, name)
-    assert cfg.train.dtype == "auto" and "training dtype auto" not in hyper
+        assert f"trained in {resolved}" in row(hyper, name)
+    assert cfg.train.dtype == "auto" and "trained in auto" not in hyper
     pinned = load_profile(SWEEPS, {"train.saes.topk.dtype": "float32"})
-    assert "training dtype float32" in row(hyperparameters_table(pinned, m, STAMP), "topk")
+    assert "trained in float32" in row(hyperparameters_table(pinned, m, STAMP), "topk")
+    # no code name: no field or choice with an underscore, and no field spelled as code
+    body = hyper.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    assert "\\_" not in body and "_" not in body.replace("$", "")
+    for field in ("aux k", "masked g", "ema start", "mask mode", "l1 coefficient"):
+        assert field not in body, field
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_setting_of_every_variant_has_words(variant):
+    sae_cfg = VARIANTS[variant].config_cls(d_in=64, d_sae=256)
+    for field in dataclasses.fields(sae_cfg):
+        if field.name not in ("d_in", "d_sae"):
+            phrase = setting_phrase(field.name, getattr(sae_cfg, field.name), sae_cfg)
+            assert phrase and "_" not in phrase.replace("$", ""), field.name
+    with pytest.raises(KeyError, match="no phrase"):
+        setting_phrase("not_a_field", 1)
+
+
+def test_a_resolved_default_is_printed_as_its_value():
+    # TopK's aux_k None means d_in // 2 latents: the table says the number, not "none"
+    sae_cfg = build_config("topk", {"k": 40}, 640, 4096)
+    assert "320 dead latents" in setting_phrase("aux_k", None, sae_cfg)
+    assert "100 dead latents" in setting_phrase("aux_k", 100, sae_cfg)
 
 
 def test_headline_claims_read_matched_l0_chance_and_the_original_setting():
