@@ -21,7 +21,6 @@ from atm_repro.evals.probing import (
     make_tasks,
     pooled_features,
     prepare_probing,
-    run_baseline,
     run_probing,
     se_of_mean,
     task_counts,

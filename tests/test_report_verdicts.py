@@ -17,10 +17,10 @@ from atm_repro.report.setup_tables import (
     hyperparameters_table,
     setting_phrase,
 )
-from atm_repro.saes import build_config
-from atm_repro.saes.registry import VARIANTS
 from atm_repro.report.style import label
 from atm_repro.report.verdicts import claim_numbers, claims, claims_table
+from atm_repro.saes import build_config
+from atm_repro.saes.registry import VARIANTS
 from atm_repro.train import run_config
 
 STAMP = Stamp("cpu", False, "abc1234")
