@@ -560,8 +560,10 @@ def train_profile(
 def train_ablations(profile: Profile, cache: ActivationCache,
                     progress: bool = True) -> list[TrainResult]:
     """Notebook 03: the ablation and sparsity-sweep runs (``profiles.derived_runs``),
-    each at its own seeds."""
+    each at its own seeds; none in a profile without ablations or sweeps."""
     runs = derived_runs(profile)
+    if not runs:
+        return []
     return train_profile(profile, cache, specs={r.name: r.spec for r in runs},
                          seeds={r.name: list(r.seeds) for r in runs}, progress=progress)
 

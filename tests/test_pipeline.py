@@ -131,16 +131,20 @@ def test_evaluate_profile_covers_every_sae_and_reruns_nothing(runs_dir):
 
 
 @pytest.mark.slow
-def test_one_seed_one_family_profile_runs_notebook_05_to_the_end(runs_dir):
-    """``train.seeds: [0]`` and one SAE family (no sweep, no second layer): notebook 05
-    evaluates it and writes every table and figure; where the input is missing (a seed
-    pair, a family to compare with) the table says why."""
+def test_one_seed_one_family_profile_runs_notebooks_03_to_05_to_the_end(runs_dir):
+    """``train.seeds: [0]`` and one SAE family (no ablation, sweep or second layer):
+    notebooks 03 and 04 find nothing to train and say so; notebook 05 evaluates it and
+    writes every table and figure; where the input is missing (a seed pair, a family to
+    compare with) the table says why."""
     cfg = load_profile("smoke", ONE_FAMILY)
     train_profile(cfg, ActivationCache.open(build_cache(cfg, progress=False)), progress=False)
     lines = []
-    (stage,) = pipeline.run(cfg, "smoke", ONE_FAMILY, only=["05"], log=lines.append,
-                            timeout=900)
-    assert stage.notebook == "05_evaluate.ipynb"
+    stages = pipeline.run(cfg, "smoke", ONE_FAMILY, only=["03", "04", "05"],
+                          log=lines.append, timeout=900)
+    assert [s.notebook for s in stages] == ["03_ablations.ipynb", "04_cross_layer.ipynb",
+                                            "05_evaluate.ipynb"]
+    assert any(line.endswith("| 0 runs; factors: []") for line in lines)
+    assert any(line.endswith("| layers: []; SAEs per layer: []") for line in lines)
     assert any(line.endswith("| 1 SAEs evaluated") for line in lines)
     assert any(re.search(r"\| \d+ files written$", line) for line in lines)  # the last cell
     assert list(per_sae(read_results(cfg))["sae_id"]) == ["L1-topk-s0"]

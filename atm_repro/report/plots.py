@@ -57,7 +57,10 @@ def plot_training_curves(logs: pd.DataFrame, title: str = ""):
 @style.styled
 def plot_ablation_training(table: pd.DataFrame, title: str = ""):
     """L0, explained variance and dead fraction against each ablated factor (mean
-    over seeds ± 95% Student-t interval; ``summaries.ablation_table`` in)."""
+    over seeds ± 95% Student-t interval; ``summaries.ablation_table`` in); None when
+    the profile ablates nothing."""
+    if table.empty:
+        return None
     params = sorted(table["param"].unique())
     metrics = ["L0", "explained var.", "dead frac."]
     fig, axes = style.figure(len(metrics), len(params), height=1.6 * len(metrics),
@@ -78,7 +81,9 @@ def plot_ablation_training(table: pd.DataFrame, title: str = ""):
 
 @style.styled
 def plot_cross_layer_training(table: pd.DataFrame, title: str = ""):
-    """L0 and explained variance of each SAE across layers."""
+    """L0 and explained variance of each SAE across layers; None without cross-layer runs."""
+    if table.empty:
+        return None
     fig, axes = style.figure(1, 2, height=2.4)
     for ax, metric in zip(axes, ["L0", "explained var."]):
         for sae, frame in table.groupby("sae", sort=True):

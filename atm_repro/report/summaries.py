@@ -79,8 +79,9 @@ def training_table(results) -> pd.DataFrame:
     rows = [{"sae": r.name, "layer": parse_sae_dir(r.path)[0], "seed": r.seed,
              "status": r.status,
              **{label: r.metrics[key] for key, label in TRAINING_COLUMNS.items()}}
-            for r in results]
-    return pd.DataFrame(rows).round(4)
+            for r in results]  # no results: the columns, no rows
+    return pd.DataFrame(rows, columns=["sae", "layer", "seed", "status",
+                                       *TRAINING_COLUMNS.values()]).round(4)
 
 
 def cross_layer_table(results) -> pd.DataFrame:
@@ -104,7 +105,7 @@ def ablation_table(cfg: Profile) -> pd.DataFrame:
                   **read_metrics(sae_dir(cfg, layer, base, seed))}
                  for seed in sorted(seeds & set(cfg.train.seeds_of(base)))]
     cols = ["base", "param", "value", "seed", *TRAINING_COLUMNS]
-    frame = pd.DataFrame(rows)[cols].rename(columns=TRAINING_COLUMNS)
+    frame = pd.DataFrame(rows, columns=cols).rename(columns=TRAINING_COLUMNS)
     # numbers before choices (a factor may be either), each in its natural order
     order = frame["value"].map(lambda v: (isinstance(v, str), v))
     frame = frame.assign(_order=order).sort_values(["base", "param", "_order", "seed"],
