@@ -85,8 +85,12 @@ def test_noisy_seeds_give_an_interval_that_can_include_zero(cfg):
 def test_seed_interval_cells():
     runs = pd.DataFrame({"a": [1.0, 1.0, 1.0], "b": [0.1, 0.2, 0.3], "c": [math.nan] * 3})
     cells = seed_interval_cells(runs, ["a", "b", "c", "missing"])
-    assert cells["a"] == "1.00 ± 0" or cells["a"].startswith("1.00 ± 0")
-    assert cells["b"].startswith("0.200 ± ") and cells["c"] == "n/a" and cells["missing"] == "n/a"
+    # the half-width at the mean's decimals (t(2) = 4.303, sd 0.1, n 3: 0.248); one that
+    # rounds to 0 there is bounded, not printed as 0 nor as 0.0000277
+    assert cells["a"] == "1.00 ± < 0.01"
+    assert cells["b"] == "0.200 ± 0.248" and cells["c"] == "n/a" and cells["missing"] == "n/a"
+    wide = seed_interval_cells(pd.DataFrame({"l0": [39.0, 40.0, 41.2]}), ["l0"])
+    assert wide["l0"] == "40.1 ± 2.7"
     assert seed_interval_cells(runs.iloc[:1], ["b"])["b"] == "0.100"  # one seed: no interval
 
 

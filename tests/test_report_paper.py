@@ -179,7 +179,7 @@ def test_tables_without_their_input_say_why(runs_dir):
     letters = pd.DataFrame(columns=LETTER_COLUMNS)
     write_tables(cfg, tidy, TOY, manifest(), letters)
     out = run_dir(cfg) / "paper" / "tables"
-    for name, reason in (("matched", "No comparison: train.saes does not hold ATM"),
+    for name, reason in (("matched", "No comparison: this run did not train ATM"),
                          ("stability", "No seed pair: no main SAE was trained with two seeds")):
         text = (out / f"{name}.tex").read_text()
         assert f"\\label{{tab:{name}}}" in text and reason in text, name

@@ -55,7 +55,7 @@ def true_world() -> dict:
                   f"convergence/{f}/t{t}/raw_mean_full_absorption": raw + 0.2 * (f == "topk"),
                   f"convergence/{f}/t{t}/max_cos_mean": cos,
                   f"convergence/{f}/t{t}/chance_max_cos_mean": 0.143}
-    n |= {"convergence/topk/t1M/n_meaningful": 2, "convergence/atm/t500k/n_meaningful": 0}
+    n |= {"convergence/topk/t2M/n_meaningful": 2, "convergence/atm/t1M/n_meaningful": 1}
     n |= {f"health/{f}/meaningful": 1.0 for f in COMPARED}
     n |= {f"main/{f}/max_cos_mean": 0.5 for f in COMPARED}
     return n
@@ -79,12 +79,12 @@ CHANGES = [
     ({"health/jumprelu/meaningful": 2 / 3},
      {"at 5M tokens the absorption metric is meaningful on every seed of every compared "
       "family"}),
-    ({"convergence/topk/t1M/n_meaningful": 3},
-     {"TopK's absorption is meaningful on every seed from 2M tokens on, not at 1M; ATM's "
-      "from 1M on, not at 0.5M"}),
+    ({"convergence/topk/t2M/n_meaningful": 3},
+     {"TopK's absorption is meaningful on every seed only at 5M tokens, not at 2M; ATM's "
+      "from 2M on, not at 1M"}),
     ({"convergence/atm/t2M/n_meaningful": 2},
-     {"TopK's absorption is meaningful on every seed from 2M tokens on, not at 1M; ATM's "
-      "from 1M on, not at 0.5M"}),
+     {"TopK's absorption is meaningful on every seed only at 5M tokens, not at 2M; ATM's "
+      "from 2M on, not at 1M"}),
     ({"matched/topk/explained_variance/L0/hi": 0.001},
      {"ATM reconstructs worse than TopK at TopK's L0"}),
     ({"matched/topk/ce_loss_score/L0/hi": 0.001},

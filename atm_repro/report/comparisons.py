@@ -256,7 +256,8 @@ def matched_numbers(comparisons: list[Matched], goal: dict[str, float]) -> dict[
 
 def seed_interval_cells(runs: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     """``mean ± h`` per column over the rows (seeds) of one SAE name, h half the width
-    of the 95% Student-t interval; a single seed shows its value, none "n/a"."""
+    of the 95% Student-t interval at the mean's decimals (``< 0.001`` when it rounds to
+    0 there); a single seed shows its value, none "n/a"."""
     out = {}
     for col in columns:
         values = runs[col].to_numpy(dtype=float) if col in runs else np.array([])
@@ -266,7 +267,11 @@ def seed_interval_cells(runs: pd.DataFrame, columns: list[str]) -> dict[str, str
         elif not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
             out[col] = _fmt(iv.estimate)
         else:
-            out[col] = f"{_fmt(iv.estimate)} ± {_fmt((iv.hi - iv.lo) / 2)}"
+            mean = _fmt(iv.estimate)
+            decimals = len(mean.partition(".")[2])
+            half = round((iv.hi - iv.lo) / 2, decimals)
+            out[col] = (f"{mean} ± {half:,.{decimals}f}" if half > 0
+                        else f"{mean} ± < {10.0 ** -decimals:.{decimals}f}")
     return out
 
 

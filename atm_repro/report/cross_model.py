@@ -117,7 +117,7 @@ def cross_model_table(frame: pd.DataFrame, stamp: Stamp) -> str:
     """``tab:cross_model``: one row per (other family, metric), one column per model;
     without any comparison (no model trains ATM and another family) it says so."""
     if frame.empty:
-        return missing_table("No comparison: no model's train.saes holds ATM and another "
+        return missing_table("No comparison: no model's run trained ATM and another "
                              "family.", CROSS_MODEL_CAPTION, "tab:cross_model", stamp)
     labels = {m.id: m.label for m in COMPARED_METRICS}
     models = list(dict.fromkeys(zip(frame["model"], frame["layer"])))

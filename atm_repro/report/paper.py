@@ -364,8 +364,7 @@ def _scale(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
                f"({len(cfg.scale.seeds)}). Absorption is raw (shown whether or not "
                "meaningful); letters kept and main-latent $F_1$ are the metric's health.")
     if not scale_runs(cfg):
-        return missing_table("No scale study in this profile (scale.saes, scale.widths, "
-                             "scale.token_multiples).", caption, "tab:scale", stamp)
+        return missing_table("No scale study in this run.", caption, "tab:scale", stamp)
     at = table[table["layer"] == cfg.train.layer]
     rows = []
     for base in cfg.scale.saes:
@@ -422,15 +421,22 @@ def _convergence(cfg: Profile, table: pd.DataFrame, stamp: Stamp) -> str:
         "the same shapes.")
     runs = convergence.convergence_runs(table, convergence.families(cfg), t.layer)
     if runs.empty:
-        reason = convergence.NO_SNAPSHOTS
-        return missing_table(f"{reason[0].upper()}{reason[1:]}.", caption, "tab:convergence",
+        return missing_table("No training snapshots in this run.", caption, "tab:convergence",
                              stamp)
     frame = convergence.points(runs, [c for label, cols in CONVERGENCE_GROUPS.items() if label
                                       for c in cols if c in runs])
     first = ~frame["name"].duplicated()  # the SAE's name on its first row only
     frame["name"] = [style.label(n) if f else "" for n, f in zip(frame["name"], first)]
     frame["tokens"] = frame["tokens"].map(convergence.tick_label)
-    groups = [(label, {c: h for c, h in cols.items() if c in frame})
+    # a column with one value throughout goes to the caption (the table stays in 8 pt)
+    chance = metrics.STABILITY_CHANCE.id
+    constant = {c: frame[c].dropna().unique() for c in ("n_seeds", chance) if c in frame}
+    constant = {c: v[0] for c, v in constant.items() if len(v) == 1}
+    if "n_seeds" in constant:
+        caption += f" Every row is over {int(constant['n_seeds'])} seeds."
+    if chance in constant:
+        caption += f" The chance level is {constant[chance]:.3f} at every point."
+    groups = [(label, {c: h for c, h in cols.items() if c in frame and c not in constant})
               for label, cols in CONVERGENCE_GROUPS.items()]
     groups = [(label, cols) for label, cols in groups if cols]
     return booktabs_table(
@@ -454,10 +460,10 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
     goal = targets(cfg, table)
     frame = matched_frame(comparisons + main_setting_comparisons(cfg, table, letters))
     if frame.empty:
-        return missing_table("No comparison: train.saes does not hold ATM and another "
+        return missing_table("No comparison: this run did not train ATM and another "
                              "family.", MATCHED_CAPTION, "tab:matched", stamp)
     frame["other"] = frame["other"].map(style.label)
-    cols = {"other": "against", "metric": "metric"}
+    cols, shown, caption = {"other": "against", "metric": "metric"}, [], MATCHED_CAPTION
     for match in ("L0", "EV", "main"):
         cells = []
         for diff, verdict in zip(frame.get(f"{match}_diff", pd.Series([None] * len(frame))),
@@ -466,12 +472,19 @@ def _matched(cfg: Profile, table: pd.DataFrame, comparisons: list, letters: pd.D
             cells.append("n/a" if not isinstance(diff, str) else
                          f"{diff} {short}".strip() if diff != "n/a" else "n/a")
         frame[match] = cells
+        if all(c in ("n/a", "(matched)") for c in cells):
+            continue  # no comparison at this target: no column of n/a
+        if match == "main" and shown and cells == frame[shown[0]].tolist():
+            caption += (" Every family was trained at TopK's $L_0$, so the comparison at "
+                        "their own settings is the one shown.")
+            continue
+        shown.append(match)
         cols[match] = {"L0": f"at $L_0 = {format_cell(goal['L0'], '.0f')}$",
                        "EV": f"at expl.\\ var.\\ {format_cell(goal['EV'], '.3f')}",
                        "main": "at own settings"}[match]
     return booktabs_table(
-        frame, cols, stamp=stamp, label="tab:matched", align="llrrr",
-        caption=MATCHED_CAPTION, notes=MATCHED_RULE)
+        frame, cols, stamp=stamp, label="tab:matched", align="ll" + "r" * len(shown),
+        caption=caption, notes=MATCHED_RULE)
 
 
 STABILITY_CAPTION = (
@@ -497,8 +510,8 @@ def _stability(table: pd.DataFrame, stamp: Stamp) -> str:
                      **seed_interval_cells(pairs, present)})
     frame = pd.DataFrame(rows, columns=["name", "n_pairs", *present])
     if not frame["n_pairs"].any():
-        return missing_table("No seed pair: no main SAE was trained with two seeds "
-                             "(train.seeds, train.sae_seeds).", STABILITY_CAPTION,
+        return missing_table("No seed pair: no main SAE was trained with two seeds.",
+                             STABILITY_CAPTION,
                              "tab:stability", stamp)
     return booktabs_table(
         frame, {"name": "SAE", "n_pairs": "pairs", **{c: cols[c] for c in present}},
