@@ -57,8 +57,10 @@ def training_minutes(profile: Profile) -> tuple[int, float]:
     """(SAEs, their summed training time in minutes) over the profile's complete
     runs. Each SAE records its own training wall time (``wall_s``, carried across
     resumes), so the sum is the same for a run made from empty, resumed or partly
-    cached, where the stages' wall times are those of the last invocation only."""
-    records = discover_saes(profile)
+    cached, where the stages' wall times are those of the last invocation only.
+    Snapshots are excluded: each is a point inside a counted run (its ``wall_s`` is
+    the time to that point), not an SAE trained on its own."""
+    records = [r for r in discover_saes(profile) if r.tokens is None]
     return len(records), sum(read_metrics(r.path)["wall_s"] for r in records) / 60
 
 

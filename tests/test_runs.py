@@ -6,6 +6,7 @@ import json
 
 from helpers import TINY_OVERRIDES
 
+from atm_repro.evaluate import training_minutes
 from atm_repro.profiles import derived_specs, load_profile
 from atm_repro.runs import (
     METRICS,
@@ -79,3 +80,16 @@ def test_stage_times_are_recorded_per_notebook(runs_dir, tiny_profile):
     record_stage_time(tiny_profile, "02_train.ipynb", 3.0)
     record_stage_time(tiny_profile, "01_cache.ipynb", 10.0)
     assert read_stage_times(tiny_profile) == {"01_cache.ipynb": 10.0, "02_train.ipynb": 3.0}
+
+
+def test_training_minutes_count_each_run_once(runs_dir):
+    """A snapshot's wall_s is the time to that point of a counted run: summing it too
+    would count the run's first part again (51 SAEs and 154 minutes for 15 SAEs and
+    106 minutes on the canonical run)."""
+    cfg = load_profile("smoke", TINY_OVERRIDES)
+    for path, wall in ((sae_dir(cfg, 1, "topk", 0), 600.0), (sae_dir(cfg, 1, "atm", 0), 300.0),
+                       (snapshot_dir(sae_dir(cfg, 1, "topk", 0), 500), 60.0),
+                       (snapshot_dir(sae_dir(cfg, 1, "atm", 0), 500), 30.0)):
+        path.mkdir(parents=True)
+        (path / METRICS).write_text(json.dumps({"key": {"seed": 0}, "wall_s": wall}))
+    assert training_minutes(cfg) == (2, 15.0)
