@@ -246,6 +246,32 @@ def test_auxk_hand_value_and_gradient_only_to_dead_latents():
     assert torch.equal(z.grad[:, 1:3], torch.zeros(2, 2))
 
 
+@pytest.mark.parametrize("k_aux", [3, 40])  # fewer than the dead latents, and more
+def test_auxk_matches_a_full_width_reference(k_aux):
+    """The dead-columns-only AuxK equals the definition written over all F latents
+    (live ones masked to -inf, top-k, dense decode), in value and in the gradients
+    of z and W_dec: a slip in mapping the dead columns back would move both."""
+    torch.manual_seed(0)
+    B, Fw, Dw = 16, 64, 8
+    dead = torch.rand(Fw) < 0.3
+    residual = torch.randn(B, Dw)
+    results = []
+    for reference in (False, True):
+        z = torch.randn(B, Fw, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        W = torch.randn(Fw, Dw, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        if reference:
+            vals, idx = z.masked_fill(~dead, float("-inf")).topk(min(k_aux, int(dead.sum())), -1)
+            e_hat = torch.zeros(B, Fw).scatter(-1, idx, torch.relu(vals)) @ W
+            loss = ((e_hat - residual) ** 2).sum(-1).mean() / (
+                (residual - residual.mean(0)) ** 2).sum(-1).mean()
+        else:
+            loss = auxk_loss(z, residual, W, dead, k_aux)
+        loss.backward()
+        results.append((loss.detach(), z.grad, W.grad))
+    for ours, ref in zip(*results):
+        assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_auxk_zero_without_dead_latents_positive_with_some():
     torch.manual_seed(0)
     sae = make_sae(TopKSAE, TopKConfig, {"k": 2})
