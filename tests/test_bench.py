@@ -484,3 +484,28 @@ def test_headline_sections(tiny_profile, tmp_path):
     assert 0.45 < rows[("bf16 cache", "bytes on disk: bfloat16 / float32")]["value"] < 0.55
     assert sum(s == "bf16 cache" and "bfloat16 - float32" in m for s, m in rows) == \
         len(common.FIDELITY_SPECS) * len(common.FIDELITY_METRICS)
+
+
+def test_headline_steady_state_and_run_rates(tiny_profile):
+    """The headline bench counts a latent dead after one silent batch (AuxK runs
+    from the second step), and sets the profile's own finished runs at a headline
+    shape beside its timing: median tokens/s over the seeds found, and run / bench."""
+    from atm_repro.bench import headline
+    from atm_repro.runs import sae_dir
+
+    B = common.HEADLINE_BATCHES[0]
+    shaped = common.headline_profile(tiny_profile, B)
+    assert headline.steady_state(shaped).train.dead_tokens == B
+    name = next(iter(tiny_profile.train.saes))
+    assert headline.run_rates(shaped, {}) == []  # no finished runs
+    for seed, rate in zip(tiny_profile.train.seeds_of(name), (1000.0, 3000.0, 2000.0)):
+        path = sae_dir(shaped, shaped.train.layer, name, seed)
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps({"tokens_per_s": rate}))
+    n = len(tiny_profile.train.seeds_of(name))
+    rows = {r.measurement: r.value for r in headline.run_rates(shaped, {(name, B): B / 4000.0})}
+    median = float(np.median([1000.0, 3000.0, 2000.0][:n]))
+    assert rows[f"B {B}, {name}: tokens/s over the run (median of {n})"] == median
+    assert rows[f"B {B}, {name}: run / bench tokens/s"] == pytest.approx(median / 4000.0)
+    narrow = dataclasses.replace(shaped, train=dataclasses.replace(shaped.train, width=2048))
+    assert headline.run_rates(narrow, {}) == []  # not a headline shape

@@ -1,16 +1,23 @@
 """``headline``: training at the headline shapes (width ``HEADLINE_WIDTH``, each
 batch of ``HEADLINE_BATCHES``): every family (``headline_specs``) compiled in
 bfloat16, ``steps`` steps each after a two-step run that compiles its kernel (the
-compile time is a row of its own). Rows: tokens/s; the dense-equivalent FLOP rate
+compile time is a row of its own), each family in its steady state: ATM masking
+from its first step (``headline_specs``), the TopK family's AuxK on from the second
+(``steady_state``). Rows: tokens/s; the dense-equivalent FLOP rate
 (``common``'s module docstring) over a square bfloat16 GEMM's, measured before and
 after (fastest counts); the five SAE-step matmuls alone over the same GEMM (what no
 elementwise work could beat); ATM's and JumpReLU's tokens/s over the standard
 SAE's. Then seconds per SAE of each eval on the trained width-``HEADLINE_WIDTH``
 SAEs (the largest batch's), after the shared preparation (the run's eval cache:
-cold only if it is empty)."""
+cold only if it is empty). Last, where the profile's own runs are at a headline
+shape, their tokens/s over the whole run (metrics.json, median over seeds) and its
+ratio to the bench's: the check that the bench times what the runs do."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import statistics
 import time
 
 import torch
@@ -30,7 +37,7 @@ from atm_repro.bench.common import (
     train_steps,
 )
 from atm_repro.config import Profile, to_dict
-from atm_repro.runs import bench_dir, eval_cache_dir
+from atm_repro.runs import bench_dir, eval_cache_dir, sae_dir
 
 GEMM_SIDE = 2048  # the square bfloat16 GEMM every training rate is set against
 HEADLINE_FLOOR = 0.6  # achieved (10 B D F per step) / square GEMM rate, every family
@@ -45,6 +52,40 @@ def square_gemm_seconds(device: str = "cpu") -> float:
     return interleaved_medians({"gemm": lambda: a @ b}, device=device)["gemm"]
 
 
+def steady_state(profile: Profile) -> Profile:
+    """``profile`` with every latent silent in the previous batch counted dead, so
+    that the TopK family's AuxK runs from the second step, as it does through most
+    of a long run (18-22 % of TopK's latents dead in the 5M-token runs), and not
+    from ``dead_tokens`` on, past the end of a short bench run."""
+    return dataclasses.replace(profile, train=dataclasses.replace(
+        profile.train, dead_tokens=profile.train.batch_size))
+
+
+def run_rates(profile: Profile, bench_step_s: dict[tuple[str, int], float]) -> list[Row]:
+    """The profile's finished runs at a headline shape: tokens/s over the whole run
+    (median over seeds), and over the bench's tokens/s where the bench timed the spec."""
+    tcfg, rows = profile.train, []
+    for name in tcfg.saes:
+        cfg = profile.train.saes[name]
+        B = tcfg.batch_size
+        if (cfg.width or tcfg.width) != HEADLINE_WIDTH or B not in HEADLINE_BATCHES:
+            continue
+        rates = []
+        for seed in tcfg.seeds_of(name):
+            path = sae_dir(profile, tcfg.layer, name, seed) / "metrics.json"
+            if path.is_file():
+                rates.append(json.loads(path.read_text())["tokens_per_s"])
+        if not rates:
+            continue
+        rate = statistics.median(rates)
+        rows.append(Row("headline run", f"B {B}, {name}: tokens/s over the run "
+                        f"(median of {len(rates)})", rate, "tok/s"))
+        if (name, B) in bench_step_s:
+            rows.append(Row("headline run", f"B {B}, {name}: run / bench tokens/s",
+                            rate * bench_step_s[(name, B)] / B, "x"))
+    return rows
+
+
 def run(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     """Every headline family trained at each headline batch, then its evals timed."""
     require_bf16(profile)
@@ -54,7 +95,7 @@ def run(profile: Profile, steps: int) -> tuple[list[Row], dict]:
     gemm_s = [square_gemm_seconds(device)]
     step_s, compile_s, saes = {}, {}, {}
     for B in HEADLINE_BATCHES:
-        shaped = headline_profile(profile, B)
+        shaped = steady_state(headline_profile(profile, B))
         for name, spec in specs.items():
             out = bench_dir(profile) / "headline" / f"{name}-B{B}"
             start = time.perf_counter()
@@ -86,6 +127,7 @@ def run(profile: Profile, steps: int) -> tuple[list[Row], dict]:
                                 step_s[(standard, B)] / step_s[(name, B)], "x", ">=",
                                 HEADLINE_VS_STANDARD))
     rows += eval_seconds(profile, "headline evals", saes, eval_cache_dir(profile))
+    rows += run_rates(profile, step_s)
     return rows, {"width": HEADLINE_WIDTH, "d_model": D, "steps": steps,
                   "gemm_s": gemm_s, "specs": {n: to_dict(s) for n, s in specs.items()},
                   "step_s": {f"{n}/B{b}": v for (n, b), v in step_s.items()}}

@@ -15,7 +15,7 @@ for the canonical run, ``runs/smoke/paper/tables`` for CI):
   companion profiles' SAEs (``Profile.companions``: another model) beside the
   profile's own, told apart by the ``model`` column;
 
-and the figures ``<figures dir>/<name>.pdf`` for each name in ``FIGURE_NAMES`` (the
+and the figures ``<figures dir>/<name>.pdf`` for each name in ``figure_names`` (the
 canonical profile's; notebook 05 also draws the sparsity curves, the ablations,
 the layers and the cross-model figure for profiles that have them).
 Everything is made from ``report.results``' table, stamped and written only when
@@ -94,6 +94,12 @@ TABLE_NAMES = ("claims", "deviations", "hyperparameters", "main_reconstruction",
                "main_interpretability", "matched", "cross_model", "paper_vs_ours",
                "stability", "absorption_health", "scale", "convergence", "toy")
 FIGURE_NAMES = ("absorption_by_letter", "density", "convergence", "toy_absorption")
+
+
+def figure_names(cfg: Profile) -> tuple[str, ...]:
+    """The paper's figures for ``cfg``: ``FIGURE_NAMES``, and the one-factor ablations
+    when the profile has them."""
+    return FIGURE_NAMES + (("ablations",) if cfg.ablations.factors else ())
 
 
 def table_names(cfg: Profile) -> tuple[str, ...]:
