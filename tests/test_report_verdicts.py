@@ -173,3 +173,5 @@ def test_mechanism_verdict_from_three_seeds_per_value():
     claim = next(c for c in claims(cfg, moved, matched_comparisons(cfg, moved))
                  if c.key == "mechanism")
     assert claim.verdict == "holds" and "(3 seeds)" in claim.evidence
+    assert "0.933$\\to$0.971" in claim.evidence  # r 0.1 -> 2, mean over seeds 0-2
+    assert "$L_0$: $r$ 0.1$\\to$2: 40.1$\\to$40.1, difference 0.0 [" in claim.evidence

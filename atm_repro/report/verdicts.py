@@ -152,8 +152,9 @@ def factor_effect(table: pd.DataFrame, cfg: Profile, factor: str,
     a, b = runs.loc[runs["value"] == hi, metric], runs.loc[runs["value"] == lo, metric]
     diff = diff_interval(a, b)
     n = int(min(a.notna().sum(), b.notna().sum()))
-    return (f"{name} {lo:g}$\\to${hi:g}: {b.mean():.3f}$\\to${a.mean():.3f}, "
-            f"difference {diff.format()} ({n} seed{'' if n == 1 else 's'})"), diff
+    digits = 1 if max(abs(a.mean()), abs(b.mean())) >= 10 else 3  # L0: 3 significant
+    return (f"{name} {lo:g}$\\to${hi:g}: {b.mean():.{digits}f}$\\to${a.mean():.{digits}f}, "
+            f"difference {diff.format(digits)} ({n} seed{'' if n == 1 else 's'})"), diff
 
 
 def _stability_verdict(table: pd.DataFrame, stab: Interval) -> str:
