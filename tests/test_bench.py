@@ -35,6 +35,7 @@ from atm_repro.runs import bench_dir, eval_cache_dir
 from atm_repro.saes import build_config
 from atm_repro.saes.base import StepContext
 from atm_repro.saes.io import SAEMeta, load_sae
+from atm_repro.saes.registry import VARIANTS
 from atm_repro.train import CHECKPOINT, BatchOrder, lr_multiplier, train_sae
 
 
@@ -452,8 +453,9 @@ def test_headline_sections(tiny_profile, tmp_path):
                        doc_path=tmp_path / "benchmarks.md", progress=False)
     rows = _rows(result)
     specs = common.headline_specs(tiny_profile)
-    assert {s.variant for s in specs.values()} == {
-        s.variant for s in tiny_profile.train.saes.values() if not s.token_masked}
+    assert sorted(s.variant for s in specs.values()) == sorted(VARIANTS)  # every family
+    assert all(specs[n].params == s.params for n, s in tiny_profile.train.saes.items()
+               if n in specs and s.variant != "atm")  # the profile's own, where it has them
     assert all(s.dtype == "bfloat16" for s in specs.values())
     assert all(s.params["warmup_steps"] == 0 for s in specs.values() if s.variant == "atm")
     assert rows[("headline", "square bfloat16 GEMM (2048^3)")]["value"] > 0
@@ -487,15 +489,15 @@ def test_headline_sections(tiny_profile, tmp_path):
 
 
 def test_headline_steady_state_and_run_rates(tiny_profile):
-    """The headline bench counts a latent dead after one silent batch (AuxK runs
-    from the second step), and sets the profile's own finished runs at a headline
+    """The headline bench counts a latent dead after a few silent batches (AuxK runs
+    from the start), and sets the profile's own finished runs at a headline
     shape beside its timing: median tokens/s over the seeds found, and run / bench."""
     from atm_repro.bench import headline
     from atm_repro.runs import sae_dir
 
     B = common.HEADLINE_BATCHES[0]
     shaped = common.headline_profile(tiny_profile, B)
-    assert headline.steady_state(shaped).train.dead_tokens == B
+    assert headline.steady_state(shaped).train.dead_tokens == headline.STEADY_DEAD_BATCHES * B
     name = next(iter(tiny_profile.train.saes))
     assert headline.run_rates(shaped, {}) == []  # no finished runs
     for seed, rate in zip(tiny_profile.train.seeds_of(name), (1000.0, 3000.0, 2000.0)):

@@ -45,6 +45,7 @@ from atm_repro.models import TINY_MODEL, load_model
 from atm_repro.profiles import eval_configs
 from atm_repro.runs import bench_dir, eval_cache_dir
 from atm_repro.saes.io import load_sae
+from atm_repro.saes.registry import VARIANTS
 from atm_repro.train import sae_meta, train_sae
 
 TRAIN_ROUNDS = 2  # interleaved training rounds per spec (training, bfloat16); fastest counts
@@ -332,15 +333,22 @@ HEADLINE_BATCHES = (1024, 4096)
 
 
 def headline_specs(profile: Profile) -> dict[str, SAESpec]:
-    """The first clean spec of each variant, as the headline trains it: bfloat16
-    autocast, and ATM masking from its first step (its steady state)."""
+    """One spec of every variant, as the headline trains it: bfloat16 autocast, and
+    ATM masking from its first step (its steady state). The profile's first clean
+    spec of a variant where it has one, else the variant at its default parameters
+    (named as the variant), so that every family is timed whatever the profile
+    trains."""
     specs = {}
     for name, spec in profile.train.saes.items():
         if spec.token_masked or any(s.variant == spec.variant for s in specs.values()):
             continue
-        params = {**spec.params, "warmup_steps": 0} if spec.variant == "atm" else spec.params
-        specs[name] = dataclasses.replace(spec, params=params, dtype="bfloat16", width=None)
-    return specs
+        specs[name] = spec
+    for variant in VARIANTS:
+        if not any(s.variant == variant for s in specs.values()):
+            specs[variant] = SAESpec(variant=variant)
+    return {name: dataclasses.replace(
+        spec, params={**spec.params, "warmup_steps": 0} if spec.variant == "atm" else spec.params,
+        dtype="bfloat16", width=None, tokens=None) for name, spec in specs.items()}
 
 
 def headline_profile(profile: Profile, batch_size: int, compiled: bool = True) -> Profile:

@@ -2,8 +2,8 @@
 batch of ``HEADLINE_BATCHES``): every family (``headline_specs``) compiled in
 bfloat16, ``steps`` steps each after a two-step run that compiles its kernel (the
 compile time is a row of its own), each family in its steady state: ATM masking
-from its first step (``headline_specs``), the TopK family's AuxK on from the second
-(``steady_state``). Rows: tokens/s; the dense-equivalent FLOP rate
+from its first step (``headline_specs``), the TopK family's AuxK on over a long
+run's share of dead latents (``steady_state``). Rows: tokens/s; the dense-equivalent FLOP rate
 (``common``'s module docstring) over a square bfloat16 GEMM's, measured before and
 after (fastest counts); the five SAE-step matmuls alone over the same GEMM (what no
 elementwise work could beat); ATM's and JumpReLU's tokens/s over the standard
@@ -52,13 +52,17 @@ def square_gemm_seconds(device: str = "cpu") -> float:
     return interleaved_medians({"gemm": lambda: a @ b}, device=device)["gemm"]
 
 
+STEADY_DEAD_BATCHES = 3  # a latent silent this many batches counts dead in the bench
+
+
 def steady_state(profile: Profile) -> Profile:
-    """``profile`` with every latent silent in the previous batch counted dead, so
-    that the TopK family's AuxK runs from the second step, as it does through most
-    of a long run (18-22 % of TopK's latents dead in the 5M-token runs), and not
-    from ``dead_tokens`` on, past the end of a short bench run."""
+    """``profile`` with every latent silent for ``STEADY_DEAD_BATCHES`` batches counted
+    dead, so that the TopK family's AuxK runs from the fourth step over about the
+    share of latents it serves through most of a long run (18-22 % dead in the
+    5M-token TopK runs; 17 % after 100 bench steps at width 4096, batch 1024; one
+    silent batch gave 40 %), not from ``dead_tokens`` on, past a short bench run."""
     return dataclasses.replace(profile, train=dataclasses.replace(
-        profile.train, dead_tokens=profile.train.batch_size))
+        profile.train, dead_tokens=STEADY_DEAD_BATCHES * profile.train.batch_size))
 
 
 def run_rates(profile: Profile, bench_step_s: dict[tuple[str, int], float]) -> list[Row]:
