@@ -164,8 +164,9 @@ def auxk_loss(
 
     Works on the dead columns only (G of them): the top-k runs over [B, G], not a
     masked [B, F], and the decode is a dense [B, G] @ [G, D] product, since k_aux
-    (default d_in / 2) is a large share of G; this was 2.2x the whole TopK step at
-    width 4096 as a masked top-k and a sparse decode (docs/benchmarks.md)."""
+    (default d_in / 2) is a large share of G. Written as a masked top-k over all F
+    latents and a sparse decode, it made the TopK step at width 4096 with 18% dead
+    latents take 2.2x as long as with none (docs/benchmarks.md, "AuxK")."""
     dead_G = dead_mask_F.nonzero().squeeze(1)
     if dead_G.numel() == 0:
         return z_BF.new_zeros(())
