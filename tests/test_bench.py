@@ -511,3 +511,21 @@ def test_headline_steady_state_and_run_rates(tiny_profile):
     assert rows[f"B {B}, {name}: run / bench tokens/s"] == pytest.approx(median / 4000.0)
     narrow = dataclasses.replace(shaped, train=dataclasses.replace(shaped.train, width=2048))
     assert headline.run_rates(narrow, {}) == []  # not a headline shape
+
+
+def test_headline_specs_time_every_variant():
+    """The headline bench times every variant whatever the profile trains: the
+    profile's first clean spec of a variant (its parameters, ATM masking from step 1,
+    the profile's budget ignored), else the variant at its defaults."""
+    from atm_repro.profiles import load_profile
+
+    cpu = load_profile("cpu")
+    specs = common.headline_specs(cpu)
+    assert sorted(s.variant for s in specs.values()) == sorted(VARIANTS)
+    assert specs["topk"].params == cpu.train.saes["topk"].params
+    assert specs["topk"].lr == cpu.train.saes["topk"].lr
+    assert specs["atm"].params == {**cpu.train.saes["atm"].params, "warmup_steps": 0}
+    assert "atm-paper" not in specs and "atm-short" not in specs  # first spec per variant
+    assert "standard" not in cpu.train.saes and specs["standard"].params == {}
+    assert all(s.dtype == "bfloat16" and s.width is None and s.tokens is None
+               for s in specs.values())
