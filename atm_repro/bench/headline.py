@@ -69,10 +69,11 @@ def run_rates(profile: Profile, bench_step_s: dict[tuple[str, int], float]) -> l
     """The profile's finished runs at a headline shape: tokens/s over the whole run
     (median over seeds), and over the bench's tokens/s where the bench timed the spec."""
     tcfg, rows = profile.train, []
-    for name in tcfg.saes:
-        cfg = profile.train.saes[name]
-        B = tcfg.batch_size
-        if (cfg.width or tcfg.width) != HEADLINE_WIDTH or B not in HEADLINE_BATCHES:
+    B = tcfg.batch_size
+    if B not in HEADLINE_BATCHES:
+        return rows
+    for name, spec in tcfg.saes.items():
+        if (spec.width or tcfg.width) != HEADLINE_WIDTH:
             continue
         rates = []
         for seed in tcfg.seeds_of(name):
