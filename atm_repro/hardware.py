@@ -6,8 +6,8 @@ them torch emulates bfloat16 and it is slower than float32. A CUDA device says
 so itself (``torch.cuda.is_bf16_supported``). Hardware facts stay out of the
 config dataclasses: ``train.dtype: auto`` is resolved here when a run starts
 (``resolve_dtype``) and bfloat16 requests are checked here before heavy work
-(``require_native_dtype``). Also here: the floating-point mode of the evaluating
-commands (``flush_subnormals``).
+(``require_native_dtype``). Also here: the floating-point mode of training and
+evaluation (``flush_subnormals``, ``require_subnormal_flush``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def require_native_dtype(where: str, dtype: str, device: str, cpuinfo: str | Non
 
 
 def flush_subnormals() -> None:
-    """Flush subnormal floats to zero, in every command that evaluates.
+    """Flush subnormal floats to zero, in every command that trains or evaluates.
 
     Subnormals (e.g. sigmoid gradients of confident probe logits) make the
     absorption probe's matmuls ~1.4x slower on x86 for dense SAEs. The flush
@@ -89,3 +89,38 @@ def flush_subnormals() -> None:
     import torch  # not at module level: the flag checks above run without torch
 
     torch.set_flush_denormal(True)
+
+
+_PROBE_PER_THREAD = 1 << 17  # elements: above torch's parallel grain, so each thread gets a chunk
+
+
+def require_subnormal_flush() -> None:
+    """Flush subnormals on every CPU thread that trains, or raise before training.
+
+    Why: a dead latent's weights get zero gradients, so their Adam first moments
+    shrink by beta1 every step and turn subnormal after ~750 steps (ATM seed 0 at
+    step 1,500: 435k of W_enc's 2.6M; docs/benchmarks.md). x86 computes on
+    subnormals through slow microcode, and the 5M-token ATM runs slowed from 18k
+    to 11-14k tokens/s. The flush changes numbers (such moments become 0), so a
+    run is reproducible only when every intra-op thread flushes. A worker thread
+    copies the mode when it is created: one created before ``flush_subnormals``
+    keeps subnormals, and training then depends on what the process ran before,
+    so this raises. The probe is the smallest subnormal by its bits (a float
+    literal would itself be flushed on this thread), doubled by all threads,
+    read back as integers (a comparison would treat it as zero here).
+    No-op where torch has no flush mode (not x86): there every thread keeps
+    subnormals alike.
+    """
+    import torch
+
+    if not torch.set_flush_denormal(True):
+        return
+    threads = torch.get_num_threads()
+    tiny = torch.ones(_PROBE_PER_THREAD * threads, dtype=torch.int32).view(torch.float32)
+    kept = int(torch.count_nonzero((tiny * 2.0).view(torch.int32)))
+    if kept:
+        raise RuntimeError(
+            f"{kept:,} of {tiny.numel():,} subnormal products were not flushed to zero: an "
+            f"intra-op thread (of {threads}) was created before the flush mode was set. "
+            "Call atm_repro.hardware.flush_subnormals() before the process's first parallel "
+            "torch op (the notebooks and `atm-repro` do), or train in a fresh process.")

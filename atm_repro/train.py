@@ -18,6 +18,11 @@ Recipe (docs/methods.md, "Shared recipe"; every choice is a ``TrainConfig`` valu
   weights, gradients and Adam state; ``auto`` is resolved when a run starts
   (``run_config``: the run's key records the resolved dtype) and bfloat16 is
   checked to be native before the first step.
+* Subnormals flushed to zero on CPU (``hardware.require_subnormal_flush``): the
+  Adam first moments of dead latents' weights decay into subnormals, slow on
+  x86. Worker threads copy the mode only when created, so importing this module
+  sets it (before a caller's first parallel op) and ``train_sae`` checks, before
+  any step, that every thread has it.
 * Dead latents in tokens: per latent, tokens since it last fired (counted per
   batch); dead once >= ``dead_tokens``. Variants see the mask in ``StepContext``.
 * Data order is a function of (seed, step) only: epoch e visits the source rows
@@ -82,7 +87,12 @@ from atm_repro.config import (
     to_dict,
 )
 from atm_repro.files import atomic_write_text, keyed_json
-from atm_repro.hardware import require_native_dtype, resolve_dtype
+from atm_repro.hardware import (
+    flush_subnormals,
+    require_native_dtype,
+    require_subnormal_flush,
+    resolve_dtype,
+)
 from atm_repro.profiles import derived_runs, scale_runs
 from atm_repro.runs import METRICS, TRAIN_LOG, sae_dir, snapshot_dir
 from atm_repro.sae_metrics import activation_stats
@@ -103,6 +113,8 @@ from atm_repro.saes.io import (
     sae_code_version,
     save_sae,
 )
+
+flush_subnormals()  # at import: see "Subnormals" above
 
 CHECKPOINT = "checkpoint.pt"
 WEISZFELD_MAX_ITER = 100
@@ -334,6 +346,8 @@ def train_sae(
     lr = spec.lr if spec.lr is not None else cfg.lr  # both validated > 0 by config.py
     check_device(cfg.device)
     require_native_dtype(f"train.saes.{name}.dtype (or train.dtype)", cfg.dtype, cfg.device)
+    if cfg.device == "cpu":
+        require_subnormal_flush()
     if eval_source is not None and eval_source.d_model != d_in:
         raise ConfigError(f"eval source has d_model {eval_source.d_model}, training source {d_in}")
     key = run_key(spec, seed, cfg, meta, data_key)

@@ -4,6 +4,7 @@ refused before any heavy work (not when a profile is merely read)."""
 from __future__ import annotations
 
 import dataclasses
+import platform
 import subprocess
 import sys
 
@@ -116,3 +117,22 @@ def test_flush_subnormals_zeroes_subnormal_results_in_a_fresh_process():
             "print(before > 0, (x * 1.0).item() == 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+X86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                         reason="torch has a subnormal flush mode on x86 only")
+
+
+@X86
+@pytest.mark.parametrize("first", ["flush_subnormals(); ", ""])
+def test_require_subnormal_flush_catches_a_worker_thread_made_before_the_flush(first):
+    """Two threads: the worker made by the first parallel op keeps subnormals when
+    the flush comes after it, and the check sees that half of the probe."""
+    code = ("import torch; torch.set_num_threads(2); "
+            "from atm_repro.hardware import flush_subnormals, require_subnormal_flush; "
+            f"{first}torch.ones(1 << 20).mul_(2); flush_subnormals(); require_subnormal_flush()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if first:
+        assert out.returncode == 0, out.stderr
+    else:
+        assert out.returncode != 0 and "created before the flush mode was set" in out.stderr

@@ -4,6 +4,9 @@ and a short run of every variant on the smoke profile's tiny-model cache."""
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +278,28 @@ def test_bad_lr_and_device():
         with pytest.raises(ConfigError, match="CUDA"):
             train_sae("x", SAESpec(variant="standard"), 0, tcfg(device="cuda"),
                       synthetic_source(), Path("/nonexistent"), META, progress=False)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="torch has a subnormal flush mode on x86 only")
+def test_training_refuses_a_thread_that_keeps_subnormals(tmp_path):
+    """A worker thread made before the trainer's import keeps subnormals: training
+    would then depend on what ran before, so it stops before its first step."""
+    code = ("import sys, numpy as np, torch; torch.set_num_threads(2); "
+            "torch.ones(1 << 20).mul_(2); "
+            "from atm_repro.cache import ArraySource; from atm_repro.config import SAESpec, "
+            "TrainConfig; from atm_repro.saes.io import SAEMeta; "
+            "from atm_repro.train import train_sae; "
+            "src = ArraySource(np.random.default_rng(0).normal(size=(512, 16)).astype('f4')); "
+            "meta = SAEMeta('synthetic', 'blocks.0.hook_resid_post', 0, 8, 'synthetic'); "
+            "cfg = TrainConfig(width=32, batch_size=64, tokens=256, init_sample_tokens=256, "
+            "seeds=[0]); "
+            "train_sae('x', SAESpec('topk', {'k': 4}), 0, cfg, src, sys.argv[1], meta, "
+            "progress=False)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "created before the flush mode was set" in out.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_source_dimension_mismatch(tmp_path):
