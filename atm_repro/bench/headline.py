@@ -16,7 +16,6 @@ ratio to the bench's: the check that the bench times what the runs do."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 
@@ -37,7 +36,7 @@ from atm_repro.bench.common import (
     train_steps,
 )
 from atm_repro.config import Profile, to_dict
-from atm_repro.runs import bench_dir, eval_cache_dir, sae_dir
+from atm_repro.runs import METRICS, bench_dir, eval_cache_dir, read_metrics, sae_dir
 
 GEMM_SIDE = 2048  # the square bfloat16 GEMM every training rate is set against
 HEADLINE_FLOOR = 0.6  # achieved (10 B D F per step) / square GEMM rate, every family
@@ -75,11 +74,8 @@ def run_rates(profile: Profile, bench_step_s: dict[tuple[str, int], float]) -> l
     for name, spec in tcfg.saes.items():
         if (spec.width or tcfg.width) != HEADLINE_WIDTH:
             continue
-        rates = []
-        for seed in tcfg.seeds_of(name):
-            path = sae_dir(profile, tcfg.layer, name, seed) / "metrics.json"
-            if path.is_file():
-                rates.append(json.loads(path.read_text())["tokens_per_s"])
+        dirs = [sae_dir(profile, tcfg.layer, name, seed) for seed in tcfg.seeds_of(name)]
+        rates = [read_metrics(d)["tokens_per_s"] for d in dirs if (d / METRICS).is_file()]
         if not rates:
             continue
         rate = statistics.median(rates)
