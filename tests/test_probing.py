@@ -4,6 +4,7 @@ datasets, missing-source errors, and an end-to-end run on tiny-gemma3."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,15 +278,24 @@ def test_end_to_end_tiny_is_deterministic_and_cached(tiny, small_cfg, tmp_path, 
     assert json.dumps(stored)  # JSON-safe
 
 
-def test_sae_features_are_mean_pooled_latents(tiny, small_cfg, tmp_path):
-    ds = prepare_probing(tiny, [1], small_cfg, tmp_path)[1].datasets["language_id"]
+def test_sae_features_are_mean_pooled_latents():
+    """Known answer on texts of 1 to 40 tokens, chunked at 50 tokens: each text's
+    feature is the mean over its own rows only (no neighbour's, no padding)."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 41, size=30)
+    offsets_N1 = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    acts_TD = rng.normal(size=(int(offsets_N1[-1]), 64)).astype(np.float16)
+    ds = probing.DatasetActs("toy", ["a", "b"], "toy", np.arange(30), np.zeros(30, np.int64),
+                             [], acts_TD, offsets_N1, Path("unused"))
     sae = _sae(1)
-    feats = pooled_features(ds, sae, batch_tokens=50)  # chunks split between texts
-    rows = torch.from_numpy(np.asarray(ds.acts_TD[ds.offsets_N1[4] : ds.offsets_N1[5]],
-                                       dtype=np.float32))
-    np.testing.assert_allclose(feats[4], sae.encode(rows).mean(0).detach().numpy(), rtol=1e-5,
-                               atol=1e-6)
-    assert feats.shape == (len(ds.rows), 128)
+    feats = pooled_features(ds, sae, batch_tokens=50)
+    resid = pooled_features(ds, None, batch_tokens=50)
+    assert feats.shape == (30, 128) and resid.shape == (30, 64)
+    for i in range(30):
+        rows = torch.from_numpy(acts_TD[offsets_N1[i] : offsets_N1[i + 1]].astype(np.float32))
+        np.testing.assert_allclose(feats[i], sae.encode(rows).mean(0).detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(resid[i], rows.mean(0).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_mismatches_are_rejected_before_work(tiny, small_cfg, tmp_path):
