@@ -130,6 +130,9 @@ PROBING_TOP1_SE = Metric(PROBING, "mean_top1_se", "probing top-1, s.e.")
 # the probing rule (``evals.probing.task_counts``): how many tasks enter the means
 PROBING_TASKS_COUNTED = Metric(PROBING, "n_tasks_counted", "probing tasks counted", fmt=".0f")
 PROBING_TASKS = Metric(PROBING, "n_tasks", "probing tasks", fmt=".0f")
+# texts per task where a dataset's smallest class cannot supply n_train / 2 + n_test / 2
+PROBING_TRAIN_MIN = Metric(PROBING, "n_train_min", "probing train texts, fewest", fmt=".0f")
+PROBING_TEST_MIN = Metric(PROBING, "n_test_min", "probing test texts, fewest", fmt=".0f")
 # the original's "bias detection" and "sentiment" accuracies have these stand-ins
 PROBING_GENDER = probing_dataset("gender")
 PROBING_SENTIMENT = probing_dataset("sentiment")
@@ -164,7 +167,8 @@ METRICS = {m.id: m for m in (
     L0, MSE, MSE_PER_ELEMENT, COSINE, EXPLAINED_VARIANCE, FRAC_DEAD, FRAC_DENSE,
     CE_LOSS_SCORE, DELTA_CE, KL_DIV, *ABSORPTION_MEASURES, MAIN_LATENTS, LETTERS_KEPT,
     LETTERS_SCORED, *ABSORPTION_HEALTH, MEANINGFUL, PROBING_TOP1, PROBING_TOP1_SE,
-    baseline(PROBING_TOP1), PROBING_TASKS_COUNTED, PROBING_TASKS, PROBING_GENDER,
+    baseline(PROBING_TOP1), PROBING_TASKS_COUNTED, PROBING_TASKS, PROBING_TRAIN_MIN,
+    PROBING_TEST_MIN, PROBING_GENDER,
     PROBING_SENTIMENT, STABILITY_MAX_COS, STABILITY_CHANCE, STABILITY_ASSIGNMENT,
     STABILITY_ABOVE_07, STABILITY_ABOVE_09, *TRAINING)}
 

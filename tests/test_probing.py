@@ -265,6 +265,7 @@ def test_end_to_end_tiny_is_deterministic_and_cached(tiny, small_cfg, tmp_path, 
     # chance on any task, so no task counts and no mean is reported
     assert first.metrics["n_tasks"] == 3 and first.metrics["n_tasks_counted"] == 0
     assert "mean_top1" not in first.metrics and "language_id/top1" not in first.metrics
+    assert "n_test_min" not in first.metrics  # sizes are of counted tasks only
     assert first.details["datasets"]["language_id"]["counted"] == []
 
     # the cache is reused: no forward pass the second time in the same directory
@@ -335,5 +336,6 @@ def test_sae_means_run_over_the_tasks_the_baseline_counts(tiny, small_cfg, tmp_p
     assert result.metrics["language_id/top1"] == tasks["es-es"]["top1"]
     assert result.metrics["mean_top1"] == tasks["es-es"]["top1"]
     assert result.metrics["n_tasks_counted"] == 1 and result.metrics["n_tasks"] == 3
+    assert (result.metrics["n_train_min"], result.metrics["n_test_min"]) == (16, 8)
     assert result.metrics["baseline/language_id/top1"] == (
         result.details["baseline"]["language_id"]["tasks"]["es-es"]["top1"])

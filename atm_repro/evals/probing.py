@@ -443,6 +443,8 @@ def _evaluate(data: ProbingData, cfg: ProbingConfig, sae=None,
     for key in keys if scored else []:
         values[f"mean_{key}"] = float(np.mean([values[f"{n}/{key}"] for n in scored]))
         values[f"mean_{key}_se"] = se_of_mean([values[f"{n}/{key}_se"] for n in scored])
+    for size in ("n_train", "n_test") if scored else []:  # fewest texts per counted task
+        values[f"{size}_min"] = min(details[n][size] for n in scored)
     values["n_tasks_counted"] = sum(len(details[n]["counted"]) for n in data.datasets)
     values["n_tasks"] = sum(len(ds.tasks) for ds in data.datasets.values())
     return values, details
@@ -476,7 +478,8 @@ def run_probing(sae, data: ProbingData, cfg: ProbingConfig, sae_id: str) -> Eval
 
     Keys: ``<dataset>/top<k>`` and ``<dataset>/all`` (mean over the dataset's
     tasks that count, ``task_counts``) and ``mean_top<k>`` / ``mean_all`` over the
-    datasets with one; ``n_tasks_counted`` of ``n_tasks``. Headline (the
+    datasets with one; ``n_tasks_counted`` of ``n_tasks``; ``n_train_min`` /
+    ``n_test_min``, the sizes of the smallest counted tasks (``class_quotas``). Headline (the
     paper's "sparse probing accuracy"): ``mean_top1``; its "bias detection"
     and "sentiment" stand-ins: ``gender/top1`` and ``sentiment/top1``.
     """

@@ -730,7 +730,8 @@ def _probing_numbers(table: pd.DataFrame) -> dict:
     out = {key: main[col].mean() for col, key in (
         (metrics.baseline(metrics.PROBING_TOP1).id, BASELINE_TOP1),
         (metrics.PROBING_TOP1_SE.id, metrics.PROBING_TOP1_SE.id)) if col in main}
-    for m in (metrics.PROBING_TASKS_COUNTED, metrics.PROBING_TASKS):
+    for m in (metrics.PROBING_TASKS_COUNTED, metrics.PROBING_TASKS, metrics.PROBING_TRAIN_MIN,
+              metrics.PROBING_TEST_MIN):
         if m.id in main and main[m.id].notna().any():
             out[m.id] = int(main[m.id].max())
     return out
