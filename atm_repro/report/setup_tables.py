@@ -66,8 +66,8 @@ def deviations_table(cfg: Profile, manifest: CacheManifest, stamp: Stamp) -> str
         ("absorption eval", "first-letter task (SAEBench)", ORIGINAL_RESULTS,
          f"SAEBench 0.6.0's procedure, {absorption.n_words:,}-word sample"),
         ("probing sets", "SAEBench hub datasets", ORIGINAL_RESULTS,
-         f"{len(probing.datasets)} offline stand-ins, {probing.n_train} / {probing.n_test} "
-         "texts per task"),
+         f"{len(probing.datasets)} offline stand-ins, up to {probing.n_train:,} / "
+         f"{probing.n_test:,} texts per task"),
         ("matched-sparsity comparison", "none ($L_0$ 3280 vs 40)", ORIGINAL_RESULTS,
          "sparsity sweeps, matched $L_0$ and explained variance"),
     ]
