@@ -122,6 +122,7 @@ TIDY_METRICS = {
     "probing/mean_top1": 0.6, "probing/gender/top1": 0.7, "probing/sentiment/top1": 0.65,
     "probing/baseline/mean_top1": 0.55, "probing/mean_top1_se": 0.011,
     "probing/n_tasks_counted": 20.0, "probing/n_tasks": 26.0,
+    "probing/n_train_min": 104.0, "probing/n_test_min": 26.0,
     "stability/max_cos_mean": 0.5,
 }
 
