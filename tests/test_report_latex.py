@@ -30,7 +30,8 @@ def test_escape_latex_specials_and_tex_passthrough():
 @pytest.mark.parametrize("value, expected", [
     (260096, "260{,}096"), (5, "5"), (0.0068, "0.00680"), (0.9727, "0.973"),
     (3280.5, "3{,}280"), (40.0, "40.0"), (-0.5, r"\ensuremath{-}0.500"), (0.0, "0"),
-    (float("nan"), "--"), (None, "--"),
+    (float("nan"), "--"), (None, "--"), (0.9996, "1.00"), (99.96, "100"),
+    (-0.99996, r"\ensuremath{-}1.00"), (0.9994, "0.999"),
 ])
 def test_format_number(value, expected):
     assert format_number(value) == expected

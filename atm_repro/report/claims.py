@@ -31,8 +31,7 @@ class PaperMetric:
     label: str  # LaTeX row header
     metric: str  # our metric id (``metrics``)
     paper: dict[str, str]  # variant -> the value as the paper prints it; absent: not given
-    rule: Rule
-    fmt: str | None  # format spec of our values (None: ``latex.format_number``)
+    rule: Rule  # our values print at 3 significant digits (``latex.format_number``)
 
 
 # The numbers the original paper reports. Its single "mean absorption score" sits
@@ -40,22 +39,20 @@ class PaperMetric:
 # absorption fraction is judged against the same ordering.
 PAPER_RESULTS = (
     PaperMetric("mean_full_absorption", "Absorption (full rate)", metrics.FULL_ABSORPTION.id,
-                {"atm": "0.0068", "topk": "0.1402", "jumprelu": "0.0114"},
-                "absorption_ordering", ".4f"),
+                {"atm": "0.0068", "topk": "0.1402", "jumprelu": "0.0114"}, "absorption_ordering"),
     PaperMetric("mean_absorption_fraction", "Absorption fraction",
-                metrics.ABSORPTION_FRACTION.id, {}, "absorption_ordering", ".4f"),
-    PaperMetric("l0", "$L_0$", metrics.L0.id, {"atm": "3280", "topk": "40"}, "l0_ordering",
-                ",.1f"),
+                metrics.ABSORPTION_FRACTION.id, {}, "absorption_ordering"),
+    PaperMetric("l0", "$L_0$", metrics.L0.id, {"atm": "3280", "topk": "40"}, "l0_ordering"),
     PaperMetric("mse", "MSE (per element)", metrics.MSE_PER_ELEMENT.id, {"atm": "0.5508"},
-                "different_model", None),
+                "different_model"),
     PaperMetric("cosine_similarity", r"Cosine $(x, \hat x)$", metrics.COSINE.id,
-                {"atm": "0.9727"}, "different_model", ".4f"),
+                {"atm": "0.9727"}, "different_model"),
     PaperMetric("sparse_probing", "Sparse probing, top-1", metrics.PROBING_TOP1.id,
-                {"atm": "0.7161"}, "stand_in_data", ".3f"),
+                {"atm": "0.7161"}, "stand_in_data"),
     PaperMetric("bias_detection", "Bias detection, top-1", metrics.PROBING_GENDER.id,
-                {"atm": "0.796"}, "stand_in_data", ".3f"),
+                {"atm": "0.796"}, "stand_in_data"),
     PaperMetric("sentiment", "Sentiment, top-1", metrics.PROBING_SENTIMENT.id,
-                {"atm": "0.853"}, "stand_in_data", ".3f"),
+                {"atm": "0.853"}, "stand_in_data"),
 )
 
 NOT_MEANINGFUL = "absorption_not_meaningful"  # flag in ``ours``: see evals.absorption.health

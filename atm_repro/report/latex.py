@@ -71,7 +71,8 @@ def format_number(value: Any, sig: int = 3) -> Tex:
     x = float(value)
     if x == 0.0:
         return Tex("0")
-    magnitude = math.floor(math.log10(abs(x)))
+    # the magnitude after rounding, so 0.9996 prints 1.00, not 1.000
+    magnitude = math.floor(math.log10(abs(float(f"{x:.{sig - 1}e}"))))
     decimals = max(0, sig - 1 - magnitude)
     return _tex_number(f"{x:,.{decimals}f}")
 

@@ -67,6 +67,7 @@ from atm_repro.report.latex import (
     booktabs_table,
     escape_latex,
     format_cell,
+    format_number,
     joined,
     missing_table,
     numbers_tex,
@@ -260,7 +261,7 @@ def paper_vs_ours_table(ours: dict[str, dict[str, float]], stamp: Stamp,
         for v in PAPER_VARIANTS:
             row[f"paper/{v}"] = m.paper.get(v)
             value = present(ours, v, m.key)
-            row[f"ours/{v}"] = (format_cell(value, m.fmt) if value is not None else
+            row[f"ours/{v}"] = (format_number(value) if value is not None else
                                 "n/a" if m.rule == "absorption_ordering"
                                 and ours.get(v, {}).get(NOT_MEANINGFUL) else None)
         rows.append(row)
@@ -293,7 +294,7 @@ def result_numbers(ours: dict[str, dict[str, float]]) -> dict[str, Any]:
             if v in m.paper:
                 out[f"paper/{v}/{m.key}"] = m.paper[v]
             value = present(ours, v, m.key)
-            out[f"ours/{v}/{m.key}"] = format_cell(value, m.fmt) if value is not None else None
+            out[f"ours/{v}/{m.key}"] = format_number(value) if value is not None else None
     return out
 
 
